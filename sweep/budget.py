@@ -1,0 +1,169 @@
+"""Exact trial budgets shared by racing workers.
+
+Optuna's ``MaxTrialsCallback`` counts finished trials *after* the fact, so N workers overshoot by
+up to N-1 (optuna#3518). Here a worker claims a slot *before* it asks for a trial, with one
+conditional UPDATE that the database serialises::
+
+    UPDATE regsweep_budget SET claimed = claimed + 1
+    WHERE study_name = :s AND claimed < total RETURNING claimed
+
+A trial failed because its worker died gives its slot back (see :func:`release`), and its
+re-queued copy is claimed like any other trial, so the study ends with exactly ``total`` trials
+that count (COMPLETE, PRUNED, or FAIL from an error inside the trial).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import logging
+from typing import Any
+
+import optuna
+import sqlalchemy as sa
+from sqlalchemy import exc as sa_exc
+
+from sweep.storage import db_call, engine_of
+
+_logger = logging.getLogger(__name__)
+
+__all__ = [
+    "ReleaseSlotAndRetry",
+    "BudgetState", "ensure_budget", "claim", "release", "extend", "budget_state", "TABLE"]
+
+_metadata = sa.MetaData()
+TABLE = sa.Table(
+    "regsweep_budget",
+    _metadata,
+    sa.Column("study_name", sa.String(512), primary_key=True),
+    sa.Column("total", sa.Integer, nullable=False),
+    sa.Column("claimed", sa.Integer, nullable=False, default=0),
+)
+
+
+_tables_ready: set[int] = set()
+
+
+def _ensure_table(engine: sa.engine.Engine) -> None:
+    # One CREATE TABLE IF NOT EXISTS per engine, not per claim: claims are on the hot path.
+    if id(engine) not in _tables_ready:
+        db_call(lambda: _metadata.create_all(engine, checkfirst=True), what="create the budget table")
+        _tables_ready.add(id(engine))
+
+
+@dataclass(frozen=True)
+class BudgetState:
+    """Slots of a study: ``total`` allowed, ``claimed`` so far."""
+
+    total: int
+    claimed: int
+
+    @property
+    def left(self) -> int:
+        """Slots not yet claimed."""
+        return max(self.total - self.claimed, 0)
+
+
+def ensure_budget(engine: sa.engine.Engine, study_name: str, total: int) -> None:
+    """Create the table if needed and the study's row if missing (idempotent, race-safe).
+
+    Args:
+        engine: Engine of the study database.
+        study_name: The study.
+        total: Number of trials the study may run.
+    """
+
+    _ensure_table(engine)
+
+    def _run() -> None:
+        try:
+            with engine.begin() as conn:
+                conn.execute(TABLE.insert().values(study_name=study_name, total=total, claimed=0))
+        except sa_exc.IntegrityError:
+            pass  # another creator inserted it first: same spec, same total
+
+    db_call(_run, what=f"set up the budget of study {study_name!r}")
+
+
+def claim(engine: sa.engine.Engine, study_name: str) -> int | None:
+    """Claim one slot; returns its 1-based index, or None when the budget is spent.
+
+    A study without a budget row (created outside regsweep) has an unlimited budget: returns 0.
+    """
+
+    def _run() -> int | None:
+        with engine.begin() as conn:
+            row = conn.execute(
+                sa.update(TABLE)
+                .where(TABLE.c.study_name == study_name, TABLE.c.claimed < TABLE.c.total)
+                .values(claimed=TABLE.c.claimed + 1)
+                .returning(TABLE.c.claimed)
+            ).first()
+            if row is not None:
+                return int(row[0])
+            exists = conn.execute(
+                sa.select(TABLE.c.total).where(TABLE.c.study_name == study_name)
+            ).first()
+            return None if exists is not None else 0
+
+    _ensure_table(engine)
+    return db_call(_run, what=f"claim a budget slot of study {study_name!r}")
+
+
+def release(engine: sa.engine.Engine, study_name: str, n: int = 1) -> None:
+    """Give ``n`` slots back (a trial that did not count: its worker died or was stopped)."""
+
+    def _run() -> None:
+        with engine.begin() as conn:
+            conn.execute(
+                sa.update(TABLE)
+                .where(TABLE.c.study_name == study_name, TABLE.c.claimed >= n)
+                .values(claimed=TABLE.c.claimed - n)
+            )
+
+    db_call(_run, what=f"release a budget slot of study {study_name!r}")
+
+
+def extend(engine: sa.engine.Engine, study_name: str, n: int) -> None:
+    """Add ``n`` slots (e.g. the finalist phase after the search budget)."""
+
+    def _run() -> None:
+        with engine.begin() as conn:
+            conn.execute(
+                sa.update(TABLE).where(TABLE.c.study_name == study_name).values(total=TABLE.c.total + n)
+            )
+
+    db_call(_run, what=f"extend the budget of study {study_name!r}")
+
+
+def budget_state(engine: sa.engine.Engine, study_name: str) -> BudgetState | None:
+    """Current slots, or None for a study without a budget row."""
+
+    def _run() -> BudgetState | None:
+        with engine.connect() as conn:
+            row = conn.execute(
+                sa.select(TABLE.c.total, TABLE.c.claimed).where(TABLE.c.study_name == study_name)
+            ).first()
+        return None if row is None else BudgetState(total=int(row[0]), claimed=int(row[1]))
+
+    _ensure_table(engine)
+    return db_call(_run, what=f"read the budget of study {study_name!r}")
+
+
+class ReleaseSlotAndRetry(optuna.storages.RetryHeartbeatStaleTrialCallback):
+    """Optuna's stale-trial retry, plus giving the dead trial's budget slot back first.
+
+    Optuna calls this once per trial that *this* process failed as stale, so each slot is
+    released exactly once; the re-queued copy then claims a slot like any other trial.
+
+    Args:
+        max_retry: How often one trial may be re-queued.
+    """
+
+    def __init__(self, max_retry: int | None = 2) -> None:
+        super().__init__(max_retry=max_retry, inherit_intermediate_values=False)
+
+    def __call__(self, study: optuna.Study, trial: Any) -> None:
+        _logger.warning("Trial %d went stale (its worker died); re-queuing it", trial.number)
+        release(engine_of(study._storage), study.study_name)
+        super().__call__(study, trial)

@@ -1,0 +1,163 @@
+"""The regularizer configuration one trial trains with.
+
+A :class:`RegularizerConfig` holds one :class:`Penalty` per placement (kernel, bias, activity).
+Its canonical form drops everything that cannot change the trained model (the lambda of kind
+``none``, a zero lambda, float noise past 6 significant digits), so two configs that train the
+same model have the same :meth:`RegularizerConfig.config_hash`. Like Keras regularizers, configs
+round-trip through :meth:`to_dict` / :meth:`from_dict` and validation names argument and value.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from sweep.errors import SpecError
+
+__all__ = ["PLACEMENTS", "BUILTIN_KINDS", "Penalty", "RegularizerConfig", "is_custom_kind"]
+
+PLACEMENTS: tuple[str, ...] = ("kernel", "bias", "activity")
+BUILTIN_KINDS: tuple[str, ...] = ("none", "l1", "l2", "l1_l2")
+_CUSTOM = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*$")
+
+
+def is_custom_kind(kind: str) -> bool:
+    """Whether ``kind`` names a custom regularizer callable as ``package.module:function``."""
+    return bool(_CUSTOM.match(kind))
+
+
+def _round(value: float) -> float:
+    # 6 significant digits: samplers produce float noise that must not split identical configs.
+    return float(f"{value:.6g}")
+
+
+def _check_lambda(name: str, value: Any) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise SpecError(f"Invalid {name}: expected a non-negative float, received {name}={value!r}")
+    if not math.isfinite(value) or value < 0:
+        raise SpecError(f"Invalid {name}: expected a non-negative float, received {name}={value!r}")
+    return float(value)
+
+
+@dataclass(frozen=True)
+class Penalty:
+    """The penalty at one placement.
+
+    Args:
+        kind: ``none``, ``l1``, ``l2``, ``l1_l2`` or ``custom``.
+        l1: L1 factor (kinds ``l1`` and ``l1_l2``).
+        l2: L2 factor (kinds ``l2`` and ``l1_l2``).
+        fn: ``package.module:function`` for kind ``custom``: takes the weight tensor, returns a scalar.
+        scale: Multiplier of the custom function's value.
+    """
+
+    kind: str = "none"
+    l1: float | None = None
+    l2: float | None = None
+    fn: str | None = None
+    scale: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in (*BUILTIN_KINDS, "custom"):
+            raise SpecError(
+                f"Invalid kind: expected one of none, l1, l2, l1_l2, custom, received kind={self.kind!r}"
+            )
+        object.__setattr__(self, "l1", _check_lambda("l1", self.l1))
+        object.__setattr__(self, "l2", _check_lambda("l2", self.l2))
+        object.__setattr__(self, "scale", _check_lambda("scale", self.scale))
+        if self.kind in ("l1", "l1_l2") and self.l1 is None:
+            raise SpecError(f"Invalid l1: kind {self.kind!r} needs l1, received l1=None")
+        if self.kind in ("l2", "l1_l2") and self.l2 is None:
+            raise SpecError(f"Invalid l2: kind {self.kind!r} needs l2, received l2=None")
+        if self.kind == "custom" and (self.fn is None or not is_custom_kind(self.fn)):
+            raise SpecError(
+                f"Invalid fn: expected 'package.module:function' for kind 'custom', received fn={self.fn!r}"
+            )
+
+    def canonical(self) -> dict[str, Any]:
+        """The smallest dict that trains the same model: inactive parts dropped, lambdas rounded."""
+        l1 = _round(self.l1) if self.kind in ("l1", "l1_l2") and self.l1 else 0.0
+        l2 = _round(self.l2) if self.kind in ("l2", "l1_l2") and self.l2 else 0.0
+        if self.kind == "custom":
+            scale = 1.0 if self.scale is None else _round(self.scale)
+            return {"kind": "none"} if scale == 0 else {"kind": "custom", "fn": self.fn, "scale": scale}
+        if l1 and l2:
+            return {"kind": "l1_l2", "l1": l1, "l2": l2}
+        if l1:
+            return {"kind": "l1", "l1": l1}
+        if l2:
+            return {"kind": "l2", "l2": l2}
+        return {"kind": "none"}
+
+    @property
+    def active(self) -> bool:
+        """Whether this penalty changes training at all."""
+        return self.canonical()["kind"] != "none"
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Penalty:
+        """Inverse of :meth:`canonical` (also accepts non-canonical dicts)."""
+        unknown = set(data) - {"kind", "l1", "l2", "fn", "scale"}
+        if unknown:
+            raise SpecError(f"Invalid penalty: unknown keys {sorted(unknown)}, received {data!r}")
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class RegularizerConfig:
+    """Penalties for the three placements of one trial.
+
+    Args:
+        kernel: Conv2D/Dense ``kernel_regularizer`` and DepthwiseConv2D ``depthwise_regularizer``.
+        bias: ``bias_regularizer`` on every layer that has a bias.
+        activity: ``activity_regularizer`` on each block output and the head.
+    """
+
+    kernel: Penalty = field(default_factory=Penalty)
+    bias: Penalty = field(default_factory=Penalty)
+    activity: Penalty = field(default_factory=Penalty)
+
+    def canonical(self, no_effect: tuple[str, ...] = ()) -> dict[str, dict[str, Any]]:
+        """Canonical form; placements listed in ``no_effect`` (reach no layer) become ``none``.
+
+        Args:
+            no_effect: Placements that reach no layer of the model being trained.
+        """
+        return {
+            p: ({"kind": "none"} if p in no_effect else getattr(self, p).canonical())
+            for p in PLACEMENTS
+        }
+
+    def config_hash(self, no_effect: tuple[str, ...] = ()) -> str:
+        """A stable 16-hex-digit hash of the canonical form: equal for equivalent configs."""
+        text = json.dumps(self.canonical(no_effect), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def label(self) -> str:
+        """A short human label, e.g. ``kernel=l2(0.001) bias=none activity=none``."""
+        parts = []
+        for p in PLACEMENTS:
+            c = getattr(self, p).canonical()
+            args = ",".join(f"{v:g}" if isinstance(v, float) else str(v) for k, v in c.items() if k != "kind")
+            parts.append(f"{p}={c['kind']}" + (f"({args})" if args else ""))
+        return " ".join(parts)
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        """JSON-able dict (the canonical form); round-trips through :meth:`from_dict`."""
+        return self.canonical()
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RegularizerConfig:
+        """Build from :meth:`to_dict` output. Unknown placements are rejected by name."""
+        unknown = set(data) - set(PLACEMENTS)
+        if unknown:
+            raise SpecError(
+                f"Invalid placement: expected kernel, bias or activity, received {sorted(unknown)}"
+            )
+        return cls(**{p: Penalty.from_dict(data[p]) for p in PLACEMENTS if p in data})

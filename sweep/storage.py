@@ -1,0 +1,266 @@
+"""Where studies live: URL resolution, password masking and the one database-call helper.
+
+Every call regsweep makes to the study database goes through :func:`db_call`, which retries
+transient faults (a restarted or briefly unreachable server) with exponential backoff and turns
+driver errors into :class:`~sweep.errors.StorageError` whose message never carries a password.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import re
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import optuna
+import sqlalchemy
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.engine import make_url
+
+from sweep.errors import SpecError, StorageError
+
+__all__ = [
+    "DEFAULT_STORAGE",
+    "POOL_SIZE",
+    "StorageConfig",
+    "resolve_storage_url",
+    "mask_url",
+    "mask_secrets",
+    "check_storage_url",
+    "open_storage",
+    "db_call",
+    "engine_of",
+]
+
+_logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+#: The embedded default: one SQLite file in the working directory, no server needed.
+DEFAULT_STORAGE = "sqlite:///regsweep.db"
+
+#: Connections one worker process may hold: the trial loop and the heartbeat thread.
+#: 16 workers therefore stay under 32 connections (checked against pg_stat_activity in tests).
+POOL_SIZE = 2
+
+_SUPPORTED = ("postgresql", "sqlite", "mysql")
+_PASSWORD_IN_URL = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.\-]*://[^:/@\s]+:)(?P<pw>[^@\s]+)(?P<at>@)")
+
+
+def resolve_storage_url(cli_value: str | None = None, spec_value: str | None = None) -> str:
+    """Pick the storage URL: CLI flag > ``SWEEP_STORAGE`` > ``OPTUNA_STORAGE`` > spec > default.
+
+    Args:
+        cli_value: The ``--storage`` flag, if given.
+        spec_value: ``study.storage`` from the spec file, if given.
+
+    Returns:
+        The URL to use (unmasked; mask it with :func:`mask_url` before showing it).
+    """
+    for value in (
+        cli_value,
+        os.environ.get("SWEEP_STORAGE"),
+        os.environ.get("OPTUNA_STORAGE"),
+        spec_value,
+    ):
+        if value:
+            return value
+    return DEFAULT_STORAGE
+
+
+def mask_url(url: str) -> str:
+    """Return ``url`` with its password replaced by ``***`` (safe for logs and reports).
+
+    Args:
+        url: A database URL such as ``postgresql://user:secret@host/db``.
+    """
+    try:
+        parsed = make_url(url)
+    except Exception:  # not a URL sqlalchemy understands: fall back to a regex
+        return mask_secrets(url)
+    if parsed.password is None:
+        return url
+    return parsed.render_as_string(hide_password=True)
+
+
+def mask_secrets(text: str) -> str:
+    """Mask every ``scheme://user:password@`` occurrence inside free text (log lines, tracebacks)."""
+    return _PASSWORD_IN_URL.sub(lambda m: f"{m['head']}***{m['at']}", text)
+
+
+def check_storage_url(url: str) -> str:
+    """Validate the form of a storage URL without connecting.
+
+    Args:
+        url: The URL to check.
+
+    Returns:
+        The URL unchanged.
+
+    Raises:
+        SpecError: If the URL cannot be parsed or names an unsupported database.
+    """
+    try:
+        parsed = make_url(url)
+    except Exception:
+        raise SpecError(
+            f"Invalid storage: expected a database URL such as postgresql://user@host/db or "
+            f"sqlite:///regsweep.db, received storage={mask_url(url)!r}"
+        ) from None
+    backend = parsed.get_backend_name()
+    if backend not in _SUPPORTED:
+        raise SpecError(
+            f"Invalid storage: expected one of {', '.join(_SUPPORTED)}, received "
+            f"storage={mask_url(url)!r} (backend {backend!r})"
+        )
+    return url
+
+
+class StorageConfig:
+    """How a process connects: heartbeat, stale-trial retry and pool settings.
+
+    Args:
+        heartbeat_interval: Seconds between heartbeats of a running trial (None disables them).
+        grace_period: Seconds without a heartbeat after which a RUNNING trial is stale.
+        max_retry: How often a stale trial is re-queued (Optuna's RetryHeartbeatStaleTrialCallback).
+        pool_size: Connections kept per process (Postgres/MySQL only).
+        connect_timeout: Seconds to wait for a connection before the attempt fails.
+    """
+
+    def __init__(
+        self,
+        heartbeat_interval: int | None = None,
+        grace_period: int | None = None,
+        max_retry: int = 2,
+        pool_size: int = POOL_SIZE,
+        connect_timeout: int = 10,
+    ) -> None:
+        self.heartbeat_interval = heartbeat_interval
+        self.grace_period = grace_period
+        self.max_retry = max_retry
+        self.pool_size = pool_size
+        self.connect_timeout = connect_timeout
+
+
+def _engine_kwargs(url: str, config: StorageConfig) -> dict[str, Any]:
+    backend = make_url(url).get_backend_name()
+    if backend == "sqlite":
+        # Several local worker processes share one file: wait for the lock instead of failing.
+        return {"connect_args": {"timeout": 60}}
+    kwargs: dict[str, Any] = {
+        "pool_size": config.pool_size,
+        "max_overflow": 0,
+        # A restarted server leaves dead connections in the pool: test each before use.
+        "pool_pre_ping": True,
+        "pool_recycle": 1800,
+        "pool_timeout": 60,
+    }
+    if backend == "postgresql":
+        kwargs["connect_args"] = {
+            "connect_timeout": config.connect_timeout,
+            "application_name": "regsweep",
+        }
+    return kwargs
+
+
+def open_storage(url: str, config: StorageConfig | None = None) -> optuna.storages.RDBStorage:
+    """Open (and if needed initialise) the Optuna RDB storage at ``url``.
+
+    Args:
+        url: Storage URL (see :func:`resolve_storage_url`).
+        config: Heartbeat and pool settings; defaults suit the CLI (no heartbeat).
+
+    Returns:
+        An ``optuna.storages.RDBStorage``.
+
+    Raises:
+        SpecError: The URL is malformed.
+        StorageError: The database cannot be reached (after retries).
+    """
+    check_storage_url(url)
+    config = config or StorageConfig()
+    callback = None
+    if config.heartbeat_interval is not None:
+        from sweep.budget import ReleaseSlotAndRetry  # budget imports this module
+
+        callback = ReleaseSlotAndRetry(max_retry=config.max_retry)
+    return db_call(
+        lambda: optuna.storages.RDBStorage(
+            url,
+            engine_kwargs=_engine_kwargs(url, config),
+            heartbeat_interval=config.heartbeat_interval,
+            grace_period=config.grace_period,
+            heartbeat_stale_trial_callback=callback,
+        ),
+        what=f"open storage {mask_url(url)}",
+    )
+
+
+def _is_transient(error: BaseException) -> bool:
+    """Faults worth retrying: lost or refused connections, and races on table creation."""
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, (sa_exc.OperationalError, sa_exc.DisconnectionError, sa_exc.InterfaceError)):
+            return True
+        if isinstance(seen, sa_exc.DBAPIError) and seen.connection_invalidated:
+            return True
+        # Concurrent first-time table creation on Postgres collides on pg_type (optuna#1092).
+        if isinstance(seen, (sa_exc.IntegrityError, sa_exc.ProgrammingError)) and (
+            "pg_type_typname_nsp_index" in str(seen) or "already exists" in str(seen)
+        ):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def db_call(
+    fn: Callable[[], T],
+    *,
+    what: str,
+    attempts: int = 8,
+    base_delay: float = 0.5,
+    max_delay: float = 15.0,
+) -> T:
+    """Run one database operation, retrying transient faults with jittered exponential backoff.
+
+    Args:
+        fn: The operation (a closure over storage or study calls).
+        what: A short description for messages, e.g. ``"ask trial"``. Must not contain secrets.
+        attempts: Tries before giving up.
+        base_delay: First backoff in seconds; doubles each try up to ``max_delay``.
+        max_delay: Longest single wait.
+
+    Returns:
+        Whatever ``fn`` returns.
+
+    Raises:
+        StorageError: A non-transient driver error, or transient faults outlasting ``attempts``.
+    """
+    delay = base_delay
+    for attempt in range(1, attempts + 1):
+        try:
+            return fn()
+        except (sa_exc.SQLAlchemyError, optuna.exceptions.StorageInternalError) as error:
+            transient = _is_transient(error)
+            detail = mask_secrets(str(getattr(error, "orig", None) or error)).strip().splitlines()
+            first_line = detail[0] if detail else type(error).__name__
+            if not transient or attempt == attempts:
+                raise StorageError(f"Storage error while trying to {what}: {first_line}") from None
+            _logger.warning(
+                "Storage fault while trying to %s (attempt %d/%d): %s; retrying in %.1fs",
+                what, attempt, attempts, first_line, delay,
+            )
+            time.sleep(delay * (0.5 + random.random()))
+            delay = min(delay * 2, max_delay)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def engine_of(storage: optuna.storages.BaseStorage) -> sqlalchemy.engine.Engine:
+    """The SQLAlchemy engine behind an RDB storage (also through Optuna's cache wrapper)."""
+    inner = getattr(storage, "_backend", storage)
+    engine = getattr(inner, "engine", None)
+    if engine is None:
+        raise StorageError("regsweep needs an RDB storage (PostgreSQL, MySQL or SQLite)")
+    return engine
