@@ -1,0 +1,101 @@
+"""``sweep-worker``: pull trials from a study until its budget or deadline is reached.
+
+Configuration precedence (as in optuna-dashboard): command-line flag > environment > default.
+Exit status: 0 when the budget or deadline is reached or after a clean SIGTERM; non-zero on a
+fatal error (bad storage URL, unreachable database, unknown study), with one clear message.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+from types import FrameType
+
+from sweep.errors import RegsweepError
+from sweep.logs import setup_logging
+from sweep.storage import StorageConfig, mask_secrets, open_storage, resolve_storage_url
+
+__all__ = ["main", "build_parser"]
+
+_logger = logging.getLogger("workers")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``sweep-worker`` argument parser."""
+    env = os.environ.get
+    p = argparse.ArgumentParser(
+        prog="sweep-worker",
+        description="Train trials of a regsweep study until its budget or deadline is reached.",
+    )
+    p.add_argument("--storage", help="storage URL (env SWEEP_STORAGE, then OPTUNA_STORAGE; default sqlite:///regsweep.db)")
+    p.add_argument("--study", default=env("SWEEP_STUDY"), help="study name (env SWEEP_STUDY)")
+    p.add_argument("--artifacts", default=env("SWEEP_ARTIFACTS"), help="artifact directory for learning-curve plots (env SWEEP_ARTIFACTS)")
+    p.add_argument("--heartbeat-file", default=env("SWEEP_HEARTBEAT_FILE"), help="file touched on every heartbeat, for container healthchecks (env SWEEP_HEARTBEAT_FILE)")
+    p.add_argument("--max-trials", type=int, default=None, help="stop after this many trials of this worker")
+    p.add_argument("--worker-index", type=int, default=int(env("SWEEP_WORKER_INDEX", "0")), help="index among workers started together (sampler seed offset)")
+    p.add_argument("--heartbeat-interval", type=int, default=int(env("SWEEP_HEARTBEAT_INTERVAL", "10")), help="seconds between trial heartbeats (default 10)")
+    p.add_argument("--grace-period", type=int, default=int(env("SWEEP_GRACE_PERIOD", "60")), help="seconds without heartbeat before a trial is stale and re-queued (default 60)")
+    p.add_argument("--log-level", default=env("SWEEP_LOG_LEVEL", "INFO"), help="logging level (env SWEEP_LOG_LEVEL)")
+    return p
+
+
+def _hide_password_from_ps() -> None:
+    # A password given with --storage would show in `ps` and /proc/PID/cmdline: rewrite the title.
+    masked = [mask_secrets(a) for a in sys.argv]
+    if masked != sys.argv:
+        try:
+            import setproctitle
+
+            setproctitle.setproctitle(" ".join(masked))
+        except ImportError:  # pragma: no cover
+            _logger.warning("setproctitle is missing: the storage password is visible in ps")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``sweep-worker``."""
+    args = build_parser().parse_args(argv)
+    setup_logging(args.log_level)
+    _hide_password_from_ps()
+    if not args.study:
+        print("sweep-worker: error: --study (or SWEEP_STUDY) is required", file=sys.stderr)
+        return 2
+    try:
+        from workers.loop import WorkerLoop
+
+        storage = open_storage(
+            resolve_storage_url(args.storage),
+            StorageConfig(heartbeat_interval=args.heartbeat_interval, grace_period=args.grace_period),
+        )
+        hooks = []
+        if args.artifacts:
+            from workers.artifacts import CurveArtifacts
+
+            hooks.append(CurveArtifacts(args.artifacts))
+        loop = WorkerLoop(
+            storage,
+            args.study,
+            worker_index=args.worker_index,
+            max_trials=args.max_trials,
+            heartbeat_file=args.heartbeat_file,
+            after_trial=hooks,
+        )
+
+        def _on_signal(signum: int, frame: FrameType | None) -> None:
+            _logger.warning("Received %s: finishing the current epoch, then exiting (again to abort)",
+                            signal.Signals(signum).name)
+            loop.request_stop()
+
+        signal.signal(signal.SIGTERM, _on_signal)
+        signal.signal(signal.SIGINT, _on_signal)
+        loop.run()
+    except RegsweepError as error:
+        print(f"sweep-worker: error: {mask_secrets(str(error))}", file=sys.stderr)
+        return error.exit_code or 1
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

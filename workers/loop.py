@@ -1,0 +1,319 @@
+"""The worker's trial loop: claim a budget slot, ask, train in the child, report, tell.
+
+Failure handling follows KerasTuner's two kinds:
+
+* a trial error (the trainer raised, the loss became NaN, the child crashed or timed out) fails
+  that trial with its reason and traceback in attrs, and the loop goes on;
+* a fatal error (bad storage, missing study) propagates and the CLI exits non-zero.
+
+A trial stopped by SIGTERM is failed, its slot released and a copy re-queued; a trial stopped at
+the deadline is failed with reason ``deadline``. When the budget is spent the worker keeps polling
+while other trials still run, failing stale ones (whose re-queued copies it may then take), so a
+killed worker's last trial is never left behind.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from sweep import budget
+from sweep.errors import TrialError
+from sweep.space import suggest_config
+from sweep.storage import db_call, engine_of
+from sweep.study import Sweep, load_sweep, make_pruner, make_sampler
+from workers.deadline import predict_duration
+from workers.environment import worker_info
+from workers.heartbeat import Heartbeat
+from workers.runner import RemoteTrialError, TrainerProcess
+from workers.train_request import TrainRequest
+
+__all__ = ["WorkerLoop", "objective_value"]
+
+_logger = logging.getLogger(__name__)
+AfterTrial = Callable[[optuna.Study, optuna.trial.FrozenTrial], None]
+
+
+def objective_value(history: dict[str, list[float]], reduce: str) -> float:
+    """Score of a finished trial: validation accuracy at its best or its last epoch."""
+    values = history.get("val_accuracy") or []
+    if not values:
+        raise TrialError("the trainer reported no val_accuracy")
+    return float(max(values) if reduce == "best" else values[-1])
+
+
+class WorkerLoop:
+    """Pull trials from one study until its budget or deadline is reached.
+
+    Args:
+        storage: RDB storage opened with heartbeats (see ``workers.cli``).
+        study_name: The study to work on.
+        trainer: The training child; default: one for the spec's ``training.trainer``.
+        worker_index: Distinguishes sampler seeds of workers started together.
+        max_trials: Stop after this many trials of this worker (None: until the budget is spent).
+        heartbeat_file: File touched every beat for container healthchecks.
+        poll_interval: Seconds between checks while waiting for other workers' trials.
+        clock: Wall clock (seconds since the epoch); tests pass a fake.
+        after_trial: Hooks called with each finished trial (artifacts, notes).
+    """
+
+    def __init__(
+        self,
+        storage: optuna.storages.RDBStorage,
+        study_name: str,
+        *,
+        trainer: TrainerProcess | None = None,
+        worker_index: int = 0,
+        max_trials: int | None = None,
+        heartbeat_file: str | None = None,
+        poll_interval: float = 2.0,
+        clock: Callable[[], float] = time.time,
+        after_trial: list[AfterTrial] | None = None,
+    ) -> None:
+        self.storage = storage
+        self.study_name = study_name
+        self.worker_index = worker_index
+        self.max_trials = max_trials
+        self.poll_interval = poll_interval
+        self.clock = clock
+        self.after_trial = after_trial or []
+        self.sweep: Sweep = load_sweep(storage, study_name)
+        spec = self.sweep.spec
+        self.study = db_call(
+            lambda: optuna.load_study(
+                study_name=study_name,
+                storage=storage,
+                sampler=make_sampler(spec, worker_index),
+                pruner=make_pruner(spec),
+            ),
+            what=f"load study {study_name!r}",
+        )
+        self.engine = engine_of(storage)
+        self.trainer = trainer or TrainerProcess(spec.training.trainer)
+        interval = storage.get_heartbeat_interval() or 10
+        self.heartbeat = Heartbeat(storage, interval, heartbeat_file)
+        self.info = worker_info()
+        self.deadline = spec.budget.deadline.timestamp() if spec.budget.deadline else None
+        self.grace = float(getattr(storage, "grace_period", None) or 2 * interval)
+        self.stop_requested = threading.Event()
+        self.force_stop = threading.Event()
+        self.trials_run = 0
+
+    # -- control -------------------------------------------------------------------------------
+    def request_stop(self) -> None:
+        """First call: finish after the current epoch. Second call: kill the current trial now."""
+        if self.stop_requested.is_set():
+            self.force_stop.set()
+            self.trainer.kill()
+        self.stop_requested.set()
+
+    def run(self) -> int:
+        """Run until done; returns the number of trials this worker ran."""
+        self.trainer.start()  # imports the trainer while we ask for the first trial
+        self.heartbeat.start()
+        try:
+            self._loop()
+        finally:
+            self.heartbeat.stop()
+            self.trainer.stop()
+        _logger.info("Worker done: %d trials run", self.trials_run)
+        return self.trials_run
+
+    def _loop(self) -> None:
+        spec = self.sweep.spec
+        while not self.stop_requested.is_set():
+            if self.max_trials is not None and self.trials_run >= self.max_trials:
+                return
+            db_call(lambda: optuna.storages.fail_stale_trials(self.study), what="fail stale trials")
+            if self.deadline is not None:
+                predicted = predict_duration(self.study, self.info["gpu"], spec.training.epochs)
+                left = self.deadline - self.clock()
+                if left <= predicted:
+                    _logger.info("Not starting a trial: predicted %.0fs, deadline in %.0fs", predicted, left)
+                    self._drain_until_deadline()
+                    return
+            slot = budget.claim(self.engine, self.study_name)
+            if slot is None:
+                if self._others_running():
+                    self.stop_requested.wait(self.poll_interval)
+                    continue
+                _logger.info("Budget of study %r spent", self.study_name)
+                return
+            trial = db_call(self.study.ask, what="ask for a trial")
+            self.heartbeat.begin(trial._trial_id)
+            try:
+                self._run_trial(trial)
+            finally:
+                self.heartbeat.end()
+            self.trials_run += 1
+
+    def _others_running(self) -> bool:
+        running = db_call(
+            lambda: self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING)),
+            what="list running trials",
+        )
+        return bool(running)
+
+    def _drain_until_deadline(self) -> None:
+        """Past the point of starting trials: wait for running ones, then fail any left stale."""
+        assert self.deadline is not None
+        end = self.deadline + self.grace + self.heartbeat.interval
+        while self.clock() < end and not self.stop_requested.is_set():
+            running = db_call(
+                lambda: self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)),
+                what="list running trials",
+            )
+            if not running:
+                return
+            db_call(lambda: optuna.storages.fail_stale_trials(self.study), what="fail stale trials")
+            self.stop_requested.wait(self.poll_interval)
+        db_call(lambda: optuna.storages.fail_stale_trials(self.study), what="fail stale trials")
+
+    # -- one trial -----------------------------------------------------------------------------
+    def _set(self, trial: optuna.Trial, key: str, value: Any) -> None:
+        db_call(lambda: trial.set_user_attr(key, value), what=f"write trial attr {key!r}")
+
+    def _run_trial(self, trial: optuna.Trial) -> None:
+        spec = self.sweep.spec
+        started = time.monotonic()
+        config = suggest_config(trial, spec.space)
+        canonical = config.canonical()
+        seed = int(trial.user_attrs.get("seed", spec.training.seed))
+        for key, value in (
+            ("config", canonical),
+            ("config_hash", config.config_hash()),
+            ("seed", seed),
+            ("phase", trial.user_attrs.get("phase", "search")),
+            ("worker", self.info),
+        ):
+            self._set(trial, key, value)
+        _logger.info("Trial %d: %s", trial.number, config.label())
+        request = TrainRequest(
+            config=canonical,
+            setup=spec.training.model_dump(mode="json"),
+            trial_number=trial.number,
+            seed=seed,
+        )
+        handler = _EpochHandler(self, trial)
+        try:
+            result = self.trainer.run(request.to_dict(), handler, timeout_s=spec.budget.trial_timeout_s)
+        except TrialError as error:
+            if self.force_stop.is_set():
+                self._give_back(trial, "shutdown: worker stopped")
+            else:
+                tb = error.remote_traceback if isinstance(error, RemoteTrialError) else None
+                self._fail(trial, str(error), tb, started)
+            return
+        self._record(trial, result, started)
+        if result.get("stopped") == "prune":
+            self._tell(trial, TrialState.PRUNED)
+        elif result.get("stopped") == "stop":
+            if handler.stop_reason == "deadline":
+                self._fail(trial, "deadline: stopped between epochs at the sweep's deadline", None, started)
+            else:
+                self._give_back(trial, "shutdown: worker stopped")
+        else:
+            value = objective_value(result["history"], spec.objective.reduce)
+            self._tell(trial, TrialState.COMPLETE, value)
+
+    def _record(self, trial: optuna.Trial, result: dict[str, Any], started: float) -> None:
+        history = result.get("history", {})
+        layers = result.get("placement_layers", {})
+        self._set(trial, "curves", history)
+        self._set(trial, "epochs_run", int(result.get("epochs_run", 0)))
+        self._set(trial, "duration_s", round(time.monotonic() - started, 3))
+        self._set(
+            trial,
+            "diagnostics",
+            {
+                "sparsity": result.get("sparsity"),
+                "block_norms": result.get("block_norms", {}),
+                "placement_layers": layers,
+                "param_count": result.get("param_count"),
+                "device": result.get("device"),
+                "backend": result.get("backend"),
+            },
+        )
+        no_effect = [p for p, n in layers.items() if n == 0 and canonical_active(trial, p)]
+        if no_effect:
+            _logger.warning("Trial %d: placement(s) %s reached no layer", trial.number, no_effect)
+            self._set(trial, "no_effect", no_effect)
+
+    def _fail(self, trial: optuna.Trial, reason: str, tb: str | None, started: float) -> None:
+        _logger.warning("Trial %d failed: %s", trial.number, reason)
+        self._set(trial, "fail_reason", reason[:2000])
+        if tb:
+            self._set(trial, "traceback", tb[-8000:])
+        self._set(trial, "duration_s", round(time.monotonic() - started, 3))
+        self._tell(trial, TrialState.FAIL)
+
+    def _give_back(self, trial: optuna.Trial, reason: str) -> None:
+        """Fail a trial that did not get to count, release its slot and re-queue a copy."""
+        self._set(trial, "fail_reason", reason)
+        self._tell(trial, TrialState.FAIL)
+        frozen = db_call(lambda: self.study._storage.get_trial(trial._trial_id), what="read trial")
+        callback = self.storage.get_heartbeat_stale_trial_callback()
+        if callback is not None:
+            db_call(lambda: callback(self.study, frozen), what="re-queue the trial")
+        else:
+            budget.release(self.engine, self.study_name)
+
+    def _tell(self, trial: optuna.Trial, state: TrialState, value: float | None = None) -> None:
+        def _do() -> None:
+            try:
+                self.study.tell(trial, value if state == TrialState.COMPLETE else None, state=state)
+            except RuntimeError as error:  # tell retried after a commit that did land
+                if "already finished" not in str(error) and "finished" not in str(error):
+                    raise
+
+        db_call(_do, what=f"tell trial {trial.number}", attempts=20)
+        finished = db_call(lambda: self.study._storage.get_trial(trial._trial_id), what="read trial")
+        for hook in self.after_trial:
+            try:
+                hook(self.study, finished)
+            except Exception as error:  # hooks are extras (artifacts): never fail the loop
+                _logger.warning("after-trial hook %s failed: %s", getattr(hook, "__name__", hook), error)
+
+
+def canonical_active(trial: optuna.Trial, placement: str) -> bool:
+    """Whether the trial's config puts a penalty at ``placement``."""
+    return trial.user_attrs.get("config", {}).get(placement, {}).get("kind", "none") != "none"
+
+
+class _EpochHandler:
+    """Per-epoch callback in the parent: report, record progress, decide continue/prune/stop."""
+
+    def __init__(self, loop: WorkerLoop, trial: optuna.Trial) -> None:
+        self.loop = loop
+        self.trial = trial
+        self.stop_reason: str | None = None
+        self.can_prune = not isinstance(loop.study.pruner, optuna.pruners.NopPruner)
+
+    def __call__(self, metrics: dict[str, Any]) -> str:
+        epoch = int(metrics["epoch"])
+        value = float(metrics.get("val_accuracy", math.nan))
+        total = self.loop.sweep.spec.training.epochs
+        _logger.info(
+            "Trial %d epoch %d/%d: val_accuracy %.4f loss %.4f (%.1fs)",
+            self.trial.number, epoch + 1, total, value, metrics.get("loss", math.nan),
+            metrics.get("epoch_seconds", 0.0),
+        )
+        if math.isfinite(value):
+            db_call(lambda: self.trial.report(value, epoch), what=f"report trial {self.trial.number}")
+        if self.loop.deadline is not None and self.loop.clock() >= self.loop.deadline:
+            self.stop_reason = "deadline"
+            return "stop"
+        if self.loop.stop_requested.is_set():
+            self.stop_reason = "shutdown"
+            return "stop"
+        if self.can_prune and db_call(self.trial.should_prune, what="ask the pruner"):
+            _logger.info("Trial %d pruned at epoch %d", self.trial.number, epoch + 1)
+            return "prune"
+        return "continue"

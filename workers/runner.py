@@ -1,0 +1,233 @@
+"""Run trainers in a child process, so a crashing trial never takes its worker down.
+
+The worker process (which holds the database connection and never imports Keras) keeps one
+*spawned* child that imports the trainer once and trains trial after trial. They talk over a pipe:
+
+    parent -> child   ("train", request_dict)
+    child  -> parent  ("epoch", metrics)     parent answers "continue" | "prune" | "stop"
+    child  -> parent  ("done", result) | ("error", type_name, message, traceback)
+
+If the child dies (segfault, OOM kill), hangs past the trial's time limit, or has trained
+``recycle_after`` trials (Keras and allocators keep memory between models), the parent kills it
+and starts a fresh one. The child ignores SIGINT/SIGTERM: stopping is the parent's decision.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import multiprocessing as mp
+import signal
+import time
+import traceback
+from collections.abc import Callable
+from multiprocessing.connection import Connection
+from typing import Any
+
+from sweep.errors import TrainerCrashed, TrialError, TrialTimeout
+
+__all__ = ["TrainerProcess", "RemoteTrialError", "resolve_trainer"]
+
+_logger = logging.getLogger(__name__)
+OnEpoch = Callable[[dict[str, Any]], str]
+
+
+class RemoteTrialError(TrialError):
+    """An exception raised inside the trainer, carried back with its traceback."""
+
+    def __init__(self, type_name: str, message: str, tb: str) -> None:
+        super().__init__(f"{type_name}: {message}")
+        self.type_name = type_name
+        self.remote_traceback = tb
+
+
+def resolve_trainer(ref: str) -> Callable[..., dict[str, Any]]:
+    """Import a trainer: ``"keras"`` (the bottleneck classifier) or ``"package.module:function"``."""
+    if ref == "keras":
+        ref = "workers.train:train"
+    module_name, _, attr = ref.partition(":")
+    target: Any = importlib.import_module(module_name)
+    for part in attr.split("."):
+        target = getattr(target, part)
+    return target
+
+
+def _child_main(conn: Connection, trainer_ref: str) -> None:
+    # Ctrl-C reaches the whole process group; only the parent decides how a trial ends.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    from sweep.logs import setup_logging
+
+    setup_logging()
+    trainer = resolve_trainer(trainer_ref)  # imported before the first request: overlaps the ask
+    from workers.train_request import TrainRequest
+
+    conn.send(("ready",))
+    while True:
+        try:
+            message = conn.recv()
+        except EOFError:
+            return
+        if message[0] == "exit":
+            return
+        request = TrainRequest.from_dict(message[1])
+
+        def on_epoch(metrics: dict[str, Any]) -> str:
+            conn.send(("epoch", metrics))
+            return str(conn.recv())
+
+        try:
+            result = trainer(request, on_epoch)
+            conn.send(("done", result))
+        except Exception as error:  # a trial error: report it, stay alive for the next trial
+            conn.send(("error", type(error).__name__, str(error), traceback.format_exc()))
+        finally:
+            _release_memory()
+
+
+def _release_memory() -> None:
+    import gc
+    import sys
+
+    if "keras" in sys.modules:
+        try:
+            sys.modules["keras"].backend.clear_session()
+        except Exception:  # pragma: no cover
+            pass
+    gc.collect()
+
+
+class TrainerProcess:
+    """A long-lived training child, restarted after crashes, timeouts and every N trials.
+
+    Args:
+        trainer_ref: ``"keras"`` or ``"package.module:function"``.
+        recycle_after: Trials a child trains before it is replaced by a fresh one.
+        start_timeout_s: Seconds a new child may take to import its trainer.
+    """
+
+    def __init__(self, trainer_ref: str, recycle_after: int = 10, start_timeout_s: float = 300.0) -> None:
+        self.trainer_ref = trainer_ref
+        self.recycle_after = recycle_after
+        self.start_timeout_s = start_timeout_s
+        self._ctx = mp.get_context("spawn")  # fork after importing TF/CUDA is unsafe
+        self._process: mp.process.BaseProcess | None = None
+        self._conn: Connection | None = None
+        self._trained = 0
+        self._ready = False
+        self.restarts = 0
+
+    @property
+    def pid(self) -> int | None:
+        """PID of the current child, if one runs."""
+        return self._process.pid if self._process is not None else None
+
+    def start(self) -> None:
+        """Start a child now (the worker does this before its first ask, to overlap imports)."""
+        if self._process is not None and self._process.is_alive():
+            return
+        parent_conn, child_conn = self._ctx.Pipe()
+        self._process = self._ctx.Process(
+            target=_child_main, args=(child_conn, self.trainer_ref), name="regsweep-trainer", daemon=True
+        )
+        self._process.start()
+        child_conn.close()
+        self._conn = parent_conn
+        self._trained = 0
+        self._ready = False
+
+    def _await_ready(self) -> None:
+        assert self._conn is not None and self._process is not None
+        if self._ready:
+            return
+        if not self._conn.poll(self.start_timeout_s):
+            self.kill()
+            raise TrainerCrashed(f"training process did not start within {self.start_timeout_s:.0f}s")
+        try:
+            message = self._conn.recv()
+        except EOFError:
+            code = self._reap()
+            raise TrainerCrashed(f"training process failed to start ({_describe_exit(code)})") from None
+        assert message == ("ready",), message
+        self._ready = True
+
+    def run(self, request: dict[str, Any], on_epoch: OnEpoch, timeout_s: float | None = None) -> dict[str, Any]:
+        """Train one trial in the child.
+
+        Args:
+            request: ``TrainRequest.to_dict()``.
+            on_epoch: Called in this process with each epoch's metrics; its answer goes back.
+            timeout_s: Kill the child and fail the trial after this many seconds.
+
+        Raises:
+            RemoteTrialError: The trainer raised (message and traceback carried over).
+            TrainerCrashed: The child died.
+            TrialTimeout: The time limit passed.
+        """
+        if self._process is None or not self._process.is_alive() or self._trained >= self.recycle_after:
+            self.stop()
+            self.start()
+        self._await_ready()
+        assert self._conn is not None
+        started = time.monotonic()
+        self._trained += 1
+        self._conn.send(("train", request))
+        while True:
+            wait = None if timeout_s is None else max(timeout_s - (time.monotonic() - started), 0.0)
+            if not self._conn.poll(wait):
+                self.kill()
+                raise TrialTimeout(f"trial exceeded its time limit of {timeout_s:.0f}s; training process killed")
+            try:
+                message = self._conn.recv()
+            except (EOFError, ConnectionResetError):
+                code = self._reap()
+                raise TrainerCrashed(f"training process died ({_describe_exit(code)})") from None
+            kind = message[0]
+            if kind == "epoch":
+                self._conn.send(on_epoch(message[1]))
+            elif kind == "done":
+                return message[1]
+            elif kind == "error":
+                raise RemoteTrialError(message[1], message[2], message[3])
+
+    def _reap(self) -> int | None:
+        assert self._process is not None
+        self._process.join(timeout=10)
+        code = self._process.exitcode
+        self._process = None
+        self._conn = None
+        self.restarts += 1
+        return code
+
+    def kill(self) -> None:
+        """Kill the child at once (timeouts, a second SIGTERM)."""
+        if self._process is not None and self._process.is_alive():
+            self._process.kill()
+        if self._process is not None:
+            self._reap()
+
+    def stop(self) -> None:
+        """Ask the child to exit, killing it if it does not within a few seconds."""
+        if self._process is None:
+            return
+        try:
+            if self._conn is not None:
+                self._conn.send(("exit",))
+        except (BrokenPipeError, OSError):
+            pass
+        self._process.join(timeout=10)
+        if self._process.is_alive():
+            self._process.kill()
+            self._process.join(timeout=10)
+        self._process = None
+        self._conn = None
+
+
+def _describe_exit(code: int | None) -> str:
+    if code is None:
+        return "exit status unknown"
+    if code < 0:
+        name = signal.Signals(-code).name if -code in signal.Signals._value2member_map_ else str(-code)
+        hint = "; likely killed for using too much memory" if -code == signal.SIGKILL else ""
+        return f"killed by signal {-code} ({name}{hint})"
+    return f"exit status {code}"
