@@ -35,5 +35,6 @@ def setup_logging(level: str | int | None = None) -> None:
 
         optuna.logging.disable_default_handler()
         optuna.logging.enable_propagation()
+        optuna.logging.set_verbosity(root.level)
     except ImportError:  # pragma: no cover
         pass

@@ -11,10 +11,18 @@ from __future__ import annotations
 import itertools
 from typing import Any, Protocol
 
+from sweep.errors import SpecError
 from sweep.regconfig import PLACEMENTS, Penalty, RegularizerConfig, is_custom_kind
 from sweep.spec import LambdaRange, PlacementSpace, SearchSpace
 
-__all__ = ["Suggester", "suggest_config", "config_from_params", "grid_params", "param_names"]
+__all__ = [
+    "Suggester",
+    "suggest_config",
+    "config_from_params",
+    "params_from_config",
+    "grid_params",
+    "param_names",
+]
 
 
 class Suggester(Protocol):
@@ -139,3 +147,53 @@ def param_names(space: SearchSpace) -> list[str]:
         if any(is_custom_kind(k) for k in ps.kinds) and ps.scale is not None:
             names.append(f"{p}_scale")
     return names
+
+
+def _lambda_param(placement: str, key: str, value: float | None, rng: LambdaRange, out: dict[str, Any]) -> None:
+    if value is None:
+        raise SpecError(f"Invalid {placement}.{key}: kind needs {key}, received {key}=None")
+    if rng.values is not None:
+        if value not in rng.values:
+            raise SpecError(
+                f"Invalid {placement}.{key}: expected one of {rng.values}, received {key}={value!r}"
+            )
+        if len(rng.values) > 1:
+            out[f"{placement}_{key}"] = value
+        return
+    if not (rng.low <= value <= rng.high):  # type: ignore[operator]
+        raise SpecError(
+            f"Invalid {placement}.{key}: expected a value in [{rng.low:g}, {rng.high:g}], received {key}={value!r}"
+        )
+    if rng.low != rng.high:
+        out[f"{placement}_{key}"] = value
+
+
+def params_from_config(config: RegularizerConfig, space: SearchSpace) -> dict[str, Any]:
+    """The Optuna params that make :func:`suggest_config` return ``config`` (for ``sweep enqueue``).
+
+    Raises:
+        SpecError: The config lies outside the space (kind not allowed, lambda out of range,
+            or a tied placement that differs from its target).
+    """
+    params: dict[str, Any] = {}
+    for placement in PLACEMENTS:
+        ps: PlacementSpace = getattr(space, placement)
+        penalty: Penalty = getattr(config, placement)
+        if ps.tie is not None:
+            if penalty.canonical() != getattr(config, ps.tie).canonical():
+                raise SpecError(
+                    f"Invalid {placement}: tied to {ps.tie} in this study, received {penalty.canonical()!r}"
+                )
+            continue
+        kind = penalty.fn if penalty.kind == "custom" else penalty.kind
+        if kind not in ps.kinds:
+            raise SpecError(f"Invalid {placement}.kind: expected one of {ps.kinds}, received kind={kind!r}")
+        if len(ps.kinds) > 1:
+            params[f"{placement}_kind"] = kind
+        if penalty.kind in ("l1", "l1_l2"):
+            _lambda_param(placement, "l1", penalty.l1, ps.l1, params)
+        if penalty.kind in ("l2", "l1_l2"):
+            _lambda_param(placement, "l2", penalty.l2, ps.l2, params)
+        if penalty.kind == "custom" and ps.scale is not None:
+            _lambda_param(placement, "scale", penalty.scale, ps.scale, params)
+    return params

@@ -300,7 +300,13 @@ def _format(error: dict[str, Any]) -> str:
     where = ".".join(loc) or "spec"
     msg = error["msg"]
     if msg.startswith("Value error, "):
-        return f"Invalid {where}: {msg[len('Value error, '):]}"
+        msg = msg[len("Value error, "):]
+        # Model-level validators name the sub-field themselves ("kernel.tie: ...").
+        sub = re.match(r"^([a-z_][\w.]*): (.*)$", msg, re.S)
+        if sub:
+            where = sub[1] if where == "spec" else f"{where}.{sub[1]}"
+            msg = sub[2]
+        return f"Invalid {where}: {msg}"
     field = loc[-1] if loc else "spec"
     if error["type"] == "extra_forbidden":
         return f"Invalid {where}: unknown field, received {field}={error.get('input')!r}"
