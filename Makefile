@@ -1,0 +1,40 @@
+# Two commands on a fresh machine:  `make demo` (a real CPU sweep)  and  `make test` (the suite).
+PYTHON ?= python3
+VENV   ?= .venv
+BIN     = $(VENV)/bin
+STAMP   = $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
+DEMO_STORAGE ?= sqlite:///regsweep.db
+DEMO_NAME    ?= quick-$(shell date +%Y%m%d-%H%M%S)
+
+.PHONY: venv demo test test-fast bench bench-full lint clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[worker,dev]"
+	rm -f $(VENV)/.installed-* && touch $@
+
+venv: $(STAMP)
+
+# A real sweep: 8 trials of the quick preset, 2 local workers, embedded SQLite, bundled digits.
+demo: $(STAMP)
+	$(BIN)/sweep run sweep/presets/quick.toml --workers 2 --storage $(DEMO_STORAGE) --name $(DEMO_NAME)
+
+# The whole suite, against the real PostgreSQL at 127.0.0.1:5432.
+test: $(STAMP)
+	$(BIN)/python -m pytest -q -ra
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -ra -m "not slow"
+
+bench: $(STAMP)
+	$(BIN)/python -m bench.run_all
+
+bench-full: $(STAMP)
+	$(BIN)/python -m bench.run_all --full
+
+lint: $(STAMP)
+	$(BIN)/hadolint Dockerfile.gpu
+
+clean:
+	rm -rf $(VENV) regsweep.db regsweep-logs regsweep-artifacts .pytest_cache
