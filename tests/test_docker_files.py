@@ -473,6 +473,9 @@ def test_per_gpu_worker_services_pin_distinct_devices() -> None:
         assert set(service.get("profiles") or []).isdisjoint(services["workers"].get("profiles") or []), (
             f"{name} shares a profile with `workers`: GPU 0 would get two workers"
         )
+    # Distinct sampler seeds: equal SWEEP_WORKER_INDEX values make workers propose the same configs.
+    indices = [environment_dict(s).get("SWEEP_WORKER_INDEX") for s in per_gpu.values()]
+    assert None not in indices and len(set(indices)) == len(indices), dict(zip(per_gpu, indices))
     cpu = services["worker-cpu"]
     assert not gpu_devices(cpu) and cpu["profiles"] == ["cpu"]
 
