@@ -1,0 +1,41 @@
+"""Trainers for fault tests: the synthetic trainer, plus one fault on chosen trial numbers.
+
+``training.trainer_options``: ``fault`` (raise | segv | hang | nan | sleep), ``on_trials`` (list of
+trial numbers, as a comma-separated string), ``at_epoch`` (the epoch at which the fault happens).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Callable
+from typing import Any
+
+from sweep.errors import TrialDiverged
+from workers import synthetic
+from workers.train_request import TrainRequest
+
+
+def faulty(request: TrainRequest, on_epoch: Callable[[dict[str, Any]], str]) -> dict[str, Any]:
+    """Synthetic training that misbehaves on the trials named in its options."""
+    options = request.setup.get("trainer_options", {})
+    targets = {int(x) for x in str(options.get("on_trials", "")).split(",") if x.strip()}
+    if request.trial_number not in targets:
+        return synthetic.train(request, on_epoch)
+    at_epoch = int(options.get("at_epoch", 0))
+    fault = options.get("fault", "raise")
+
+    def on_epoch_with_fault(metrics: dict[str, Any]) -> str:
+        if metrics["epoch"] == at_epoch:
+            if fault == "raise":
+                raise ValueError(f"objective exploded on trial {request.trial_number}")
+            if fault == "nan":
+                raise TrialDiverged(f"loss became nan at epoch {at_epoch + 1}")
+            if fault == "segv":
+                os.kill(os.getpid(), signal.SIGSEGV)
+            if fault == "hang":
+                time.sleep(3600)
+        return on_epoch(metrics)
+
+    return synthetic.train(request, on_epoch_with_fault)
