@@ -12,11 +12,13 @@ import logging
 import os
 import signal
 import sys
+import threading
 from types import FrameType
 
 from sweep.errors import RegsweepError
 from sweep.logs import setup_logging
 from sweep.storage import StorageConfig, mask_secrets, open_storage, resolve_storage_url
+from workers.follow import next_open_study
 
 __all__ = ["main", "build_parser"]
 
@@ -32,6 +34,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--storage", help="storage URL (env SWEEP_STORAGE, then OPTUNA_STORAGE; default sqlite:///regsweep.db)")
     p.add_argument("--study", default=env("SWEEP_STUDY"), help="study name (env SWEEP_STUDY)")
+    p.add_argument("--follow", default=env("SWEEP_FOLLOW"), metavar="PREFIX",
+                   help="run forever: work on the newest open study named PREFIX-* (nightly studies from "
+                        "`sweep schedule`), then wait for the next one (env SWEEP_FOLLOW)")
+    p.add_argument("--follow-poll", type=float, default=30.0, help="seconds between looks for a new study with --follow")
     p.add_argument("--artifacts", default=env("SWEEP_ARTIFACTS"), help="artifact directory for learning-curve plots (env SWEEP_ARTIFACTS)")
     p.add_argument("--heartbeat-file", default=env("SWEEP_HEARTBEAT_FILE"), help="file touched on every heartbeat, for container healthchecks (env SWEEP_HEARTBEAT_FILE)")
     p.add_argument("--max-trials", type=int, default=None, help="stop after this many trials of this worker")
@@ -59,8 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.log_level)
     _hide_password_from_ps()
-    if not args.study:
-        print("sweep-worker: error: --study (or SWEEP_STUDY) is required", file=sys.stderr)
+    if not args.study and not args.follow:
+        print("sweep-worker: error: --study (or SWEEP_STUDY) or --follow is required", file=sys.stderr)
         return 2
     try:
         from workers.loop import WorkerLoop
@@ -74,23 +80,36 @@ def main(argv: list[str] | None = None) -> int:
             from workers.artifacts import CurveArtifacts
 
             hooks.append(CurveArtifacts(args.artifacts))
-        loop = WorkerLoop(
-            storage,
-            args.study,
-            worker_index=args.worker_index,
-            max_trials=args.max_trials,
-            heartbeat_file=args.heartbeat_file,
-            after_trial=hooks,
-        )
+        current: list[WorkerLoop] = []
+        stopping = threading.Event()
 
         def _on_signal(signum: int, frame: FrameType | None) -> None:
             _logger.warning("Received %s: finishing the current epoch, then exiting (again to abort)",
                             signal.Signals(signum).name)
-            loop.request_stop()
+            stopping.set()
+            for loop in current:
+                loop.request_stop()
 
         signal.signal(signal.SIGTERM, _on_signal)
         signal.signal(signal.SIGINT, _on_signal)
-        loop.run()
+        while not stopping.is_set():
+            name = args.study or next_open_study(storage, args.follow)
+            if name is None:
+                stopping.wait(args.follow_poll)
+                continue
+            loop = WorkerLoop(
+                storage,
+                name,
+                worker_index=args.worker_index,
+                max_trials=args.max_trials,
+                heartbeat_file=args.heartbeat_file,
+                after_trial=hooks,
+            )
+            current[:] = [loop]
+            loop.run()
+            if not args.follow:
+                break
+            stopping.wait(args.follow_poll)
     except RegsweepError as error:
         print(f"sweep-worker: error: {mask_secrets(str(error))}", file=sys.stderr)
         return error.exit_code or 1
