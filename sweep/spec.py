@@ -271,6 +271,8 @@ class SweepSpec(_Strict):
     pruner: PrunerSpec = Field(default_factory=PrunerSpec)
     budget: BudgetSpec = Field(default_factory=BudgetSpec)
     finalists: FinalistSpec = Field(default_factory=FinalistSpec)
+    #: Reuse the result of a finished trial whose canonical config and seed are equal.
+    dedup: bool = True
 
     @model_validator(mode="after")
     def _grid(self) -> SweepSpec:

@@ -26,10 +26,13 @@ from optuna.trial import TrialState
 
 from sweep import budget
 from sweep.errors import TrialError
+from sweep.finalists import open_finalist_phase
+from sweep.regconfig import RegularizerConfig
 from sweep.space import suggest_config
 from sweep.storage import db_call, engine_of
 from sweep.study import Sweep, load_sweep, make_pruner, make_sampler
 from workers.deadline import predict_duration
+from workers.dedup import find_duplicate, reuse_result
 from workers.environment import worker_info
 from workers.heartbeat import Heartbeat
 from workers.runner import RemoteTrialError, TrainerProcess
@@ -105,6 +108,7 @@ class WorkerLoop:
         self.stop_requested = threading.Event()
         self.force_stop = threading.Event()
         self.trials_run = 0
+        self._finalist_waits = 0
 
     # -- control -------------------------------------------------------------------------------
     def request_stop(self) -> None:
@@ -142,6 +146,13 @@ class WorkerLoop:
             slot = budget.claim(self.engine, self.study_name)
             if slot is None:
                 if self._others_running():
+                    self.stop_requested.wait(self.poll_interval)
+                    continue
+                if open_finalist_phase(self.study, spec):
+                    continue
+                if spec.finalists.top_k and self._finalist_waits < 3:
+                    # Another worker may have just won the flip and still be enqueuing finalists.
+                    self._finalist_waits += 1
                     self.stop_requested.wait(self.poll_interval)
                     continue
                 _logger.info("Budget of study %r spent", self.study_name)
@@ -195,6 +206,12 @@ class WorkerLoop:
         ):
             self._set(trial, key, value)
         _logger.info("Trial %d: %s", trial.number, config.label())
+        if spec.dedup:
+            source = find_duplicate(self.study, config, seed)
+            if source is not None:
+                reuse_result(self.study, trial, source)
+                self._tell(trial, TrialState.COMPLETE, source.value)
+                return
         request = TrainRequest(
             config=canonical,
             setup=spec.training.model_dump(mode="json"),
@@ -211,7 +228,7 @@ class WorkerLoop:
                 tb = error.remote_traceback if isinstance(error, RemoteTrialError) else None
                 self._fail(trial, str(error), tb, started)
             return
-        self._record(trial, result, started)
+        self._record(trial, config, result, started)
         if result.get("stopped") == "prune":
             self._tell(trial, TrialState.PRUNED)
         elif result.get("stopped") == "stop":
@@ -223,9 +240,11 @@ class WorkerLoop:
             value = objective_value(result["history"], spec.objective.reduce)
             self._tell(trial, TrialState.COMPLETE, value)
 
-    def _record(self, trial: optuna.Trial, result: dict[str, Any], started: float) -> None:
+    def _record(self, trial: optuna.Trial, config: RegularizerConfig, result: dict[str, Any], started: float) -> None:
         history = result.get("history", {})
         layers = result.get("placement_layers", {})
+        no_effect_all = tuple(sorted(p for p, n in layers.items() if n == 0))
+        self._set(trial, "effective_hash", config.config_hash(no_effect_all))
         self._set(trial, "curves", history)
         self._set(trial, "epochs_run", int(result.get("epochs_run", 0)))
         self._set(trial, "duration_s", round(time.monotonic() - started, 3))
@@ -241,7 +260,7 @@ class WorkerLoop:
                 "backend": result.get("backend"),
             },
         )
-        no_effect = [p for p, n in layers.items() if n == 0 and canonical_active(trial, p)]
+        no_effect = [p for p in no_effect_all if getattr(config, p).active]
         if no_effect:
             _logger.warning("Trial %d: placement(s) %s reached no layer", trial.number, no_effect)
             self._set(trial, "no_effect", no_effect)
@@ -280,11 +299,6 @@ class WorkerLoop:
                 hook(self.study, finished)
             except Exception as error:  # hooks are extras (artifacts): never fail the loop
                 _logger.warning("after-trial hook %s failed: %s", getattr(hook, "__name__", hook), error)
-
-
-def canonical_active(trial: optuna.Trial, placement: str) -> bool:
-    """Whether the trial's config puts a penalty at ``placement``."""
-    return trial.user_attrs.get("config", {}).get(placement, {}).get("kind", "none") != "none"
 
 
 class _EpochHandler:

@@ -1,0 +1,67 @@
+"""Deduplicated configs and the finalist phase, end to end with real workers on real Postgres."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import optuna
+from optuna.trial import TrialState
+
+from sweep.finalists import finalist_ranking, t_quantile_975
+from tests.helpers import BIN, REPO, run_cli, synthetic_spec
+
+
+def _workers(pg_url: str, study: str, n: int) -> list[str]:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "SWEEP_STORAGE": pg_url, "SWEEP_STUDY": study}
+    procs = [subprocess.Popen([str(BIN / "sweep-worker"), "--worker-index", str(i)], env=env, text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT) for i in range(n)]
+    outputs = [p.communicate(timeout=180)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0] * n, outputs
+    return outputs
+
+
+def test_equal_configs_reuse_results_and_count_saved_epochs(pg_url: str, study_name: str, tmp_path: Path) -> None:
+    spec = synthetic_spec(tmp_path, study_name, trials=8, epochs=3)
+    text = spec.read_text().replace('kinds = ["none", "l1", "l2"]', 'kinds = ["none", "l2"]\nl2 = { values = [1e-3] }')
+    spec.write_text(text + '\n[sampler]\nname = "random"\nseed = 3\n')
+    run_cli("create", str(spec), "--storage", pg_url, check=True)
+    _workers(pg_url, study_name, 1)
+    trials = optuna.load_study(study_name=study_name, storage=pg_url).get_trials()
+    assert len(trials) == 8 and all(t.state == TrialState.COMPLETE for t in trials)
+    trained = [t for t in trials if "dedup_of" not in t.user_attrs]
+    reused = [t for t in trials if "dedup_of" in t.user_attrs]
+    assert len(trained) == len({t.user_attrs["config_hash"] for t in trials}) == 2
+    by_number = {t.number: t for t in trials}
+    for t in reused:
+        source = by_number[t.user_attrs["dedup_of"]]
+        assert t.value == source.value and t.user_attrs["config_hash"] == source.user_attrs["config_hash"]
+        assert t.user_attrs["epochs_saved"] == 3 and t.user_attrs["curves"] == source.user_attrs["curves"]
+    status = run_cli("status", study_name, "--storage", pg_url, check=True).stdout
+    assert f"deduplicated: {len(reused)} trial(s) reused an equal config, {3 * len(reused)} GPU-epochs saved" in status
+
+
+def test_finalists_rerun_top_configs_with_fresh_seeds(pg_url: str, study_name: str, tmp_path: Path) -> None:
+    spec = synthetic_spec(tmp_path, study_name, trials=5, epochs=2)
+    spec.write_text(spec.read_text() + "\n[finalists]\ntop_k = 2\nseeds = 3\n")
+    run_cli("create", str(spec), "--storage", pg_url, check=True)
+    _workers(pg_url, study_name, 2)
+    study = optuna.load_study(study_name=study_name, storage=pg_url)
+    trials = study.get_trials()
+    finalists = [t for t in trials if t.user_attrs.get("phase") == "finalist"]
+    assert len(trials) == 5 + 2 * 3 and len(finalists) == 6
+    assert all(t.state == TrialState.COMPLETE for t in trials)
+    search_best = sorted((t for t in trials if t.user_attrs.get("phase") == "search"), key=lambda t: -t.value)
+    top_hashes = []
+    for t in search_best:
+        if t.user_attrs["config_hash"] not in top_hashes:
+            top_hashes.append(t.user_attrs["config_hash"])
+    assert {t.user_attrs["config_hash"] for t in finalists} == set(top_hashes[:2])
+    assert sorted({t.user_attrs["seed"] for t in finalists}) == [1, 2, 3]
+    ranking = finalist_ranking(study)
+    assert len(ranking) == 2 and ranking[0].mean >= ranking[1].mean
+    for row in ranking:
+        assert len(row.values) == 3 and row.ci_low < row.mean < row.ci_high
+        assert abs((row.ci_high - row.mean) - t_quantile_975(2) * (sum((v - row.mean) ** 2 for v in row.values) / 2) ** 0.5 / 3 ** 0.5) < 1e-9
+    assert ranking[1].worse_than_best in (True, False)
