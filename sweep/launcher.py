@@ -660,8 +660,8 @@ def down(client: Any, study: str | None = None, timeout: int = 60) -> list[str]:
 def register_cli(subparsers: Any) -> None:
     """Add the ``workers`` command group (``up``, ``ls``, ``down``) to an argparse subparsers object.
 
-    Each leaf parser sets ``func`` to a handler taking the parsed ``argparse.Namespace`` and
-    returning the exit status.
+    Each leaf parser sets ``handler`` (what ``sweep.cli.main`` calls) to a function taking the
+    parsed ``argparse.Namespace`` and returning the exit status.
 
     Args:
         subparsers: The object returned by ``ArgumentParser.add_subparsers()``.
@@ -687,16 +687,16 @@ def register_cli(subparsers: Any) -> None:
                       help="volume name or absolute host path mounted at /artifacts (default: regsweep-artifacts)")
     p_up.add_argument("--network", default=None,
                       help="Docker network to join, e.g. regsweep_default to reach the compose postgres")
-    p_up.set_defaults(func=_cmd_up)
+    p_up.set_defaults(handler=_cmd_up)
 
     p_ls = actions.add_parser("ls", help="list worker containers")
     p_ls.add_argument("--study", default=None, help="only this study's workers")
-    p_ls.set_defaults(func=_cmd_ls)
+    p_ls.set_defaults(handler=_cmd_ls)
 
     p_down = actions.add_parser("down", help="stop and remove worker containers")
     p_down.add_argument("--study", default=None, help="only this study's workers (default: all regsweep workers)")
     p_down.add_argument("--timeout", type=int, default=60, help="seconds before SIGKILL (default: 60)")
-    p_down.set_defaults(func=_cmd_down)
+    p_down.set_defaults(handler=_cmd_down)
 
 
 def _storage_from(args: argparse.Namespace) -> str:

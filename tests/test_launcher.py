@@ -283,10 +283,10 @@ def test_register_cli_adds_workers_up_ls_down() -> None:
     parser = _parser()
     up = parser.parse_args(["workers", "up", "--gpus", "0,2", "--image", "img:1", "--study", "s", "--restart", "on-failure:2"])
     assert (up.gpus, up.image, up.study, up.restart, up.name_prefix) == ("0,2", "img:1", "s", "on-failure:2", "regsweep")
-    assert up.func is launcher._cmd_up
-    assert parser.parse_args(["workers", "ls"]).func is launcher._cmd_ls
+    assert up.handler is launcher._cmd_up
+    assert parser.parse_args(["workers", "ls"]).handler is launcher._cmd_ls
     down = parser.parse_args(["workers", "down", "--study", "s"])
-    assert down.func is launcher._cmd_down and down.study == "s"
+    assert down.handler is launcher._cmd_down and down.study == "s"
     with pytest.raises(SystemExit):
         parser.parse_args(["workers"])
 
@@ -299,7 +299,7 @@ def test_cli_up_prints_masked_storage_only(
     args = _parser().parse_args(["workers", "up", "--gpus", "1,3", "--image", "img:1", "--study", "night-1"])
     client = FakeClient()
     with caplog.at_level(logging.INFO, logger="sweep.launcher"):
-        assert args.func(args, client=client) == 0
+        assert args.handler(args, client=client) == 0
     out = capsys.readouterr().out
     assert "GPU 1" in out and "GPU 3" in out and "regsweep:***@db.internal" in out
     assert PASSWORD not in out + caplog.text
@@ -311,7 +311,13 @@ def test_cli_up_without_storage_or_study_names_what_is_missing(monkeypatch: pyte
         monkeypatch.delenv(name, raising=False)
     args = _parser().parse_args(["workers", "up", "--gpus", "0", "--image", "img:1", "--study", "s"])
     with pytest.raises(LauncherError, match="SWEEP_STORAGE"):
-        args.func(args, client=FakeClient())
+        args.handler(args, client=FakeClient())
     args = _parser().parse_args(["workers", "up", "--gpus", "0", "--image", "img:1"])
     with pytest.raises(LauncherError, match="--study"):
-        args.func(args, client=FakeClient())
+        args.handler(args, client=FakeClient())
+
+
+def test_sweep_cli_exposes_the_workers_group() -> None:
+    cli = pytest.importorskip("sweep.cli")
+    args = cli.build_parser().parse_args(["workers", "down", "--study", "s", "--timeout", "5"])
+    assert args.handler is launcher._cmd_down and args.timeout == 5
