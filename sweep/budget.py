@@ -29,7 +29,15 @@ _logger = logging.getLogger(__name__)
 
 __all__ = [
     "ReleaseSlotAndRetry",
-    "BudgetState", "ensure_budget", "claim", "release", "extend", "budget_state", "TABLE"]
+    "BudgetState",
+    "ensure_budget",
+    "claim",
+    "settle",
+    "release",
+    "extend",
+    "budget_state",
+    "TABLE",
+]
 
 _metadata = sa.MetaData()
 TABLE = sa.Table(
@@ -38,6 +46,9 @@ TABLE = sa.Table(
     sa.Column("study_name", sa.String(512), primary_key=True),
     sa.Column("total", sa.Integer, nullable=False),
     sa.Column("claimed", sa.Integer, nullable=False, default=0),
+    # Slots whose trial finished and counts. claimed - settled = trials in flight, including a
+    # worker between its claim and its ask (no RUNNING trial exists yet in that instant).
+    sa.Column("settled", sa.Integer, nullable=False, default=0),
 )
 
 
@@ -48,6 +59,12 @@ def _ensure_table(engine: sa.engine.Engine) -> None:
     # One CREATE TABLE IF NOT EXISTS per engine, not per claim: claims are on the hot path.
     if id(engine) not in _tables_ready:
         db_call(lambda: _metadata.create_all(engine, checkfirst=True), what="create the budget table")
+        columns = {c["name"] for c in db_call(lambda: sa.inspect(engine).get_columns(TABLE.name), what="inspect the budget table")}
+        if "settled" not in columns:  # tables from regsweep 0.1.0 development builds
+            def _migrate() -> None:
+                with engine.begin() as conn:
+                    conn.execute(sa.text(f"ALTER TABLE {TABLE.name} ADD COLUMN settled INTEGER NOT NULL DEFAULT 0"))
+            db_call(_migrate, what="add the settled column to the budget table")
         _tables_ready.add(id(engine))
 
 
@@ -57,6 +74,12 @@ class BudgetState:
 
     total: int
     claimed: int
+    settled: int = 0
+
+    @property
+    def in_flight(self) -> int:
+        """Claimed slots whose trial has not finished (or not even been asked for yet)."""
+        return max(self.claimed - self.settled, 0)
 
     @property
     def left(self) -> int:
@@ -78,7 +101,7 @@ def ensure_budget(engine: sa.engine.Engine, study_name: str, total: int) -> None
     def _run() -> None:
         try:
             with engine.begin() as conn:
-                conn.execute(TABLE.insert().values(study_name=study_name, total=total, claimed=0))
+                conn.execute(TABLE.insert().values(study_name=study_name, total=total, claimed=0, settled=0))
         except sa_exc.IntegrityError:
             pass  # another creator inserted it first: same spec, same total
 
@@ -108,6 +131,18 @@ def claim(engine: sa.engine.Engine, study_name: str) -> int | None:
 
     _ensure_table(engine)
     return db_call(_run, what=f"claim a budget slot of study {study_name!r}")
+
+
+def settle(engine: sa.engine.Engine, study_name: str) -> None:
+    """Mark one claimed slot's trial as finished (it counts toward the budget)."""
+
+    def _run() -> None:
+        with engine.begin() as conn:
+            conn.execute(
+                sa.update(TABLE).where(TABLE.c.study_name == study_name).values(settled=TABLE.c.settled + 1)
+            )
+
+    db_call(_run, what=f"settle a budget slot of study {study_name!r}")
 
 
 def release(engine: sa.engine.Engine, study_name: str, n: int = 1) -> None:
@@ -142,9 +177,9 @@ def budget_state(engine: sa.engine.Engine, study_name: str) -> BudgetState | Non
     def _run() -> BudgetState | None:
         with engine.connect() as conn:
             row = conn.execute(
-                sa.select(TABLE.c.total, TABLE.c.claimed).where(TABLE.c.study_name == study_name)
+                sa.select(TABLE.c.total, TABLE.c.claimed, TABLE.c.settled).where(TABLE.c.study_name == study_name)
             ).first()
-        return None if row is None else BudgetState(total=int(row[0]), claimed=int(row[1]))
+        return None if row is None else BudgetState(total=int(row[0]), claimed=int(row[1]), settled=int(row[2]))
 
     _ensure_table(engine)
     return db_call(_run, what=f"read the budget of study {study_name!r}")

@@ -76,10 +76,14 @@ def main(argv: list[str] | None = None) -> int:
             StorageConfig(heartbeat_interval=args.heartbeat_interval, grace_period=args.grace_period),
         )
         hooks = []
+        checkpoints = None
         if args.artifacts:
             from workers.artifacts import CurveArtifacts
+            from workers.checkpoints import Checkpoints
 
-            hooks.append(CurveArtifacts(args.artifacts))
+            curve_plots = CurveArtifacts(args.artifacts)
+            hooks.append(curve_plots)
+            checkpoints = Checkpoints(curve_plots.store)
         current: list[WorkerLoop] = []
         stopping = threading.Event()
 
@@ -104,6 +108,7 @@ def main(argv: list[str] | None = None) -> int:
                 max_trials=args.max_trials,
                 heartbeat_file=args.heartbeat_file,
                 after_trial=hooks,
+                checkpoints=checkpoints,
             )
             current[:] = [loop]
             loop.run()

@@ -18,6 +18,7 @@ import logging
 import math
 import threading
 import time
+import traceback
 from collections.abc import Callable
 from typing import Any
 
@@ -25,12 +26,13 @@ import optuna
 from optuna.trial import TrialState
 
 from sweep import budget
-from sweep.errors import TrialError
+from sweep.errors import StorageError, TrialError
 from sweep.finalists import open_finalist_phase
 from sweep.regconfig import RegularizerConfig
 from sweep.space import suggest_config
 from sweep.storage import db_call, engine_of
 from sweep.study import Sweep, load_sweep, make_pruner, make_sampler
+from workers.checkpoints import Checkpoints
 from workers.deadline import predict_duration
 from workers.dedup import find_duplicate, reuse_result
 from workers.environment import worker_info
@@ -65,6 +67,7 @@ class WorkerLoop:
         poll_interval: Seconds between checks while waiting for other workers' trials.
         clock: Wall clock (seconds since the epoch); tests pass a fake.
         after_trial: Hooks called with each finished trial (artifacts, notes).
+        checkpoints: Epoch checkpoints in the artifact store, so a retried trial resumes.
     """
 
     def __init__(
@@ -79,6 +82,7 @@ class WorkerLoop:
         poll_interval: float = 2.0,
         clock: Callable[[], float] = time.time,
         after_trial: list[AfterTrial] | None = None,
+        checkpoints: Checkpoints | None = None,
     ) -> None:
         self.storage = storage
         self.study_name = study_name
@@ -87,6 +91,7 @@ class WorkerLoop:
         self.poll_interval = poll_interval
         self.clock = clock
         self.after_trial = after_trial or []
+        self.checkpoints = checkpoints
         self.sweep: Sweep = load_sweep(storage, study_name)
         spec = self.sweep.spec
         self.study = db_call(
@@ -109,6 +114,7 @@ class WorkerLoop:
         self.force_stop = threading.Event()
         self.trials_run = 0
         self._finalist_waits = 0
+        self._orphan_since: float | None = None
 
     # -- control -------------------------------------------------------------------------------
     def request_stop(self) -> None:
@@ -161,16 +167,44 @@ class WorkerLoop:
             self.heartbeat.begin(trial._trial_id)
             try:
                 self._run_trial(trial)
+            except StorageError:
+                raise
+            except Exception as error:  # a bug in a hook or here must fail the trial, not the worker
+                _logger.exception("Trial %d: unexpected error in the worker", trial.number)
+                try:
+                    self._fail(trial, f"worker error: {type(error).__name__}: {error}", traceback.format_exc(),
+                               time.monotonic())
+                except Exception:  # already told, or the storage is gone: nothing more to record
+                    _logger.exception("Trial %d: could not record the error", trial.number)
             finally:
                 self.heartbeat.end()
             self.trials_run += 1
 
     def _others_running(self) -> bool:
+        """Whether trials of this budget are still in flight (and so may finish or free a slot).
+
+        A worker that died between its claim and its ask leaves a claim with no trial; once no
+        trial has been RUNNING for a whole grace period, such claims are released.
+        """
+        state = budget.budget_state(self.engine, self.study_name)
+        if state is None or state.in_flight == 0:
+            self._orphan_since = None
+            return False
         running = db_call(
-            lambda: self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING)),
-            what="list running trials",
+            lambda: self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)), what="list running trials"
         )
-        return bool(running)
+        if running:
+            self._orphan_since = None
+            return True
+        now = time.monotonic()
+        if self._orphan_since is None:
+            self._orphan_since = now
+        elif now - self._orphan_since > self.grace + self.heartbeat.interval:
+            _logger.warning("%d claimed slot(s) have had no trial for %.0fs (a worker died between claim "
+                            "and ask); releasing them", state.in_flight, now - self._orphan_since)
+            budget.release(self.engine, self.study_name, state.in_flight)
+            self._orphan_since = None
+        return True
 
     def _drain_until_deadline(self) -> None:
         """Past the point of starting trials: wait for running ones, then fail any left stale."""
@@ -212,13 +246,22 @@ class WorkerLoop:
                 reuse_result(self.study, trial, source)
                 self._tell(trial, TrialState.COMPLETE, source.value)
                 return
+        resume = self.checkpoints.resume_point(trial) if self.checkpoints else None
+        if resume is not None:
+            self._set(trial, "resumed", {"from_trial": resume.from_trial, "epochs_saved": resume.initial_epoch})
+            for step, value in enumerate(resume.curves.get("val_accuracy", [])):
+                if math.isfinite(value):
+                    db_call(lambda s=step, v=value: trial.report(v, s), what="report inherited values")
         request = TrainRequest(
             config=canonical,
             setup=spec.training.model_dump(mode="json"),
             trial_number=trial.number,
             seed=seed,
+            checkpoint_path=self.checkpoints.local_path(trial.number) if self.checkpoints else None,
+            resume_path=resume.path if resume else None,
+            initial_epoch=resume.initial_epoch if resume else 0,
         )
-        handler = _EpochHandler(self, trial)
+        handler = _EpochHandler(self, trial, resume.curves if resume else {})
         try:
             result = self.trainer.run(request.to_dict(), handler, timeout_s=spec.budget.trial_timeout_s)
         except TrialError as error:
@@ -228,6 +271,10 @@ class WorkerLoop:
                 tb = error.remote_traceback if isinstance(error, RemoteTrialError) else None
                 self._fail(trial, str(error), tb, started)
             return
+        finally:
+            if self.checkpoints:
+                self.checkpoints.discard(trial.number)
+        result["history"] = handler.curves  # this run's epochs after the inherited ones
         self._record(trial, config, result, started)
         if result.get("stopped") == "prune":
             self._tell(trial, TrialState.PRUNED)
@@ -241,11 +288,9 @@ class WorkerLoop:
             self._tell(trial, TrialState.COMPLETE, value)
 
     def _record(self, trial: optuna.Trial, config: RegularizerConfig, result: dict[str, Any], started: float) -> None:
-        history = result.get("history", {})
         layers = result.get("placement_layers", {})
         no_effect_all = tuple(sorted(p for p, n in layers.items() if n == 0))
         self._set(trial, "effective_hash", config.config_hash(no_effect_all))
-        self._set(trial, "curves", history)
         self._set(trial, "epochs_run", int(result.get("epochs_run", 0)))
         self._set(trial, "duration_s", round(time.monotonic() - started, 3))
         self._set(
@@ -276,7 +321,7 @@ class WorkerLoop:
     def _give_back(self, trial: optuna.Trial, reason: str) -> None:
         """Fail a trial that did not get to count, release its slot and re-queue a copy."""
         self._set(trial, "fail_reason", reason)
-        self._tell(trial, TrialState.FAIL)
+        self._tell(trial, TrialState.FAIL, counts=False)
         frozen = db_call(lambda: self.study._storage.get_trial(trial._trial_id), what="read trial")
         callback = self.storage.get_heartbeat_stale_trial_callback()
         if callback is not None:
@@ -284,7 +329,7 @@ class WorkerLoop:
         else:
             budget.release(self.engine, self.study_name)
 
-    def _tell(self, trial: optuna.Trial, state: TrialState, value: float | None = None) -> None:
+    def _tell(self, trial: optuna.Trial, state: TrialState, value: float | None = None, *, counts: bool = True) -> None:
         def _do() -> None:
             try:
                 self.study.tell(trial, value if state == TrialState.COMPLETE else None, state=state)
@@ -293,6 +338,8 @@ class WorkerLoop:
                     raise
 
         db_call(_do, what=f"tell trial {trial.number}", attempts=20)
+        if counts:
+            budget.settle(self.engine, self.study_name)
         finished = db_call(lambda: self.study._storage.get_trial(trial._trial_id), what="read trial")
         for hook in self.after_trial:
             try:
@@ -304,11 +351,13 @@ class WorkerLoop:
 class _EpochHandler:
     """Per-epoch callback in the parent: report, record progress, decide continue/prune/stop."""
 
-    def __init__(self, loop: WorkerLoop, trial: optuna.Trial) -> None:
+    def __init__(self, loop: WorkerLoop, trial: optuna.Trial, inherited: dict[str, list[float]]) -> None:
         self.loop = loop
         self.trial = trial
         self.stop_reason: str | None = None
         self.can_prune = not isinstance(loop.study.pruner, optuna.pruners.NopPruner)
+        self.curves: dict[str, list[float]] = {k: list(v) for k, v in inherited.items()}
+        self.checkpoint: dict[str, Any] | None = None
 
     def __call__(self, metrics: dict[str, Any]) -> str:
         epoch = int(metrics["epoch"])
@@ -321,6 +370,13 @@ class _EpochHandler:
         )
         if math.isfinite(value):
             db_call(lambda: self.trial.report(value, epoch), what=f"report trial {self.trial.number}")
+        for key, metric in metrics.items():
+            if key != "epoch" and isinstance(metric, (int, float)):
+                self.curves.setdefault(key, []).append(float(metric))
+        # Written every epoch: live curves in the dashboard, and what a resumed retry inherits.
+        db_call(lambda: self.trial.set_user_attr("curves", self.curves), what="write curves")
+        if self.loop.checkpoints is not None:
+            self.checkpoint = self.loop.checkpoints.upload(self.loop.study, self.trial, epoch, self.checkpoint)
         if self.loop.deadline is not None and self.loop.clock() >= self.loop.deadline:
             self.stop_reason = "deadline"
             return "stop"

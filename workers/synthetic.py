@@ -8,7 +8,9 @@ overhead. Options (``training.trainer_options``): ``epoch_seconds`` (sleep per e
 
 from __future__ import annotations
 
+import json
 import math
+import os
 import random
 import time
 from collections.abc import Callable
@@ -39,9 +41,18 @@ def train(request: TrainRequest, on_epoch: Callable[[dict[str, Any]], str]) -> d
     history: dict[str, list[float]] = {k: [] for k in _METRICS}
     stopped = None
     epochs = int(request.setup.get("epochs", 5))
+    if request.resume_path:
+        with open(request.resume_path, encoding="utf-8") as handle:
+            saved = json.load(handle)
+        if saved["epoch"] != request.initial_epoch - 1:
+            raise ValueError(f"checkpoint is of epoch {saved['epoch']}, asked to resume at {request.initial_epoch}")
     for epoch in range(request.initial_epoch, epochs):
         if epoch_seconds:
             time.sleep(epoch_seconds)
+        if request.checkpoint_path:  # a stand-in checkpoint, written before on_epoch like Keras'
+            with open(request.checkpoint_path + ".tmp", "w", encoding="utf-8") as handle:
+                json.dump({"epoch": epoch}, handle)
+            os.replace(request.checkpoint_path + ".tmp", request.checkpoint_path)
         val = peak * (1 - math.exp(-(epoch + 1) / 2.0)) + rng.gauss(0, 0.005)
         metrics = {
             "epoch": epoch,
@@ -60,7 +71,7 @@ def train(request: TrainRequest, on_epoch: Callable[[dict[str, Any]], str]) -> d
             stopped = answer
             break
     return {
-        "epochs_run": len(history["val_accuracy"]),
+        "epochs_run": request.initial_epoch + len(history["val_accuracy"]),
         "history": history,
         "stopped": stopped,
         "sparsity": 0.0,
