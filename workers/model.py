@@ -179,13 +179,13 @@ def block_of(layer_name: str) -> str:
 
 def kernel_layers(model: keras.Model) -> list[tuple[str, Any]]:
     """Return ``(layer_name, kernel_variable)`` for every kernel the kernel placement can reach."""
-    found = []
-    for layer in model.layers:
-        if isinstance(layer, layers.DepthwiseConv2D):
-            found.append((layer.name, layer.depthwise_kernel))
-        elif isinstance(layer, (layers.Conv2D, layers.Dense)):
-            found.append((layer.name, layer.kernel))
-    return found
+    # DepthwiseConv2D stores its depthwise kernel as `.kernel` too (regularized by
+    # depthwise_regularizer); Conv2D and DepthwiseConv2D share no base class below Layer.
+    return [
+        (layer.name, layer.kernel)
+        for layer in model.layers
+        if isinstance(layer, (layers.Conv2D, layers.DepthwiseConv2D, layers.Dense))
+    ]
 
 
 def placement_layers(model: keras.Model) -> dict[str, int]:

@@ -1,0 +1,301 @@
+"""Load a training set as numpy arrays, whatever the Keras backend.
+
+Sources (``spec.training.dataset``):
+
+* ``digits`` - scikit-learn's bundled 8x8 handwritten digits (1797 real images, no download);
+* ``dir:PATH`` - one sub-folder per class, images read with PIL;
+* ``npz:PATH`` - arrays ``x``/``y`` (split here) or ``x_train``/``y_train``/``x_val``/``y_val``;
+* ``tfds:NAME`` - TensorFlow Datasets, only when ``tensorflow-datasets`` is installed.
+
+Everything is numpy + PIL so the loader runs under ``KERAS_BACKEND=jax`` without TensorFlow.
+Images come back float32 NHWC, 3 channels, in [0, 1], resized to ``image_size`` squares.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from typing import Any
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from sweep.errors import DataError
+
+__all__ = ["ImageData", "load_dataset", "IMAGE_EXTENSIONS"]
+
+logger = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
+
+
+@dataclasses.dataclass
+class ImageData:
+    """A train/validation split ready for ``model.fit``.
+
+    Attributes:
+        x_train: float32 ``(n, size, size, 3)`` in [0, 1].
+        y_train: int32 ``(n,)`` class indices.
+        x_val: float32 ``(m, size, size, 3)`` in [0, 1].
+        y_val: int32 ``(m,)`` class indices.
+        num_classes: Number of classes (``len(class_names)``).
+        class_names: Name of each class index.
+        source: The source string it was loaded from.
+    """
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+    num_classes: int
+    class_names: list[str]
+    source: str
+
+
+def _resize(images: np.ndarray, size: int) -> np.ndarray:
+    """Resize float [0, 1] NHWC images to ``size`` x ``size`` (bilinear, per channel in PIL 'F' mode)."""
+    if images.shape[1:3] == (size, size):
+        return images
+    out = np.empty((len(images), size, size, images.shape[3]), dtype=np.float32)
+    for i, image in enumerate(images):
+        for c in range(images.shape[3]):
+            out[i, :, :, c] = np.asarray(
+                Image.fromarray(image[:, :, c], mode="F").resize((size, size), Image.BILINEAR)
+            )
+    return np.clip(out, 0.0, 1.0)
+
+
+def _to_rgb(images: np.ndarray) -> np.ndarray:
+    return np.repeat(images, 3, axis=3) if images.shape[3] == 1 else images
+
+
+def stratified_split(y: np.ndarray, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Split indices per class so every class keeps its share on both sides.
+
+    Args:
+        y: Integer labels.
+        val_fraction: Fraction of each class that goes to validation (rounded; at least one
+            validation image per class with two or more images, never the last training image).
+        seed: Seed of the shuffle; the same seed gives the same split.
+
+    Returns:
+        ``(train_indices, val_indices)``, each shuffled.
+    """
+    rng = np.random.default_rng(seed)
+    train, val = [], []
+    for label in np.unique(y):
+        idx = rng.permutation(np.flatnonzero(y == label))
+        n_val = min(len(idx) - 1, max(1 if len(idx) > 1 else 0, int(round(len(idx) * val_fraction))))
+        val.append(idx[:n_val])
+        train.append(idx[n_val:])
+    return rng.permutation(np.concatenate(train)), rng.permutation(np.concatenate(val))
+
+
+def _load_digits() -> tuple[np.ndarray, np.ndarray, list[str]]:
+    from sklearn.datasets import load_digits  # bundled with scikit-learn: no network
+
+    digits = load_digits()
+    images = (digits.images.astype(np.float32) / 16.0)[..., None]
+    return images, digits.target.astype(np.int32), [str(i) for i in range(10)]
+
+
+def _load_dir(source: str, path: str, size: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    if not os.path.isdir(path):
+        raise DataError(f"Dataset {source!r}: folder {path!r} does not exist")
+    class_names = sorted(e.name for e in os.scandir(path) if e.is_dir() and not e.name.startswith("."))
+    if not class_names:
+        raise DataError(f"Dataset {source!r}: folder {path!r} has no class sub-folders (expected PATH/<class>/<image>)")
+    images: list[np.ndarray] = []
+    labels: list[int] = []
+    empty = []
+    for label, name in enumerate(class_names):
+        files = sorted(
+            f for f in os.listdir(os.path.join(path, name))
+            if os.path.splitext(f)[1].lower() in IMAGE_EXTENSIONS
+        )
+        if not files:
+            empty.append(name)
+        for f in files:
+            file_path = os.path.join(path, name, f)
+            try:
+                with Image.open(file_path) as img:
+                    rgb = img.convert("RGB").resize((size, size), Image.BILINEAR)
+            except (UnidentifiedImageError, OSError) as exc:
+                raise DataError(f"Dataset {source!r}: cannot read image {file_path!r} ({exc})") from exc
+            images.append(np.asarray(rgb, dtype=np.float32) / 255.0)
+            labels.append(label)
+    if not images:
+        raise DataError(
+            f"Dataset {source!r}: no images found in {path!r} "
+            f"(extensions {', '.join(sorted(IMAGE_EXTENSIONS))})"
+        )
+    if empty:
+        raise DataError(f"Dataset {source!r}: class folder(s) {empty} contain no images")
+    return np.stack(images), np.asarray(labels, dtype=np.int32), class_names
+
+
+def _check_images(source: str, key: str, x: np.ndarray) -> np.ndarray:
+    """Validate an npz/tfds image array and bring it to float32 NHWC in [0, 1]."""
+    if x.ndim == 3:
+        x = x[..., None]
+    if x.ndim != 4 or x.shape[3] not in (1, 3):
+        raise DataError(
+            f"Dataset {source!r}: {key} must be (n, h, w), (n, h, w, 1) or (n, h, w, 3), received shape {x.shape}"
+        )
+    if np.issubdtype(x.dtype, np.integer):
+        if x.size and (x.min() < 0 or x.max() > 255):
+            raise DataError(f"Dataset {source!r}: integer {key} must be in [0, 255], received [{x.min()}, {x.max()}]")
+        return x.astype(np.float32) / 255.0
+    if not np.issubdtype(x.dtype, np.floating):
+        raise DataError(f"Dataset {source!r}: {key} must be numeric, received dtype {x.dtype}")
+    if x.size and (not np.isfinite(x).all() or x.min() < 0.0 or x.max() > 1.0):
+        raise DataError(
+            f"Dataset {source!r}: float {key} must be finite and in [0, 1] (store uint8 for 0-255), "
+            f"received [{np.nanmin(x)}, {np.nanmax(x)}]"
+        )
+    return x.astype(np.float32)
+
+
+def _check_labels(source: str, key: str, y: np.ndarray, n: int) -> np.ndarray:
+    y = np.asarray(y)
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    if y.ndim != 1 or len(y) != n or not np.issubdtype(y.dtype, np.integer) or (y.size and y.min() < 0):
+        raise DataError(
+            f"Dataset {source!r}: {key} must be {n} non-negative integer labels, "
+            f"received shape {y.shape} dtype {y.dtype}"
+        )
+    return y.astype(np.int32)
+
+
+def _load_npz(source: str, path: str) -> tuple[dict[str, np.ndarray], list[str] | None]:
+    if not os.path.isfile(path):
+        raise DataError(f"Dataset {source!r}: file {path!r} does not exist")
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            arrays = {k: npz[k] for k in npz.files}
+    except (OSError, ValueError) as exc:
+        raise DataError(f"Dataset {source!r}: cannot read {path!r} as .npz ({exc})") from exc
+    for keys in (("x_train", "y_train", "x_val", "y_val"), ("x", "y")):
+        if all(k in arrays for k in keys):
+            names = arrays.get("class_names")
+            return {k: arrays[k] for k in keys}, None if names is None else [str(n) for n in names]
+    raise DataError(
+        f"Dataset {source!r}: expected keys x, y or x_train, y_train, x_val, y_val, found {sorted(arrays)}"
+    )
+
+
+def _load_tfds(source: str, name: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    try:
+        import tensorflow_datasets as tfds
+    except ImportError as exc:
+        raise DataError(
+            f"Dataset {source!r} needs TensorFlow Datasets: pip install tensorflow-datasets"
+        ) from exc
+    try:
+        data, info = tfds.load(name, split="train", as_supervised=True, batch_size=-1, with_info=True)
+    except Exception as exc:  # tfds raises many types (DatasetNotFoundError, network errors)
+        raise DataError(f"Dataset {source!r}: tensorflow-datasets could not load {name!r} ({exc})") from exc
+    x, y = tfds.as_numpy(data)
+    label = info.features["label"]
+    return x, y, list(getattr(label, "names", None) or [str(i) for i in range(int(label.num_classes))])
+
+
+def load_dataset(
+    source: str = "digits",
+    *,
+    image_size: int,
+    val_fraction: float = 0.2,
+    seed: int = 0,
+    limit: int | None = None,
+) -> ImageData:
+    """Load ``source`` as a stratified train/validation split of float32 RGB images.
+
+    Args:
+        source: ``"digits"``, ``"dir:PATH"``, ``"npz:PATH"`` or ``"tfds:NAME"``.
+        image_size: Side of the square images returned.
+        val_fraction: Share of each class held out for validation, in (0, 1). Ignored when an
+            npz file brings its own ``x_val``/``y_val``.
+        seed: Seed of the split; the same seed gives the same split.
+        limit: Keep at most this many training images (validation is left whole so scores
+            stay comparable); ``None`` keeps all.
+
+    Returns:
+        The :class:`ImageData`.
+
+    Raises:
+        DataError: If the source is unknown, missing, empty or malformed.
+    """
+    if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
+        raise DataError(f"Invalid image_size: expected a positive int, received image_size={image_size!r}")
+    if not isinstance(val_fraction, (int, float)) or not 0.0 < val_fraction < 1.0:
+        raise DataError(f"Invalid val_fraction: expected a float in (0, 1), received val_fraction={val_fraction!r}")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise DataError(f"Invalid limit: expected a positive int or None, received limit={limit!r}")
+    if not isinstance(source, str):
+        raise DataError(f"Invalid dataset: expected a string, received dataset={source!r}")
+    scheme, _, arg = source.partition(":")
+    if scheme in ("dir", "npz", "tfds") and not arg:
+        raise DataError(f"Dataset {source!r}: missing the part after '{scheme}:'")
+
+    given_split: tuple[np.ndarray, ...] | None = None
+    if source == "digits":
+        x, y, class_names = _load_digits()
+    elif scheme == "dir":
+        x, y, class_names = _load_dir(source, arg, image_size)
+    elif scheme == "npz":
+        arrays, class_names = _load_npz(source, arg)
+        if "x" in arrays:
+            x = _check_images(source, "x", arrays["x"])
+            y = _check_labels(source, "y", arrays["y"], len(x))
+        else:
+            x_tr = _check_images(source, "x_train", arrays["x_train"])
+            x_va = _check_images(source, "x_val", arrays["x_val"])
+            given_split = (
+                x_tr, _check_labels(source, "y_train", arrays["y_train"], len(x_tr)),
+                x_va, _check_labels(source, "y_val", arrays["y_val"], len(x_va)),
+            )
+            y = np.concatenate([given_split[1], given_split[3]])
+    elif scheme == "tfds":
+        x, y, class_names = _load_tfds(source, arg)
+        x = _check_images(source, "images", x)
+        y = _check_labels(source, "labels", y, len(x))
+    else:
+        raise DataError(
+            f"Invalid dataset: unknown source {source!r}, expected 'digits', 'dir:PATH', 'npz:PATH' or 'tfds:NAME'"
+        )
+
+    num_classes = int(y.max()) + 1 if y.size else 0
+    if num_classes < 2:
+        raise DataError(f"Dataset {source!r}: needs at least 2 classes, found {num_classes}")
+    if class_names is None:
+        class_names = [str(i) for i in range(num_classes)]
+    elif len(class_names) < num_classes:
+        raise DataError(f"Dataset {source!r}: {len(class_names)} class_names for labels up to {num_classes - 1}")
+    if given_split is not None:
+        x_train, y_train, x_val, y_val = given_split
+    else:
+        if len(x) < 2:
+            raise DataError(f"Dataset {source!r}: needs at least 2 images, found {len(x)}")
+        train_idx, val_idx = stratified_split(y, val_fraction, seed)
+        x_train, y_train, x_val, y_val = x[train_idx], y[train_idx], x[val_idx], y[val_idx]
+    if not len(x_train) or not len(x_val):
+        raise DataError(
+            f"Dataset {source!r}: empty split ({len(x_train)} train, {len(x_val)} validation images)"
+        )
+    if limit is not None and limit < len(x_train):
+        keep = np.sort(np.random.default_rng(seed).permutation(len(x_train))[:limit])
+        x_train, y_train = x_train[keep], y_train[keep]
+    data = ImageData(
+        x_train=_to_rgb(_resize(x_train, image_size)),
+        y_train=y_train,
+        x_val=_to_rgb(_resize(x_val, image_size)),
+        y_val=y_val,
+        num_classes=len(class_names),
+        class_names=list(class_names),
+        source=source,
+    )
+    logger.info("Loaded %s: %d train / %d validation images, %d classes, %dx%d",
+                source, len(data.x_train), len(data.x_val), data.num_classes, image_size, image_size)
+    return data
