@@ -13,9 +13,10 @@ import os
 import signal
 import sys
 import threading
+import time
 from types import FrameType
 
-from sweep.errors import RegsweepError
+from sweep.errors import RegsweepError, StorageError, StudyNotFoundError
 from sweep.logs import setup_logging
 from sweep.storage import StorageConfig, mask_secrets, open_storage, resolve_storage_url
 from workers.follow import next_open_study
@@ -44,6 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--worker-index", type=int, default=int(env("SWEEP_WORKER_INDEX", "0")), help="index among workers started together (sampler seed offset)")
     p.add_argument("--heartbeat-interval", type=int, default=int(env("SWEEP_HEARTBEAT_INTERVAL", "10")), help="seconds between trial heartbeats (default 10)")
     p.add_argument("--grace-period", type=int, default=int(env("SWEEP_GRACE_PERIOD", "60")), help="seconds without heartbeat before a trial is stale and re-queued (default 60)")
+    p.add_argument("--max-outage", type=float, default=float(env("SWEEP_MAX_OUTAGE", "900")),
+                   help="seconds a worker waits out an unreachable database before giving up (default 900)")
     p.add_argument("--log-level", default=env("SWEEP_LOG_LEVEL", "INFO"), help="logging level (env SWEEP_LOG_LEVEL)")
     return p
 
@@ -96,22 +99,36 @@ def main(argv: list[str] | None = None) -> int:
 
         signal.signal(signal.SIGTERM, _on_signal)
         signal.signal(signal.SIGINT, _on_signal)
+        outage_since: float | None = None
         while not stopping.is_set():
-            name = args.study or next_open_study(storage, args.follow)
-            if name is None:
-                stopping.wait(args.follow_poll)
+            try:
+                name = args.study or next_open_study(storage, args.follow)
+                if name is None:
+                    stopping.wait(args.follow_poll)
+                    continue
+                loop = WorkerLoop(
+                    storage,
+                    name,
+                    worker_index=args.worker_index,
+                    max_trials=args.max_trials,
+                    heartbeat_file=args.heartbeat_file,
+                    after_trial=hooks,
+                    checkpoints=checkpoints,
+                )
+                current[:] = [loop]
+                loop.run()
+                outage_since = None
+            except StorageError as error:
+                if isinstance(error, StudyNotFoundError):
+                    raise
+                # Longer than db_call's own retries: wait it out (bounded) instead of leaving the
+                # night's sweep one worker short. Trials in flight were failed or re-queued.
+                outage_since = outage_since or time.monotonic()
+                if time.monotonic() - outage_since > args.max_outage:
+                    raise
+                _logger.error("Storage unavailable (%s); retrying in 30s", error)
+                stopping.wait(30)
                 continue
-            loop = WorkerLoop(
-                storage,
-                name,
-                worker_index=args.worker_index,
-                max_trials=args.max_trials,
-                heartbeat_file=args.heartbeat_file,
-                after_trial=hooks,
-                checkpoints=checkpoints,
-            )
-            current[:] = [loop]
-            loop.run()
             if not args.follow:
                 break
             stopping.wait(args.follow_poll)
