@@ -646,3 +646,19 @@ def test_dockerignore_keeps_env_and_venv_out_of_the_context() -> None:
                     continue
                 root = source.rstrip("/").split("/")[0]
                 assert any(fnmatch.fnmatch(a, root) for a in allowed), f"COPY {source} is excluded"
+
+
+def test_nightly_worker_follows_the_scheduled_specs_studies() -> None:
+    example = read_env_file(ENV_EXAMPLE)
+    services = resolved_compose()["services"]
+    nightly, scheduler = services["worker-nightly"], services["scheduler"]
+    assert set(nightly["profiles"]) == set(scheduler["profiles"])
+    argv = as_argv(nightly.get("command"))
+    assert argv[0] == "--follow", argv
+    # --study / SWEEP_STUDY take precedence over --follow in sweep-worker: must be blank here.
+    assert environment_dict(nightly).get("SWEEP_STUDY") == "" and "--study" not in argv
+    # The scheduler names studies <study.name>-DATE: follow exactly that prefix.
+    spec_arg = next(a for a in as_argv(scheduler["command"]) if a.startswith("/specs/"))
+    spec_file = REPO / example["SWEEP_SPECS_DIR"] / Path(spec_arg).relative_to("/specs")
+    study_name = tomllib.loads(spec_file.read_text(encoding="utf-8"))["study"]["name"]
+    assert argv[1] == study_name, f"worker-nightly follows {argv[1]!r}, {spec_file.name} creates {study_name!r}-*"
