@@ -36,6 +36,7 @@ __all__ = [
     "LABEL_STUDY",
     "LABEL_GPU",
     "LABEL_IMAGE",
+    "LABEL_FOLLOW",
     "ROLE_WORKER",
     "CONTAINER_ARTIFACTS",
     "GpuInfo",
@@ -64,6 +65,7 @@ LABEL_ROLE = "regsweep.role"
 LABEL_STUDY = "regsweep.study"
 LABEL_GPU = "regsweep.gpu"
 LABEL_IMAGE = "regsweep.image"
+LABEL_FOLLOW = "regsweep.follow"
 ROLE_WORKER = "worker"
 
 #: Where the artifact store is mounted inside a worker (Dockerfile.gpu's SWEEP_ARTIFACTS).
@@ -341,6 +343,7 @@ def build_worker_spec(
     artifacts: str | None = "regsweep-artifacts",
     network: str | None = None,
     worker_index: int = 0,
+    follow: bool = False,
     extra_env: dict[str, str] | None = None,
 ) -> WorkerSpec:
     """Build the spec of the worker container for one GPU (no engine involved).
@@ -357,6 +360,8 @@ def build_worker_spec(
         worker_index: Position among the workers started together; becomes
             ``SWEEP_WORKER_INDEX`` so each worker seeds its sampler differently (identical seeds
             would make every worker propose the same configs).
+        follow: Treat ``study`` as a prefix: the worker runs ``--follow PREFIX`` and works on the
+            newest open ``PREFIX-YYYY-MM-DD`` study (the nightly ones ``sweep schedule`` creates).
         extra_env: More environment variables (must not override ``SWEEP_STORAGE``/``SWEEP_STUDY``).
 
     Returns:
@@ -377,9 +382,9 @@ def build_worker_spec(
     clash = {"SWEEP_STORAGE", "SWEEP_STUDY", "SWEEP_WORKER_INDEX"} & environment.keys()
     if clash:
         raise LauncherError(f"extra_env must not set {', '.join(sorted(clash))}; they come from the arguments")
-    environment.update(
-        {"SWEEP_STORAGE": storage, "SWEEP_STUDY": study, "SWEEP_WORKER_INDEX": str(worker_index)}
-    )
+    environment.update({"SWEEP_STORAGE": storage, "SWEEP_WORKER_INDEX": str(worker_index)})
+    if not follow:  # a SWEEP_STUDY would win over --follow in sweep-worker
+        environment["SWEEP_STUDY"] = study
     if artifacts is not None:
         environment.setdefault("SWEEP_ARTIFACTS", CONTAINER_ARTIFACTS)
     labels = {
@@ -388,8 +393,10 @@ def build_worker_spec(
         LABEL_GPU: gpu,
         LABEL_IMAGE: image,
     }
+    if follow:
+        labels[LABEL_FOLLOW] = "true"
     return WorkerSpec(
-        name=container_name(name_prefix, study, gpu),
+        name=container_name(name_prefix, f"{study}-follow" if follow else study, gpu),
         image=image,
         study=study,
         gpu=gpu,
@@ -399,7 +406,7 @@ def build_worker_spec(
         artifacts=artifacts,
         network=network,
         # Study only: visible in `docker ps`, and the storage URL stays in the environment.
-        command=("--study", study),
+        command=("--follow", study) if follow else ("--study", study),
     )
 
 
@@ -572,7 +579,11 @@ def up(client: Any, specs: Iterable[WorkerSpec]) -> list[str]:
 
     names: list[str] = []
     for spec in specs:
-        existing = _find(client, study=spec.study, gpu=spec.gpu)
+        existing = [
+            c for c in _find(client, study=spec.study, gpu=spec.gpu)
+            # a --follow worker and a --study worker of the same name are different workers
+            if (c.labels or {}).get(LABEL_FOLLOW) == spec.labels.get(LABEL_FOLLOW)
+        ]
         running = [c for c in existing if c.status in ("running", "restarting")]
         if running:
             _logger.info("Worker %s already runs study %s on GPU %s; keeping it", running[0].name, spec.study, spec.gpu)
@@ -677,7 +688,10 @@ def register_cli(subparsers: Any) -> None:
     p_up = actions.add_parser("up", help="start one worker container per GPU")
     p_up.add_argument("--gpus", required=True, help="'all' (from nvidia-smi) or ids, e.g. 0,2")
     p_up.add_argument("--image", required=True, help="worker image built from Dockerfile.gpu")
-    p_up.add_argument("--study", default=None, help="study name (default: $SWEEP_STUDY)")
+    target = p_up.add_mutually_exclusive_group()
+    target.add_argument("--study", default=None, help="study name (default: $SWEEP_STUDY)")
+    target.add_argument("--follow", default=None, metavar="PREFIX",
+                        help="follow the nightly studies PREFIX-YYYY-MM-DD that `sweep schedule` creates")
     p_up.add_argument("--storage", default=None,
                       help="storage URL as the containers see it (default: $SWEEP_STORAGE, then $OPTUNA_STORAGE); "
                            "prefer the environment variable: flags are visible in `ps`")
@@ -723,7 +737,7 @@ def _console() -> Any:
 
 
 def _cmd_up(args: argparse.Namespace, client: Any = None) -> int:
-    study = _study_from(args)
+    study = args.follow or _study_from(args)
     gpus = parse_gpus(args.gpus)
     specs = build_worker_specs(
         gpus,
@@ -734,10 +748,12 @@ def _cmd_up(args: argparse.Namespace, client: Any = None) -> int:
         restart=args.restart,
         artifacts=args.artifacts or None,
         network=args.network,
+        follow=bool(args.follow),
     )
     names = up(client or connect(), specs)
     console = _console()
-    console.print(f"[bold]{len(names)}[/bold] worker(s) for study [bold]{study}[/bold] "
+    what = f"studies [bold]{study}-*[/bold]" if args.follow else f"study [bold]{study}[/bold]"
+    console.print(f"[bold]{len(names)}[/bold] worker(s) for {what} "
                   f"(storage {_mask(specs[0].environment['SWEEP_STORAGE'])}):")
     for spec, name in zip(specs, names):
         console.print(f"  GPU {spec.gpu}: {name}", highlight=False)

@@ -321,3 +321,20 @@ def test_sweep_cli_exposes_the_workers_group() -> None:
     cli = pytest.importorskip("sweep.cli")
     args = cli.build_parser().parse_args(["workers", "down", "--study", "s", "--timeout", "5"])
     assert args.handler is launcher._cmd_down and args.timeout == 5
+
+
+def test_follow_workers_run_follow_prefix_without_sweep_study(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SWEEP_STORAGE", STORAGE)
+    monkeypatch.setenv("SWEEP_STUDY", "should-not-leak")
+    monkeypatch.setattr(launcher, "query_gpus", four_gpus)
+    args = _parser().parse_args(["workers", "up", "--gpus", "0", "--image", "img:1", "--follow", "nightly"])
+    plain = launcher.build_worker_spec(gpu="0", image="img:1", study="nightly", storage=STORAGE)
+    client = FakeClient([FakeContainer(plain.name, dict(plain.labels))])  # a --study worker, same prefix
+    assert args.handler(args, client=client) == 0
+    (run,) = client.runs
+    assert run["command"] == ["--follow", "nightly"]
+    # sweep-worker lets SWEEP_STUDY win over --follow, so it must not be set.
+    assert "SWEEP_STUDY" not in run["environment"] and run["labels"]["regsweep.follow"] == "true"
+    assert run["name"] == "regsweep-nightly-follow-gpu0" != plain.name
+    with pytest.raises(SystemExit):
+        _parser().parse_args(["workers", "up", "--gpus", "0", "--image", "i", "--study", "a", "--follow", "b"])
