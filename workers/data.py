@@ -86,7 +86,7 @@ def stratified_split(y: np.ndarray, val_fraction: float, seed: int) -> tuple[np.
     train, val = [], []
     for label in np.unique(y):
         idx = rng.permutation(np.flatnonzero(y == label))
-        n_val = min(len(idx) - 1, max(1 if len(idx) > 1 else 0, int(round(len(idx) * val_fraction))))
+        n_val = min(len(idx) - 1, max(1 if len(idx) > 1 else 0, int(len(idx) * val_fraction + 0.5)))
         val.append(idx[:n_val])
         train.append(idx[n_val:])
     return rng.permutation(np.concatenate(train)), rng.permutation(np.concatenate(val))
