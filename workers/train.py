@@ -7,7 +7,6 @@ Written against ``import keras``; TensorFlow-only calls are guarded by the backe
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
 import os
@@ -21,6 +20,8 @@ from sweep.errors import TrialDiverged, TrialError
 from workers.data import ImageData, load_dataset
 from workers.model import block_of, build_classifier, kernel_layers, placement_layers
 from workers.regularizers import RegularizerSet
+# One definition shared with the worker loop, which must not import Keras (see that module).
+from workers.train_request import TrainRequest
 
 __all__ = ["TrainRequest", "train", "METRIC_KEYS", "SPARSITY_THRESHOLD"]
 
@@ -33,35 +34,12 @@ METRIC_KEYS: tuple[str, ...] = (
 #: A weight with ``|w|`` below this counts as zero for ``sparsity``.
 SPARSITY_THRESHOLD = 1e-3
 _PROBE_SIZE = 32
+# Same defaults as sweep.spec.TrainingSetup, for callers that pass a partial setup.
 _DEFAULTS: dict[str, Any] = {
-    "dataset": "digits", "input_size": 32, "width": 1.0, "bn_momentum": 0.9, "conv_bias": False,
-    "epochs": 10, "batch_size": 32, "optimizer": "sgd", "learning_rate": 0.01, "momentum": 0.9,
+    "dataset": "digits", "input_size": 32, "width": 0.25, "bn_momentum": 0.9, "conv_bias": False,
+    "epochs": 5, "batch_size": 64, "optimizer": "sgd", "learning_rate": 0.05, "momentum": 0.9,
     "seed": 0, "val_fraction": 0.2, "limit": None, "mixed_precision": "auto", "jit_compile": "auto",
 }
-
-
-@dataclasses.dataclass
-class TrainRequest:
-    """One trial's training job.
-
-    Attributes:
-        config: Canonical regularizer config (``{"kernel": ..., "bias": ..., "activity": ...}``).
-        setup: ``spec.training``; missing keys take the defaults in ``_DEFAULTS``.
-        trial_number: Optuna trial number (for logs).
-        seed: Seed of weight init and shuffling. The train/validation split uses
-            ``setup["seed"]`` instead, so every trial of a study sees the same split.
-        checkpoint_path: Save the full model (with optimizer state) here after each epoch.
-        resume_path: Load this ``.keras`` checkpoint instead of building a new model.
-        initial_epoch: First epoch to run when resuming (epochs already done).
-    """
-
-    config: dict[str, Any]
-    setup: dict[str, Any]
-    trial_number: int = 0
-    seed: int = 0
-    checkpoint_path: str | None = None
-    resume_path: str | None = None
-    initial_epoch: int = 0
 
 
 def _choice(setup: dict[str, Any], key: str, allowed: tuple[str, ...]) -> str:
@@ -234,7 +212,10 @@ def train(request: TrainRequest, on_epoch: Callable[[dict[str, Any]], str]) -> d
     """Train one trial and return its JSON-able result.
 
     Args:
-        request: What to train (see :class:`TrainRequest`).
+        request: What to train (``workers.train_request.TrainRequest``, re-exported here).
+            ``request.seed`` seeds weight init and shuffling; the train/validation split uses
+            ``setup["seed"]`` so every trial and finalist seed is scored on the same split. When
+            ``resume_path`` is set the checkpoint's model (and its regularizers) is used as is.
         on_epoch: Called after each epoch with the metrics (keys :data:`METRIC_KEYS`); answers
             ``"continue"``, ``"prune"`` or ``"stop"`` (the last two end training).
 
