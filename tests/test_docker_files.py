@@ -662,3 +662,24 @@ def test_nightly_worker_follows_the_scheduled_specs_studies() -> None:
     spec_file = REPO / example["SWEEP_SPECS_DIR"] / Path(spec_arg).relative_to("/specs")
     study_name = tomllib.loads(spec_file.read_text(encoding="utf-8"))["study"]["name"]
     assert argv[1] == study_name, f"worker-nightly follows {argv[1]!r}, {spec_file.name} creates {study_name!r}-*"
+
+
+def _container_argv(service: dict[str, Any]) -> list[str]:
+    stages = parse_dockerfile()
+    entrypoint = as_argv(service.get("entrypoint")) or image_entrypoint(build_target(service, stages))
+    return entrypoint + as_argv(service.get("command"))
+
+
+@pytest.mark.parametrize("name", ["init", "workers", "worker-gpu0", "worker-cpu", "worker-nightly", "dashboard", "scheduler"])
+def test_compose_command_lines_parse_with_the_project_clis(name: str) -> None:
+    """Each service's entrypoint + command is accepted by the real argparse parser it reaches."""
+    argv = _container_argv(resolved_compose()["services"][name])
+    if argv[0] == "sweep-worker":
+        from workers.cli import build_parser
+    else:
+        assert argv[0] == "sweep", argv
+        from sweep.cli import build_parser
+    try:
+        build_parser().parse_args(argv[1:])
+    except SystemExit as error:  # argparse already printed the reason to stderr
+        pytest.fail(f"service {name}: {argv[0]} rejects {argv[1:]} (exit {error.code})")
