@@ -165,7 +165,8 @@ class TrainingSetup(_Strict):
     """The fixed training setup every trial shares (see ``docs/contracts.md``)."""
 
     dataset: str = "digits"
-    input_size: int = Field(32, ge=8, le=1024)
+    # Five stride-2 stages with padded 'valid' 3x3 depthwise convs need at least 31 px.
+    input_size: int = Field(32, ge=32, le=1024)
     width: float = Field(0.25, gt=0, le=4)
     bn_momentum: float = Field(0.9, ge=0, lt=1)
     conv_bias: bool = False

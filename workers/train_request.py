@@ -20,7 +20,9 @@ class TrainRequest:
         config: Canonical regularizer config (see ``docs/contracts.md``).
         setup: The spec's training setup as a dict.
         trial_number: Optuna trial number (for logs and checkpoint names).
-        seed: Seed for weights, shuffling and the data split.
+        seed: Seed for weights and shuffling. The train/validation split uses the spec's
+            ``training.seed`` instead, so every trial (finalist seeds too) is scored on the
+            same validation images.
         checkpoint_path: Where to save the full model after each epoch (None: no checkpoints).
         resume_path: A checkpoint to resume from (None: train from scratch).
         initial_epoch: The epoch to resume at (0-based; 0 when not resuming).
