@@ -100,3 +100,19 @@ def test_params_from_config_inverts_suggest_and_rejects_outside() -> None:
         params_from_config(RegularizerConfig(bias=Penalty("l1", l1=1e-4)), FULL.space)
     with pytest.raises(SpecError, match=r"Invalid bias.l2: expected a value in \[1e-05, 0.001\], received l2=0.1"):
         params_from_config(RegularizerConfig(bias=Penalty("l2", l2=0.1)), FULL.space)
+
+
+def test_no_effect_is_learned_only_from_trials_that_set_the_penalty() -> None:
+    from optuna.trial import create_trial
+
+    from workers.dedup import learned_no_effect
+
+    def trial(config: dict, layers: dict) -> optuna.trial.FrozenTrial:
+        return create_trial(value=0.5, user_attrs={"config": config, "diagnostics": {"placement_layers": layers}})
+
+    unset = trial({"kernel": {"kind": "l2", "l2": 1e-3}, "bias": {"kind": "none"}, "activity": {"kind": "none"}},
+                  {"kernel": 53, "bias": 0, "activity": 0})
+    assert learned_no_effect([unset]) == ()  # 0 layers because nothing was set there
+    reached_nothing = trial({"kernel": {"kind": "none"}, "bias": {"kind": "l2", "l2": 1e-3}, "activity": {"kind": "none"}},
+                            {"kernel": 0, "bias": 0, "activity": 0})
+    assert learned_no_effect([unset, reached_nothing]) == ("bias",)

@@ -1,8 +1,9 @@
 """Per-trial artifacts for optuna-dashboard: a learning-curve PNG in a FileSystemArtifactStore.
 
 The store is a directory shared by workers and the dashboard (a compose volume). Plots are drawn
-with matplotlib's Agg backend in the worker parent, after the trial is told, from the curves the
-trial already stored, so a failing plot can never lose a result.
+with matplotlib's Agg backend in the worker parent just before the trial is told (Optuna cannot
+attach artifacts to a finished trial), from the curves the trial already stored; a failing plot
+is logged and never fails the trial.
 """
 
 from __future__ import annotations
@@ -14,13 +15,13 @@ from pathlib import Path
 import optuna
 from optuna.artifacts import FileSystemArtifactStore, upload_artifact
 
-__all__ = ["CurveArtifacts"]
+__all__ = ["CurveArtifacts", "DiagnosticArtifacts"]
 
 _logger = logging.getLogger(__name__)
 
 
 class CurveArtifacts:
-    """After-trial hook: uploads ``trial-N-curves.png`` for each trial with curves.
+    """Before-tell hook: uploads ``trial-N-curves.png`` for each trial with curves.
 
     Args:
         directory: Root of the artifact store (``SWEEP_ARTIFACTS``).
@@ -62,3 +63,45 @@ class CurveArtifacts:
                 mimetype="image/png",
             )
         _logger.debug("Trial %d: uploaded curves artifact %s", trial.number, artifact_id)
+
+
+class DiagnosticArtifacts:
+    """Before-tell hook: ``trial-N-diagnostics.png`` — per-block weight L2 norm, sparsity and mean
+    activation magnitude over epochs (from the ``diagnostics_by_epoch`` attr).
+
+    Args:
+        store: The artifact store shared with :class:`CurveArtifacts`.
+    """
+
+    def __init__(self, store: FileSystemArtifactStore) -> None:
+        self.store = store
+        self.__name__ = "DiagnosticArtifacts"
+
+    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        epochs = trial.user_attrs.get("diagnostics_by_epoch") or []
+        if not epochs:
+            return
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        import numpy as np
+
+        blocks = list(epochs[-1]["blocks"])
+        fig, axes = plt.subplots(1, 3, figsize=(13, 3.8), dpi=100)
+        for ax, key, title in zip(axes, ("l2", "sparsity", "activation"),
+                                  ("kernel L2 norm", "kernel sparsity (|w| < 1e-3)", "mean |activation|")):
+            grid = np.array([[e["blocks"].get(b, {}).get(key, np.nan) for e in epochs] for b in blocks], dtype=float)
+            image = ax.imshow(grid, aspect="auto", cmap="viridis", interpolation="nearest")
+            ax.set(title=title, xlabel="epoch", yticks=range(len(blocks)), yticklabels=blocks)
+            ax.set_xticks(range(len(epochs)), [str(e["epoch"] + 1) for e in epochs])
+            ax.tick_params(axis="y", labelsize=6)
+            fig.colorbar(image, ax=ax, fraction=0.046)
+        fig.suptitle(f"trial {trial.number}: regularizer diagnostics by block and epoch")
+        fig.tight_layout()
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / f"trial-{trial.number}-diagnostics.png"
+            fig.savefig(path)
+            plt.close(fig)
+            upload_artifact(artifact_store=self.store, file_path=str(path), study_or_trial=trial,
+                            storage=study._storage, mimetype="image/png")

@@ -1,9 +1,9 @@
 """Resume on retry: epoch checkpoints stored as Optuna artifacts.
 
 After each epoch the trainer saves the full model (optimizer state included) to a local file;
-the worker uploads it to the artifact store (a volume shared by all workers) and records
-``checkpoint = {"artifact_id", "epoch"}`` on the trial, removing the previous one so only the
-latest is kept. When a worker dies, Optuna's retry callback re-queues a copy of the trial *with
+the worker writes it to the artifact store (a volume shared by all workers; two alternating
+artifacts per trial) and records ``checkpoint = {"artifact_id", "epoch", ...}`` on the trial.
+The last one of a COMPLETE trial is its trained model, downloadable from the dashboard. When a worker dies, Optuna's retry callback re-queues a copy of the trial *with
 its user attrs*, so whichever worker picks the copy up finds the checkpoint, downloads it and
 resumes at the next epoch instead of training from scratch.
 """
@@ -56,23 +56,35 @@ class Checkpoints:
         return str(self.local_dir / f"trial-{trial_number}.keras")
 
     def upload(self, study: optuna.Study, trial: optuna.Trial, epoch: int, previous: dict[str, Any] | None) -> dict[str, Any] | None:
-        """Upload the checkpoint of ``epoch`` and drop the previous one; returns the new record."""
+        """Store the checkpoint of ``epoch``; returns the new ``checkpoint`` record.
+
+        Two artifacts per trial alternate: each epoch overwrites the one the record does *not*
+        point to, then moves the record. A crash mid-write never corrupts the checkpoint in use,
+        and the trial lists just two checkpoint artifacts (Optuna cannot delete artifact metadata).
+        """
         path = self.local_path(trial.number)
         if not os.path.exists(path):
             return previous
-        artifact_id = db_call(
-            lambda: optuna.artifacts.upload_artifact(
-                artifact_store=self.store, file_path=path, study_or_trial=trial, mimetype="application/octet-stream"
-            ),
-            what="upload a checkpoint",
-        )
-        record = {"artifact_id": artifact_id, "epoch": epoch}
-        db_call(lambda: trial.set_user_attr("checkpoint", record), what="record the checkpoint")
-        if previous and previous.get("artifact_id"):
+        slots = dict((previous or {}).get("slots", {}))
+        slot = "b" if (previous or {}).get("slot") == "a" else "a"
+        if slot in slots:
+            with open(path, "rb") as handle:
+                self.store.write(slots[slot], handle)
+        else:
+            named = self.local_dir / f"trial-{trial.number}-checkpoint-{slot}.keras"
+            shutil.copyfile(path, named)
             try:
-                self.store.remove(previous["artifact_id"])
-            except (ArtifactNotFound, OSError):
-                pass  # a previous attempt's file may already be gone
+                slots[slot] = db_call(
+                    lambda: optuna.artifacts.upload_artifact(
+                        artifact_store=self.store, file_path=str(named), study_or_trial=trial,
+                        mimetype="application/octet-stream",
+                    ),
+                    what="upload a checkpoint",
+                )
+            finally:
+                named.unlink(missing_ok=True)
+        record = {"artifact_id": slots[slot], "epoch": epoch, "slot": slot, "slots": slots}
+        db_call(lambda: trial.set_user_attr("checkpoint", record), what="record the checkpoint")
         return record
 
     def resume_point(self, trial: optuna.Trial) -> ResumePoint | None:

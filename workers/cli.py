@@ -81,11 +81,11 @@ def main(argv: list[str] | None = None) -> int:
         hooks = []
         checkpoints = None
         if args.artifacts:
-            from workers.artifacts import CurveArtifacts
+            from workers.artifacts import CurveArtifacts, DiagnosticArtifacts
             from workers.checkpoints import Checkpoints
 
             curve_plots = CurveArtifacts(args.artifacts)
-            hooks.append(curve_plots)
+            hooks += [curve_plots, DiagnosticArtifacts(curve_plots.store)]
             checkpoints = Checkpoints(curve_plots.store)
         current: list[WorkerLoop] = []
         stopping = threading.Event()
@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
                     worker_index=args.worker_index,
                     max_trials=args.max_trials,
                     heartbeat_file=args.heartbeat_file,
-                    after_trial=hooks,
+                    before_tell=hooks,
                     checkpoints=checkpoints,
                 )
                 current[:] = [loop]

@@ -22,12 +22,16 @@ _logger = logging.getLogger(__name__)
 
 
 def learned_no_effect(trials: list[optuna.trial.FrozenTrial]) -> tuple[str, ...]:
-    """Placements that reached no layer, as recorded by any finished trial (all share one model)."""
+    """Placements that reached no layer although a penalty was set there, learned from finished
+    trials (all trials share one model, so one such trial per placement is proof enough)."""
+    found: set[str] = set()
     for t in trials:
-        layers = (t.user_attrs.get("diagnostics") or {}).get("placement_layers")
-        if layers:
-            return tuple(sorted(p for p, n in layers.items() if n == 0))
-    return ()
+        layers = (t.user_attrs.get("diagnostics") or {}).get("placement_layers") or {}
+        config = t.user_attrs.get("config") or {}
+        for placement, count in layers.items():
+            if count == 0 and config.get(placement, {}).get("kind", "none") != "none":
+                found.add(placement)
+    return tuple(sorted(found))
 
 
 def find_duplicate(study: optuna.Study, config: RegularizerConfig, seed: int) -> optuna.trial.FrozenTrial | None:

@@ -43,7 +43,7 @@ from workers.train_request import TrainRequest
 __all__ = ["WorkerLoop", "objective_value"]
 
 _logger = logging.getLogger(__name__)
-AfterTrial = Callable[[optuna.Study, optuna.trial.FrozenTrial], None]
+TrialHook = Callable[[optuna.Study, optuna.trial.FrozenTrial], None]
 
 
 def objective_value(history: dict[str, list[float]], reduce: str) -> float:
@@ -66,7 +66,7 @@ class WorkerLoop:
         heartbeat_file: File touched every beat for container healthchecks.
         poll_interval: Seconds between checks while waiting for other workers' trials.
         clock: Wall clock (seconds since the epoch); tests pass a fake.
-        after_trial: Hooks called with each finished trial (artifacts, notes).
+        before_tell: Hooks called with each trial's final attrs just before it is told (plots).
         checkpoints: Epoch checkpoints in the artifact store, so a retried trial resumes.
     """
 
@@ -81,7 +81,7 @@ class WorkerLoop:
         heartbeat_file: str | None = None,
         poll_interval: float = 2.0,
         clock: Callable[[], float] = time.time,
-        after_trial: list[AfterTrial] | None = None,
+        before_tell: list[TrialHook] | None = None,
         checkpoints: Checkpoints | None = None,
     ) -> None:
         self.storage = storage
@@ -90,7 +90,7 @@ class WorkerLoop:
         self.max_trials = max_trials
         self.poll_interval = poll_interval
         self.clock = clock
-        self.after_trial = after_trial or []
+        self.before_tell = before_tell or []
         self.checkpoints = checkpoints
         self.sweep: Sweep = load_sweep(storage, study_name)
         spec = self.sweep.spec
@@ -275,6 +275,8 @@ class WorkerLoop:
             if self.checkpoints:
                 self.checkpoints.discard(trial.number)
         result["history"] = handler.curves  # this run's epochs after the inherited ones
+        if handler.diagnostics:
+            self._set(trial, "diagnostics_by_epoch", handler.diagnostics)
         self._record(trial, config, result, started)
         if result.get("stopped") == "prune":
             self._tell(trial, TrialState.PRUNED)
@@ -337,15 +339,17 @@ class WorkerLoop:
                 if "already finished" not in str(error) and "finished" not in str(error):
                     raise
 
+        if self.before_tell:
+            # Artifacts cannot be attached to a finished trial: hooks see its final attrs first.
+            snapshot = db_call(lambda: self.study._storage.get_trial(trial._trial_id), what="read trial")
+            for hook in self.before_tell:
+                try:
+                    hook(self.study, snapshot)
+                except Exception as error:  # hooks are extras (plots): never fail the loop or the trial
+                    _logger.warning("before-tell hook %s failed: %s", getattr(hook, "__name__", hook), error)
         db_call(_do, what=f"tell trial {trial.number}", attempts=20)
         if counts:
             budget.settle(self.engine, self.study_name)
-        finished = db_call(lambda: self.study._storage.get_trial(trial._trial_id), what="read trial")
-        for hook in self.after_trial:
-            try:
-                hook(self.study, finished)
-            except Exception as error:  # hooks are extras (artifacts): never fail the loop
-                _logger.warning("after-trial hook %s failed: %s", getattr(hook, "__name__", hook), error)
 
 
 class _EpochHandler:
@@ -358,6 +362,7 @@ class _EpochHandler:
         self.can_prune = not isinstance(loop.study.pruner, optuna.pruners.NopPruner)
         self.curves: dict[str, list[float]] = {k: list(v) for k, v in inherited.items()}
         self.checkpoint: dict[str, Any] | None = None
+        self.diagnostics: list[dict[str, Any]] = []
 
     def __call__(self, metrics: dict[str, Any]) -> str:
         epoch = int(metrics["epoch"])
@@ -373,6 +378,8 @@ class _EpochHandler:
         for key, metric in metrics.items():
             if key != "epoch" and isinstance(metric, (int, float)):
                 self.curves.setdefault(key, []).append(float(metric))
+        if isinstance(metrics.get("diagnostics"), dict):
+            self.diagnostics.append({"epoch": epoch, **metrics["diagnostics"]})
         # Written every epoch: live curves in the dashboard, and what a resumed retry inherits.
         db_call(lambda: self.trial.set_user_attr("curves", self.curves), what="write curves")
         if self.loop.checkpoints is not None:

@@ -188,6 +188,20 @@ def kernel_layers(model: keras.Model) -> list[tuple[str, Any]]:
     ]
 
 
+def block_outputs(model: keras.Model) -> list[tuple[str, Any]]:
+    """Return ``(group, layer)`` for the last layer of each diagnostic group, in network order.
+
+    For blocks that is the residual ``add`` or the ``project_bn``: the block's output, where the
+    activity placement puts its penalty.
+    """
+    last: dict[str, Any] = {}
+    for layer in model.layers:
+        if isinstance(layer, layers.InputLayer):
+            continue
+        last[block_of(layer.name)] = layer  # dicts keep first-insertion order: network order
+    return list(last.items())
+
+
 def placement_layers(model: keras.Model) -> dict[str, int]:
     """Count the layers each placement actually reaches in ``model``.
 

@@ -18,7 +18,7 @@ import numpy as np
 
 from sweep.errors import TrialDiverged, TrialError
 from workers.data import ImageData, load_dataset
-from workers.model import block_of, build_classifier, kernel_layers, placement_layers
+from workers.model import block_of, block_outputs, build_classifier, kernel_layers, placement_layers
 from workers.regularizers import RegularizerSet
 # One definition shared with the worker loop, which must not import Keras (see that module).
 from workers.train_request import TrainRequest
@@ -155,8 +155,23 @@ class _EpochReporter(keras.callbacks.Callback):
         self.n_train = n_train
         self.checkpoint_path = checkpoint_path
         self.history: dict[str, list[float]] = {key: [] for key in METRIC_KEYS}
+        self.diagnostics: list[dict[str, Any]] = []
         self.stopped: str | None = None
         self._start = self._train_end = 0.0
+        self._probe_model: keras.Model | None = None
+
+    def _diagnostics(self) -> dict[str, Any]:
+        """Per-block kernel L1/L2 norms and sparsity, and mean |activation| on the probe batch."""
+        if self._probe_model is None:
+            outputs = block_outputs(self.model)
+            self._names = [name for name, _ in outputs]
+            self._probe_model = keras.Model(self.model.inputs, [layer.output for _, layer in outputs])
+        sparsity, blocks = _weight_stats(self.model)
+        activations = self._probe_model(self.probe, training=False)
+        for name, value in zip(self._names, activations):
+            mean = float(np.mean(np.abs(keras.ops.convert_to_numpy(value).astype(np.float64))))
+            blocks.setdefault(name, {})["activation"] = mean
+        return {"sparsity": sparsity, "blocks": blocks}
 
     def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         self._start, self._train_end = time.perf_counter(), 0.0
@@ -183,7 +198,10 @@ class _EpochReporter(keras.callbacks.Callback):
         }
         for key in METRIC_KEYS:
             self.history[key].append(metrics[key])
-        logger.info("epoch %d: %s", epoch, ", ".join(f"{k}={v:.4g}" for k, v in metrics.items() if k != "epoch"))
+        # Regularizer diagnostics over epochs: how the penalty reshapes weights and activations.
+        self.diagnostics.append(self._diagnostics())
+        metrics["diagnostics"] = self.diagnostics[-1]
+        logger.info("epoch %d: %s", epoch, ", ".join(f"{k}={metrics[k]:.4g}" for k in METRIC_KEYS if k != "epoch"))
         if self.checkpoint_path:
             _save_atomically(self.model, self.checkpoint_path)
         answer = self.on_epoch(dict(metrics))
@@ -281,6 +299,7 @@ def train(request: TrainRequest, on_epoch: Callable[[dict[str, Any]], str]) -> d
             "stopped": reporter.stopped,
             "sparsity": sparsity,
             "block_norms": block_norms,
+            "diagnostics_by_epoch": reporter.diagnostics,
             "placement_layers": placement_layers(model),
             "param_count": int(model.count_params()),
             "device": device,
