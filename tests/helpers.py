@@ -19,6 +19,8 @@ def write_spec(path: Path, body: str) -> Path:
 
 
 SYNTHETIC_SPEC = """
+dedup = {dedup}
+
 [study]
 name = "{name}"
 
@@ -39,9 +41,10 @@ trials = {trials}
 
 
 def synthetic_spec(tmp_path: Path, name: str, *, trials: int = 6, epochs: int = 3, epoch_seconds: float = 0.0,
-                   pruner: str = "none", extra: str = "") -> Path:
+                   pruner: str = "none", extra: str = "", dedup: bool = True) -> Path:
     """A spec using the synthetic trainer (the real worker machinery, no Keras)."""
-    body = SYNTHETIC_SPEC.format(name=name, trials=trials, epochs=epochs, epoch_seconds=epoch_seconds, pruner=pruner)
+    body = SYNTHETIC_SPEC.format(name=name, trials=trials, epochs=epochs, epoch_seconds=epoch_seconds, pruner=pruner,
+                                 dedup=str(dedup).lower())
     return write_spec(tmp_path / f"{name}.toml", body + extra)
 
 

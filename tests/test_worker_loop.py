@@ -30,7 +30,8 @@ def _create(pg_url: str, tmp_path: Path, name: str, **kw: object) -> optuna.Stud
 
 
 def _faulty_spec(tmp_path: Path, name: str, fault: str, on_trials: str, *, trials: int = 4, timeout: float | None = None) -> Path:
-    path = synthetic_spec(tmp_path, name, trials=trials, epochs=3)
+    # Each trial must really train: a reused duplicate would never reach its injected fault.
+    path = synthetic_spec(tmp_path, name, trials=trials, epochs=3, dedup=False)
     text = path.read_text().replace(
         'trainer = "workers.synthetic:train"', 'trainer = "tests.trainers:faulty"'
     ).replace("epoch_seconds = 0.0", f'epoch_seconds = 0.0, fault = "{fault}", on_trials = "{on_trials}", at_epoch = 1')
