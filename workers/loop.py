@@ -305,6 +305,8 @@ class WorkerLoop:
                 "param_count": result.get("param_count"),
                 "device": result.get("device"),
                 "backend": result.get("backend"),
+                "trainer_rss_mb": result.get("trainer_rss_mb"),
+                "trainer_trials": result.get("trainer_trials"),
             },
         )
         no_effect = [p for p in no_effect_all if getattr(config, p).active]

@@ -198,9 +198,25 @@ class TrainerProcess:
             if kind == "epoch":
                 self._conn.send(on_epoch(message[1]))
             elif kind == "done":
-                return message[1]
+                result = message[1]
+                result["trainer_rss_mb"] = self.child_rss_mb()
+                result["trainer_trials"] = self._trained
+                return result
             elif kind == "error":
                 raise RemoteTrialError(message[1], message[2], message[3])
+
+    def child_rss_mb(self) -> float | None:
+        """Resident memory of the training child in MiB (Linux), to spot leaks across trials."""
+        if self._process is None or self._process.pid is None:
+            return None
+        try:
+            with open(f"/proc/{self._process.pid}/status", encoding="ascii") as handle:
+                for line in handle:
+                    if line.startswith("VmRSS:"):
+                        return round(int(line.split()[1]) / 1024, 1)
+        except OSError:
+            pass
+        return None
 
     def _reap(self) -> int | None:
         assert self._process is not None
