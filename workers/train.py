@@ -94,8 +94,8 @@ def _optimizer(setup: dict[str, Any]) -> keras.optimizers.Optimizer:
     return keras.optimizers.SGD(lr, momentum=float(setup["momentum"]) if name == "momentum" else 0.0)
 
 
-def _inputs(data: ImageData, batch_size: int, seed: int) -> tuple[Any, Any, dict[str, Any]]:
-    """Return ``(train, validation, extra fit kwargs)``: tf.data with prefetch on TF, arrays elsewhere."""
+def _inputs(data: ImageData, batch_size: int, seed: int) -> dict[str, Any]:
+    """Return ``model.fit`` keyword arguments: tf.data with prefetch on TF, arrays elsewhere."""
     if keras.backend.backend() == "tensorflow":
         import tensorflow as tf
 
@@ -106,8 +106,11 @@ def _inputs(data: ImageData, batch_size: int, seed: int) -> tuple[Any, Any, dict
             .prefetch(tf.data.AUTOTUNE)
         )
         val = tf.data.Dataset.from_tensor_slices((data.x_val, data.y_val)).batch(batch_size).prefetch(tf.data.AUTOTUNE)
-        return train, val, {"shuffle": False}  # the dataset shuffles itself; fit's shuffle would only warn
-    return (data.x_train, data.y_train), (data.x_val, data.y_val), {"batch_size": batch_size, "shuffle": True}
+        # The dataset shuffles itself; fit's shuffle would only warn.
+        return {"x": train, "validation_data": val, "shuffle": False}
+    # JAX / torch: arrays; x and y must be passed separately, or Keras sees two model inputs.
+    return {"x": data.x_train, "y": data.y_train, "validation_data": (data.x_val, data.y_val),
+            "batch_size": batch_size, "shuffle": True}
 
 
 def reg_loss_on(model: keras.Model, probe: np.ndarray) -> float:
@@ -285,12 +288,12 @@ def train(request: TrainRequest, on_epoch: Callable[[dict[str, Any]], str]) -> d
             )
         model.jit_compile = _jit(jit_setting, gpu)  # a loaded model keeps the saving machine's choice
         # Shuffle seed moves with initial_epoch so a resumed run does not replay epoch 0's order.
-        train_data, val_data, fit_kwargs = _inputs(data, batch_size, int(request.seed) + request.initial_epoch)
+        fit_kwargs = _inputs(data, batch_size, int(request.seed) + request.initial_epoch)
         reporter = _EpochReporter(on_epoch, data.x_train[:_PROBE_SIZE], len(data.x_train), request.checkpoint_path)
         logger.info("Trial %d: %s params on %s (%s, jit_compile=%s, policy=%s)", request.trial_number,
                     f"{model.count_params():,}", device, keras.backend.backend(), model.jit_compile,
                     keras.mixed_precision.global_policy().name)
-        model.fit(train_data, validation_data=val_data, epochs=epochs, initial_epoch=request.initial_epoch,
+        model.fit(epochs=epochs, initial_epoch=request.initial_epoch,
                   callbacks=[reporter], verbose=0, **fit_kwargs)
         sparsity, block_norms = _weight_stats(model)
         return {
