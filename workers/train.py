@@ -168,7 +168,7 @@ class _EpochReporter(keras.callbacks.Callback):
         if self._probe_model is None:
             outputs = block_outputs(self.model)
             self._names = [name for name, _ in outputs]
-            self._probe_model = keras.Model(self.model.inputs, [layer.output for _, layer in outputs])
+            self._probe_model = keras.Model(self.model.input, [layer.output for _, layer in outputs])
         sparsity, blocks = _weight_stats(self.model)
         activations = self._probe_model(self.probe, training=False)
         for name, value in zip(self._names, activations):
