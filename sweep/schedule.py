@@ -212,7 +212,12 @@ class Scheduler:
             self._last_firing = due
             return None
         if now >= night.deadline:
-            if self.catch_up(night):
+            try:
+                ran = self.catch_up(night)
+            except RegsweepError as error:  # closing a past night must not stop the next ones
+                _logger.error("Could not check or close past night %s: %s", night.study_name, error)
+                ran = True
+            if ran:
                 _logger.info("Night %s already ran (firing %s)", night.study_name, _fmt(night.firing))
             else:
                 _log_missed(night)

@@ -15,7 +15,7 @@ import pytest
 from optuna.trial import TrialState
 
 from sweep.cli import main as sweep_main
-from sweep.errors import SpecError
+from sweep.errors import SpecError, StorageError
 from sweep.schedule import Night, Schedule, Scheduler
 from tests.helpers import run_cli, synthetic_spec
 
@@ -199,3 +199,26 @@ def test_one_real_night_closes_and_writes_the_report(pg_url: str, study_name: st
     assert f"Regularization sweep {name}" in html and 'id="leaderboard"' in html
     assert f"# Regularization sweep `{name}`" in (reports / f"{name}.md").read_text()
     assert sorted(p.name for p in (tmp_path / "logs" / name).iterdir()) == ["worker-0.log", "worker-1.log"]
+
+
+def test_storage_errors_retry_the_night_and_never_stop_the_scheduler(caplog: pytest.LogCaptureFixture) -> None:
+    clock = FakeClock(dt.datetime(2026, 10, 24, 8, 0, tzinfo=BERLIN).astimezone(UTC))
+    attempts: list[dt.datetime] = []
+
+    def catch_up(night: Night) -> bool:
+        raise StorageError("Storage error while trying to list studies: connection refused")
+
+    def fire(night: Night) -> None:
+        attempts.append(clock.now)
+        if len(attempts) == 1:  # the database is down at the firing
+            raise StorageError("Storage error while trying to create study: connection refused")
+        clock.now = night.deadline + dt.timedelta(seconds=70)
+
+    scheduler = Scheduler(Schedule.parse("0 22 * * *", "07:00", "Europe/Berlin", "nightly"), fire,
+                          catch_up=catch_up, clock=clock, sleep=clock.sleep)
+    with caplog.at_level(logging.ERROR, logger="sweep.schedule"):
+        assert scheduler.run(max_nights=1) == 1
+    firing = dt.datetime(2026, 10, 24, 22, 0, tzinfo=BERLIN)
+    assert attempts[0] == firing and 0 < (attempts[1] - firing).total_seconds() <= 60  # retried within a minute
+    assert [r.message.split(":")[0] for r in caplog.records] == [
+        "Could not check or close past night nightly-2026-10-23", "Night nightly-2026-10-24 failed, retrying within 60s"]
