@@ -194,7 +194,7 @@ def block_figure(data: ReportData, top: int = 5) -> Figure:
     """Per-block sparsity of the top trials (from ``diagnostics.block_norms``)."""
     rows = [r for r in data.trained if r.diagnostics.get("block_norms")][:top]
     if not rows:
-        return "No trial recorded per-block norms (the synthetic trainer does not)."
+        return "No trial recorded per-block norms (diagnostics.block_norms)."
     blocks = list(dict.fromkeys(b for r in rows for b in r.diagnostics["block_norms"]))
     z = [[(r.diagnostics["block_norms"].get(b) or {}).get("sparsity") for b in blocks] for r in rows]
     fig = go.Figure(go.Heatmap(z=z, x=blocks, y=[f"#{r.number}" for r in rows], colorscale="Blues", zmin=0, zmax=1,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import html
 import statistics
 from collections.abc import Iterable, Sequence
@@ -101,12 +102,21 @@ def _section(key: str, title: str, *parts: str) -> str:
     return f'<section id="{key}"><h2>{_e(title)}</h2>{"".join(parts)}</section>'
 
 
+def _when(iso: str | None) -> str:
+    if not iso:
+        return "none"
+    try:
+        return dt.datetime.fromisoformat(iso).strftime("%Y-%m-%d %H:%M:%S (UTC%z)")
+    except ValueError:
+        return iso
+
+
 def _summary(data: ReportData, storage: str) -> str:
     budget = data.attrs.get("budget") or {}
     trials = budget.get("trials")
     kv = [
         ("storage", storage),
-        ("deadline", budget.get("deadline") or "none"),
+        ("deadline", _when(budget.get("deadline"))),
         ("budget", "until the deadline" if not trials or trials >= 2**31 - 1 else f"{trials} trials"),
         ("training", (f"{data.spec.training.epochs} epochs on {data.spec.training.dataset}, "
                      f"sampler {data.spec.sampler.name}, pruner {data.spec.pruner.name}")),
@@ -160,7 +170,7 @@ def _kinds(data: ReportData) -> str:
 
 def _placements(data: ReportData) -> str:
     rows = []
-    searched = searched_placements(data.spec)
+    searched = searched_placements(data.spec) if data.trained else []
     for e in placement_effects(data):
         if e["placement"] not in searched:
             continue
