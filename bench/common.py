@@ -1,0 +1,149 @@
+"""Shared pieces of the benchmarks: machine description, percentiles, result files, logging."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import statistics
+import subprocess
+import time
+from pathlib import Path
+from typing import Any, Iterable
+
+__all__ = ["RESULTS", "PG_URL", "machine", "versions", "summarize", "write_result", "setup", "load1"]
+
+RESULTS = Path(__file__).resolve().parent / "results"
+#: The PostgreSQL the benchmarks use (same variable as the test suite).
+PG_URL = os.environ.get("REGSWEEP_TEST_PG", "postgresql+psycopg2://postgres@127.0.0.1:5432/test")
+
+logger = logging.getLogger("bench")
+
+
+def setup(level: str = "INFO") -> None:
+    """Progress logging for a benchmark process (rich if available); quiet TensorFlow and Optuna."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    try:
+        from rich.logging import RichHandler
+
+        handler: logging.Handler = RichHandler(show_path=False, log_time_format="%H:%M:%S")
+    except ImportError:  # pragma: no cover
+        handler = logging.StreamHandler()
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel("WARNING")
+    logger.setLevel(level)
+    try:
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+    except ImportError:  # pragma: no cover
+        pass
+
+
+def load1() -> float:
+    """The 1-minute load average (other engineers share this machine's cores)."""
+    return round(os.getloadavg()[0], 2)
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:  # pragma: no cover
+        pass
+    return platform.processor() or "unknown"
+
+
+def _mem_gib() -> float:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return round(int(line.split()[1]) / 1024**2, 1)
+    except OSError:  # pragma: no cover
+        pass
+    return 0.0
+
+
+def machine() -> dict[str, Any]:
+    """Cores, memory, CPU model, OS, GPU (none here) and the load right now."""
+    return {
+        "cpus": os.cpu_count(),
+        "mem_gib": _mem_gib(),
+        "cpu_model": _cpu_model(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "gpu": None,
+        "load1_at_write": load1(),
+    }
+
+
+def versions(keras_too: bool = False) -> dict[str, str]:
+    """Versions of the libraries a benchmark depends on."""
+    import numpy
+    import optuna
+    import sqlalchemy
+
+    out = {"optuna": optuna.__version__, "sqlalchemy": sqlalchemy.__version__, "numpy": numpy.__version__}
+    try:
+        out["postgres"] = _postgres_version()
+    except Exception:  # pragma: no cover - no server
+        pass
+    if keras_too:
+        import keras
+        import tensorflow as tf
+
+        out.update({"keras": keras.__version__, "tensorflow": tf.__version__})
+    return out
+
+
+def _postgres_version() -> str:
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(PG_URL)
+    try:
+        with engine.connect() as conn:
+            return str(conn.execute(sa.text("SHOW server_version")).scalar())
+    finally:
+        engine.dispose()
+
+
+def _git_commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                              cwd=Path(__file__).resolve().parents[1], check=True).stdout.strip()
+    except Exception:  # pragma: no cover
+        return "unknown"
+
+
+def summarize(values: Iterable[float], scale: float = 1000.0) -> dict[str, float]:
+    """``n``, ``p50``, ``p95``, ``mean`` of durations in seconds, reported in ms (``scale``)."""
+    xs = sorted(float(v) * scale for v in values)
+    if not xs:
+        return {"n": 0}
+
+    def pct(q: float) -> float:
+        k = min(len(xs) - 1, max(0, round(q * (len(xs) - 1))))
+        return round(xs[k], 3)
+
+    return {"n": len(xs), "p50": pct(0.5), "p95": pct(0.95), "mean": round(statistics.fmean(xs), 3)}
+
+
+def write_result(name: str, size: str, payload: dict[str, Any], command: str, keras_too: bool = False) -> Path:
+    """Write ``bench/results/<name>-<size>.json`` with machine, versions, date, load and command added."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    doc = {
+        "benchmark": name,
+        "size": size,
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %z"),
+        "command": command,
+        "commit": _git_commit(),
+        "machine": machine(),
+        "versions": versions(keras_too),
+        **payload,
+    }
+    path = RESULTS / f"{name}-{size}.json"
+    path.write_text(json.dumps(doc, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+    return path

@@ -1,0 +1,95 @@
+"""Run every benchmark: CI size by default (under 15 minutes on 2 CPU cores), ``--full`` for the real sizes.
+
+Each benchmark runs as its own process (``python -m bench.<name> ...``), writes
+``bench/results/<name>-<size>.json`` and prints its table; a summary of the goals follows.
+
+    python -m bench.run_all          # make bench
+    python -m bench.run_all --full   # make bench-full
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from typing import Any
+
+from bench.common import RESULTS, load1, logger, setup
+
+__all__ = ["PLANS", "main"]
+
+#: Arguments of each benchmark per size.
+PLANS: dict[str, dict[str, list[str]]] = {
+    "ci": {
+        "orchestration": ["--procs", "1", "4", "16", "--trials-per-proc", "8"],
+        "throughput": ["--widths", "0.25", "1.0", "--epochs", "3", "--repeats", "1"],
+        "search": ["--epochs", "8", "--seeds", "5", "--noise-seeds", "3"],
+    },
+    "full": {
+        "orchestration": ["--procs", "1", "4", "16"],
+        "throughput": ["--widths", "0.25", "1.0", "--epochs", "5", "--repeats", "2"],
+        "search": ["--epochs", "15", "--seeds", "5", "--noise-seeds", "3"],
+    },
+}
+
+
+def _goals(size: str) -> list[str]:
+    """One line per goal, read back from the result files."""
+    lines: list[str] = []
+    try:
+        o = json.loads((RESULTS / f"orchestration-{size}.json").read_text())
+        r16 = o["ratios"].get("16", {})
+        s16 = o.get("overhead_share_of_real_trial", {}).get("16", {})
+        lines.append(f"orchestration @16: claim+ask/ask {r16.get('claim+ask / ask', {}).get('p50')}x, "
+                     f"handler/report {r16.get('epoch_handler / report', {}).get('p50')}x, "
+                     f"tell+settle/tell {r16.get('tell+settle / tell', {}).get('p50')}x (goal <= 1.1x); "
+                     f"overhead share of a real trial {s16.get('share_iteration_pct')}% (goal <= 1%)")
+    except (OSError, KeyError, ValueError) as error:
+        lines.append(f"orchestration: no result ({error})")
+    try:
+        t = json.loads((RESULTS / f"throughput-{size}.json").read_text())
+        ratios = ", ".join(f"{k}: {v['worker/plain']}x" for k, v in t["ratios"].items())
+        lines.append(f"throughput worker/plain (goal >= 1.3x): {ratios}")
+    except (OSError, KeyError, ValueError) as error:
+        lines.append(f"throughput: no result ({error})")
+    try:
+        s = json.loads((RESULTS / f"search-{size}.json").read_text())
+        th = s["evaluation"]["summary"]["tpe+hyperband"]
+        lines.append(f"search tpe+hyperband: {100 * th['share_of_grid_epochs']:.0f}% of the grid's epochs "
+                     f"(goal <= 30%: {'met' if s['evaluation']['goal_met'] else 'not met'})")
+    except (OSError, KeyError, ValueError) as error:
+        lines.append(f"search: no result ({error})")
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the plan of the chosen size; returns non-zero if a benchmark failed."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--full", action="store_true", help="the real sizes (takes much longer)")
+    parser.add_argument("--only", nargs="+", choices=list(PLANS["ci"]), help="run only these benchmarks")
+    args = parser.parse_args(argv)
+    setup()
+    size = "full" if args.full else "ci"
+    failed = 0
+    timings: dict[str, Any] = {}
+    for name, bench_args in PLANS[size].items():
+        if args.only and name not in args.only:
+            continue
+        command = [sys.executable, "-m", f"bench.{name}", *bench_args, "--size", size]
+        logger.info("%s (load %.2f): %s", name, load1(), " ".join(command[1:]))
+        started = time.perf_counter()
+        code = subprocess.call(command)
+        timings[name] = round(time.perf_counter() - started, 1)
+        logger.info("%s finished in %.0fs (exit %d)", name, timings[name], code)
+        failed += code != 0
+    print("\n## Goals (" + size + ")")
+    for line in _goals(size):
+        print("- " + line)
+    print("- wall time per benchmark (s): " + json.dumps(timings))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
