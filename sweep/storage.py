@@ -215,6 +215,21 @@ def _is_transient(error: BaseException) -> bool:
     return False
 
 
+def _driver_message(error: BaseException) -> str:
+    """The database driver's own words for ``error``, found down its cause chain.
+
+    Optuna wraps driver errors in a StorageInternalError whose text blames "invalid data in the
+    commit, e.g. exceeding max length" even when the server merely went away.
+    """
+    seen: BaseException | None = error
+    while seen is not None:
+        orig = getattr(seen, "orig", None)
+        if orig is not None:
+            return str(orig)
+        seen = seen.__cause__ or seen.__context__
+    return str(error)
+
+
 def db_call(
     fn: Callable[[], T],
     *,
@@ -244,7 +259,7 @@ def db_call(
             return fn()
         except (sa_exc.SQLAlchemyError, optuna.exceptions.StorageInternalError) as error:
             transient = _is_transient(error)
-            detail = mask_secrets(str(getattr(error, "orig", None) or error)).strip().splitlines()
+            detail = mask_secrets(_driver_message(error)).strip().splitlines()
             first_line = detail[0] if detail else type(error).__name__
             if not transient or attempt == attempts:
                 raise StorageError(f"Storage error while trying to {what}: {first_line}") from None
