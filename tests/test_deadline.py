@@ -88,3 +88,19 @@ def test_close_leaves_no_trial_running(pg_url: str, study_name: str, tmp_path: P
     assert reasons[live.number] == "deadline: still running 2s after the close of the night"
     assert trials[done.number].state == TrialState.COMPLETE and "fail_reason" not in trials[done.number].user_attrs
     assert (tmp_path / "reports" / f"{study_name}.html").exists() and (tmp_path / "reports" / f"{study_name}.md").exists()
+
+
+def test_prediction_is_pessimistic_and_falls_back_to_previous_nights(pg_url: str, study_name: str) -> None:
+    """The estimate covers slow trials (max of 1.25 x median and p90), and a night with no finished
+    trial yet borrows the evidence of the previous night's study of the same sweep."""
+    from workers.deadline import estimate, predict_duration
+
+    assert estimate([10.0] * 9 + [30.0]) == 30.0  # the p90 trial
+    assert estimate([10.0, 10.0, 11.0]) == 12.5   # 1.25 x median
+    yesterday = optuna.create_study(study_name=f"{study_name}-2026-11-22", storage=pg_url)
+    for seconds in (20.0, 22.0, 24.0):
+        yesterday.add_trial(optuna.trial.create_trial(
+            value=0.9, user_attrs={"duration_s": seconds, "epochs_run": 3, "worker": {"gpu": "NVIDIA H100"}}))
+    tonight = optuna.create_study(study_name=f"{study_name}-2026-11-23", storage=pg_url)
+    assert predict_duration(tonight, "NVIDIA H100", 3) == 27.5
+    assert predict_duration(optuna.create_study(study_name=f"{study_name}-other", storage=pg_url), "NVIDIA H100", 3) == 0.0

@@ -115,3 +115,19 @@ def test_sigterm_fails_requeues_and_exits_cleanly(pg_url: str, study_name: str, 
     assert trials[1].state == TrialState.WAITING and trials[1].system_attrs["failed_trial"] == 0
     assert trials[1].params == trials[0].params
     assert budget_state(engine_of(open_storage(pg_url)), study_name).claimed == 0  # its slot came back
+
+
+def test_follow_flag_beats_study_from_environment(monkeypatch: object) -> None:
+    from workers.cli import _target
+
+    monkeypatch.setenv("SWEEP_STUDY", "from-env")  # type: ignore[attr-defined]
+    assert _target(None, "nightly") == (None, "nightly")
+    assert _target(None, None) == ("from-env", None)
+    assert _target("flag", None) == ("flag", None)
+    monkeypatch.setenv("SWEEP_FOLLOW", "nightly")  # type: ignore[attr-defined]
+    try:
+        _target(None, None)
+    except ValueError as error:
+        assert str(error) == "SWEEP_STUDY and SWEEP_FOLLOW are both set; unset one"
+    else:
+        raise AssertionError("both from the environment must be refused")

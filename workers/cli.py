@@ -34,8 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train trials of a regsweep study until its budget or deadline is reached.",
     )
     p.add_argument("--storage", help="storage URL (env SWEEP_STORAGE, then OPTUNA_STORAGE; default sqlite:///regsweep.db)")
-    p.add_argument("--study", default=env("SWEEP_STUDY"), help="study name (env SWEEP_STUDY)")
-    p.add_argument("--follow", default=env("SWEEP_FOLLOW"), metavar="PREFIX",
+    p.add_argument("--study", help="study name (env SWEEP_STUDY)")
+    p.add_argument("--follow", metavar="PREFIX",
                    help="run forever: work on the newest open study named PREFIX-* (nightly studies from "
                         "`sweep schedule`), then wait for the next one (env SWEEP_FOLLOW)")
     p.add_argument("--follow-poll", type=float, default=30.0, help="seconds between looks for a new study with --follow")
@@ -49,6 +49,21 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seconds a worker waits out an unreachable database before giving up (default 900)")
     p.add_argument("--log-level", default=env("SWEEP_LOG_LEVEL", "INFO"), help="logging level (env SWEEP_LOG_LEVEL)")
     return p
+
+
+def _target(study: str | None, follow: str | None) -> tuple[str | None, str | None]:
+    """Resolve what to work on: a flag beats the environment, and study and follow exclude each other.
+
+    Compose files often set SWEEP_STUDY for every worker; ``--follow`` on a command line must win.
+    """
+    if study and follow:
+        raise ValueError("give --study or --follow, not both")
+    if study or follow:
+        return study, follow
+    study, follow = os.environ.get("SWEEP_STUDY") or None, os.environ.get("SWEEP_FOLLOW") or None
+    if study and follow:
+        raise ValueError("SWEEP_STUDY and SWEEP_FOLLOW are both set; unset one")
+    return study, follow
 
 
 def _hide_password_from_ps() -> None:
@@ -68,6 +83,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.log_level)
     _hide_password_from_ps()
+    try:
+        args.study, args.follow = _target(args.study, args.follow)
+    except ValueError as error:
+        print(f"sweep-worker: error: {error}", file=sys.stderr)
+        return 2
     if not args.study and not args.follow:
         print("sweep-worker: error: --study (or SWEEP_STUDY) or --follow is required", file=sys.stderr)
         return 2

@@ -386,8 +386,9 @@ class _EpochHandler:
         db_call(lambda: self.trial.set_user_attr("curves", self.curves), what="write curves")
         if self.loop.checkpoints is not None:
             self.checkpoint = self.loop.checkpoints.upload(self.loop.study, self.trial, epoch, self.checkpoint)
-        if self.loop.deadline is not None and self.loop.clock() >= self.loop.deadline:
-            self.stop_reason = "deadline"
+        last_epoch = epoch + 1 >= total
+        if self.loop.deadline is not None and self.loop.clock() >= self.loop.deadline and not last_epoch:
+            self.stop_reason = "deadline"  # a trial that just ran its last epoch is done, not cut off
             return "stop"
         if self.loop.stop_requested.is_set():
             self.stop_reason = "shutdown"

@@ -38,6 +38,7 @@ def train(request: TrainRequest, on_epoch: Callable[[dict[str, Any]], str]) -> d
     epoch_seconds = float(options.get("epoch_seconds", 0.0))
     rng = random.Random(f"{request.seed}-{request.config}")
     peak = max(response(request.config), 0.1)
+    regularized = any(p.get("kind", "none") != "none" for p in request.config.values())
     history: dict[str, list[float]] = {k: [] for k in _METRICS}
     stopped = None
     epochs = int(request.setup.get("epochs", 5))
@@ -60,7 +61,7 @@ def train(request: TrainRequest, on_epoch: Callable[[dict[str, Any]], str]) -> d
             "accuracy": min(val + 0.03, 1.0),
             "val_loss": 2.3 * math.exp(-(epoch + 1) / 2.5),
             "val_accuracy": val,
-            "reg_loss": 0.1 / (epoch + 1),
+            "reg_loss": 0.1 / (epoch + 1) if regularized else 0.0,
             "epoch_seconds": epoch_seconds,
             "images_per_second": 0.0,
         }
