@@ -83,6 +83,8 @@ class TrialRow:
     dedup_of: int | None
     epochs_saved: int
     gpu: str
+    #: Per-epoch diagnostics: ``[{"epoch", "sparsity", "blocks": {block: {l1, l2, sparsity, activation}}}]``.
+    by_epoch: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def short(self) -> str:
@@ -178,6 +180,7 @@ def _row(t: FrozenTrial) -> TrialRow:
         dedup_of=a.get("dedup_of"),
         epochs_saved=int(a.get("epochs_saved", 0) or 0),
         gpu=str((a.get("worker") or {}).get("gpu", "")),
+        by_epoch=list(a.get("diagnostics_by_epoch") or []),
     )
 
 

@@ -50,11 +50,11 @@ SECTIONS = {
     "summary": "Summary", "leaderboard": "Leaderboard", "kinds": "Kind comparison",
     "placements": "Placement effects", "history": "Optimization history",
     "importances": "Parameter importances", "curves": "Learning curves of the top trials",
-    "sparsity": "Sparsity vs accuracy", "failures": "Failures", "dedup": "Deduplication", "finalists": "Finalists",
+    "sparsity": "Sparsity vs accuracy", "diagnostics": "Regularizer diagnostics", "failures": "Failures", "dedup": "Deduplication", "finalists": "Finalists",
 }
 #: Sections and the plotly figure each must carry.
 FIGURES = {"kinds": "kinds", "placements": "placements", "history": "history", "importances": "importances",
-           "curves": "curves", "sparsity": "sparsity"}
+           "curves": "curves", "sparsity": "sparsity", "diagnostics": "diagnostics"}
 PASSWORD = "hunter2secret"
 
 
@@ -110,6 +110,7 @@ def test_report_has_every_section_with_its_figures(pg_url: str, studies: dict[st
         assert f'<section id="{key}"><h2>{title}</h2>' in html, key
     for key, fig in FIGURES.items():
         assert f'id="fig-{fig}"' in sections[key] and "Plotly.newPlot" in sections[key], key
+    assert 'id="fig-diagnostics-epochs"' in sections["diagnostics"]  # the best trial's blocks over epochs
     assert "tutorial" not in sections  # a searched study is not the seed-replication preset
     _assert_self_contained(html)
 

@@ -23,10 +23,14 @@ __all__ = ["train", "response"]
 _METRICS = ("loss", "accuracy", "val_loss", "val_accuracy", "reg_loss", "epoch_seconds", "images_per_second")
 
 
+def _strength(config: dict[str, Any]) -> float:
+    kernel = config.get("kernel", {"kind": "none"})
+    return float(kernel.get("l2", 0.0)) + 3.0 * float(kernel.get("l1", 0.0))
+
+
 def response(config: dict[str, Any]) -> float:
     """Peak validation accuracy of a config: best near kernel L2 = 1e-4, worse far from it."""
-    kernel = config.get("kernel", {"kind": "none"})
-    strength = float(kernel.get("l2", 0.0)) + 3.0 * float(kernel.get("l1", 0.0))
+    strength = _strength(config)
     if strength <= 0:
         return 0.86
     return 0.93 - 0.02 * (math.log10(strength) + 4.0) ** 2
@@ -67,6 +71,14 @@ def train(request: TrainRequest, on_epoch: Callable[[dict[str, Any]], str]) -> d
         }
         for key in _METRICS:
             history[key].append(float(metrics[key]))
+        # Diagnostics shaped like the Keras trainer's: stronger penalties shrink the norms.
+        shrink = 1.0 / (1.0 + 50.0 * (epoch + 1) * _strength(request.config))
+        metrics["diagnostics"] = {
+            "sparsity": 1.0 - shrink,
+            "blocks": {block: {"l1": 40.0 * scale * shrink, "l2": 4.0 * scale * shrink,
+                               "sparsity": 1.0 - shrink, "activation": 0.5 * scale * shrink}
+                       for block, scale in (("stem", 1.0), ("block_0", 1.5), ("head", 3.0))},
+        }
         answer = on_epoch(metrics)
         if answer in ("prune", "stop"):
             stopped = answer
