@@ -280,6 +280,17 @@ def _binds(spec: WorkerSpec) -> dict[str, dict[str, str]]:
     return {spec.artifacts: {"bind": CONTAINER_ARTIFACTS, "mode": "rw"}}
 
 
+def _host_settings(spec: WorkerSpec) -> dict[str, Any]:
+    """Host settings shared by the high-level (containers.run) and low-level (host config) APIs."""
+    return {
+        "device_requests": _device_requests(spec),
+        "restart_policy": dict(spec.restart_policy),
+        # tini as PID 1: reaps training children of crashed trials and forwards SIGTERM.
+        "init": True,
+        "log_config": {"Type": "json-file", "Config": {"max-size": "20m", "max-file": "5"}},
+    }
+
+
 def run_kwargs(spec: WorkerSpec) -> dict[str, Any]:
     """Keyword arguments for ``client.containers.run(**run_kwargs(spec))``.
 
@@ -293,11 +304,7 @@ def run_kwargs(spec: WorkerSpec) -> dict[str, Any]:
         "detach": True,
         "environment": dict(spec.environment),
         "labels": dict(spec.labels),
-        "device_requests": _device_requests(spec),
-        "restart_policy": dict(spec.restart_policy),
-        # tini as PID 1: reaps training children of crashed trials and forwards SIGTERM.
-        "init": True,
-        "log_config": {"Type": "json-file", "Config": {"max-size": "20m", "max-file": "5"}},
+        **_host_settings(spec),
     }
     binds = _binds(spec)
     if binds:
@@ -315,12 +322,7 @@ def host_config_kwargs(spec: WorkerSpec) -> dict[str, Any]:
     Args:
         spec: The worker spec.
     """
-    kwargs: dict[str, Any] = {
-        "device_requests": _device_requests(spec),
-        "restart_policy": dict(spec.restart_policy),
-        "init": True,
-        "log_config": {"Type": "json-file", "Config": {"max-size": "20m", "max-file": "5"}},
-    }
+    kwargs: dict[str, Any] = _host_settings(spec)
     binds = _binds(spec)
     if binds:
         kwargs["binds"] = binds

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import optuna
 from optuna.artifacts import FileSystemArtifactStore, upload_artifact
@@ -18,6 +19,27 @@ from optuna.artifacts import FileSystemArtifactStore, upload_artifact
 __all__ = ["CurveArtifacts", "DiagnosticArtifacts"]
 
 _logger = logging.getLogger(__name__)
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display in a worker container
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _upload_png(store: FileSystemArtifactStore, study: optuna.Study, trial: optuna.trial.FrozenTrial,
+                fig: Any, filename: str) -> str:
+    """Save ``fig`` as ``filename`` and attach it to ``trial``; returns the artifact id."""
+    plt = _pyplot()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / filename
+        fig.savefig(path)
+        plt.close(fig)
+        return upload_artifact(artifact_store=store, file_path=str(path), study_or_trial=trial,
+                               storage=study._storage, mimetype="image/png")
 
 
 class CurveArtifacts:
@@ -36,11 +58,7 @@ class CurveArtifacts:
         curves = trial.user_attrs.get("curves") or {}
         if not curves.get("val_accuracy"):
             return
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
+        plt = _pyplot()
         fig, (acc, reg) = plt.subplots(1, 2, figsize=(9, 3.2), dpi=100)
         epochs = range(1, len(curves["val_accuracy"]) + 1)
         acc.plot(epochs, curves.get("accuracy", []), label="train")
@@ -51,17 +69,7 @@ class CurveArtifacts:
         reg.set(title="regularization loss", xlabel="epoch")
         fig.suptitle(f"trial {trial.number}: {trial.user_attrs.get('config_hash', '')}")
         fig.tight_layout()
-        with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / f"trial-{trial.number}-curves.png"
-            fig.savefig(path)
-            plt.close(fig)
-            artifact_id = upload_artifact(
-                artifact_store=self.store,
-                file_path=str(path),
-                study_or_trial=trial,
-                storage=study._storage,
-                mimetype="image/png",
-            )
+        artifact_id = _upload_png(self.store, study, trial, fig, f"trial-{trial.number}-curves.png")
         _logger.debug("Trial %d: uploaded curves artifact %s", trial.number, artifact_id)
 
 
@@ -81,12 +89,9 @@ class DiagnosticArtifacts:
         epochs = trial.user_attrs.get("diagnostics_by_epoch") or []
         if not epochs:
             return
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
         import numpy as np
 
+        plt = _pyplot()
         blocks = list(epochs[-1]["blocks"])
         fig, axes = plt.subplots(1, 3, figsize=(13, 3.8), dpi=100)
         for ax, key, title in zip(axes, ("l2", "sparsity", "activation"),
@@ -99,9 +104,4 @@ class DiagnosticArtifacts:
             fig.colorbar(image, ax=ax, fraction=0.046)
         fig.suptitle(f"trial {trial.number}: regularizer diagnostics by block and epoch")
         fig.tight_layout()
-        with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / f"trial-{trial.number}-diagnostics.png"
-            fig.savefig(path)
-            plt.close(fig)
-            upload_artifact(artifact_store=self.store, file_path=str(path), study_or_trial=trial,
-                            storage=study._storage, mimetype="image/png")
+        _upload_png(self.store, study, trial, fig, f"trial-{trial.number}-diagnostics.png")
