@@ -18,7 +18,7 @@ from typing import Any
 
 from sweep.errors import SpecError
 
-__all__ = ["PLACEMENTS", "BUILTIN_KINDS", "Penalty", "RegularizerConfig", "is_custom_kind"]
+__all__ = ["PLACEMENTS", "BUILTIN_KINDS", "Penalty", "RegularizerConfig", "is_custom_kind", "penalty_text"]
 
 PLACEMENTS: tuple[str, ...] = ("kernel", "bias", "activity")
 BUILTIN_KINDS: tuple[str, ...] = ("none", "l1", "l2", "l1_l2")
@@ -28,6 +28,15 @@ _CUSTOM = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*(\.[A-Za
 def is_custom_kind(kind: str) -> bool:
     """Whether ``kind`` names a custom regularizer callable as ``package.module:function``."""
     return bool(_CUSTOM.match(kind))
+
+
+def penalty_text(penalty: dict[str, Any] | None) -> str:
+    """``L2 1.0e-04``, ``L1 2.6e-06 + L2 4.5e-05`` or ``none`` for one canonical penalty dict."""
+    penalty = penalty or {"kind": "none"}
+    if penalty.get("kind") == "custom":
+        return f"{penalty.get('fn')} x {float(penalty.get('scale', 1.0)):.2g}"
+    parts = [f"{k.upper()} {float(penalty[k]):.1e}" for k in ("l1", "l2") if penalty.get(k)]
+    return " + ".join(parts) or "none"
 
 
 def _round(value: float) -> float:
@@ -140,13 +149,9 @@ class RegularizerConfig:
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     def label(self) -> str:
-        """A short human label, e.g. ``kernel=l2(0.001) bias=none activity=none``."""
-        parts = []
-        for p in PLACEMENTS:
-            c = getattr(self, p).canonical()
-            args = ",".join(f"{v:g}" if isinstance(v, float) else str(v) for k, v in c.items() if k != "kind")
-            parts.append(f"{p}={c['kind']}" + (f"({args})" if args else ""))
-        return " ".join(parts)
+        """A short human label of the regularized placements, e.g. ``kernel L2 1.0e-04, activity L1 1.0e-06``."""
+        parts = [f"{p} {penalty_text(getattr(self, p).canonical())}" for p in PLACEMENTS if getattr(self, p).active]
+        return ", ".join(parts) or "no regularizer"
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
         """JSON-able dict (the canonical form); round-trips through :meth:`from_dict`."""

@@ -16,7 +16,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from sweep.finalists import FinalistRow, finalist_ranking
-from sweep.regconfig import PLACEMENTS
+from sweep.regconfig import PLACEMENTS, RegularizerConfig, penalty_text
 from sweep.storage import db_call
 from sweep.study import Sweep
 from sweep.summary import trial_label
@@ -48,19 +48,9 @@ CURVE_NAMES = {"loss": "loss", "accuracy": "accuracy", "val_loss": "val loss", "
 EXPERIMENTS = {"none": "no regularizer", "l1": "L1", "l2": "L2"}
 
 
-def penalty_text(penalty: dict[str, Any] | None) -> str:
-    """``L2 1.0e-04``, ``L1 2.6e-06 + L2 4.5e-05``, ``none`` for one placement of a canonical config."""
-    penalty = penalty or {"kind": "none"}
-    if penalty.get("kind") == "custom":
-        return f"{penalty.get('fn')} x {float(penalty.get('scale', 1.0)):.2g}"
-    parts = [f"{k.upper()} {float(penalty[k]):.1e}" for k in ("l1", "l2") if penalty.get(k)]
-    return " + ".join(parts) or "none"
-
-
 def compact_label(config: dict[str, Any]) -> str:
     """Only the regularized placements, e.g. ``kernel L2 1.0e-04, activity L1 1.0e-06``."""
-    parts = [f"{p} {penalty_text(config.get(p))}" for p in PLACEMENTS if (config.get(p) or {}).get("kind", "none") != "none"]
-    return ", ".join(parts) or ("no regularizer" if config else "(not started)")
+    return RegularizerConfig.from_dict(config).label() if config else "(not started)"
 
 
 @dataclass

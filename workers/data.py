@@ -16,7 +16,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-from typing import Any
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
