@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -106,10 +107,15 @@ def _print_leaderboard(sweep: Any, top: int) -> None:
     from sweep.summary import leaderboard
 
     rows = leaderboard(sweep, top)
-    table = Table("rank", "trial", "val_accuracy", "regularizers", "epochs", "seconds", title=f"leaderboard: {sweep.name}")
+    # Light borders and unwrapped penalties: one line per trial even in an 80-column terminal.
+    table = Table(title=f"leaderboard: {sweep.name}", box=box.SIMPLE_HEAD, pad_edge=False)
+    for name in ("#", "trial", "val acc", "kernel", "bias", "activity", "epochs", "seconds"):
+        table.add_column(name, no_wrap=True, justify="right" if name in ("#", "trial", "val acc", "epochs", "seconds") else "left")
     for rank, row in enumerate(rows, 1):
         seconds = "" if row["duration_s"] is None else f"{row['duration_s']:.0f}"
-        table.add_row(str(rank), str(row["number"]), f"{row['value']:.4f}", row["label"], str(row["epochs"]), seconds)
+        note = f" (= #{row['reused']})" if row["reused"] is not None else ""
+        table.add_row(str(rank), str(row["number"]) + note, f"{row['value']:.4f}", *row["penalties"].values(),
+                      str(row["epochs"]), seconds)
     out.print(table if rows else "no completed trials yet")
 
 

@@ -14,7 +14,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from sweep.budget import budget_state
-from sweep.regconfig import RegularizerConfig
+from sweep.regconfig import PLACEMENTS, RegularizerConfig, penalty_text
 from sweep.storage import db_call, engine_of
 from sweep.study import UNLIMITED, Sweep
 
@@ -141,6 +141,7 @@ def leaderboard(sweep: Sweep, top: int = 10) -> list[dict[str, Any]]:
                 "number": t.number,
                 "value": t.value,
                 "label": trial_label(t),
+                "penalties": {p: penalty_text((t.user_attrs.get("config") or {}).get(p)) for p in PLACEMENTS},
                 "epochs": t.user_attrs.get("epochs_run"),
                 "duration_s": t.user_attrs.get("duration_s"),
                 "config_hash": t.user_attrs.get("config_hash"),
