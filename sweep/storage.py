@@ -115,6 +115,24 @@ def check_storage_url(url: str) -> str:
             f"Invalid storage: expected one of {', '.join(_SUPPORTED)}, received "
             f"storage={mask_url(url)!r} (backend {backend!r})"
         )
+    if backend in ("postgresql", "mysql") and not parsed.database:
+        # Otherwise libpq quietly picks a database named after the OS user and the study goes there.
+        raise SpecError(
+            f"Invalid storage: expected a database name, e.g. postgresql://user@host/regsweep, "
+            f"received storage={mask_url(url)!r}"
+        )
+    return url
+
+
+def _default_driver(url: str) -> str:
+    """``postgresql://`` means psycopg2, the driver regsweep installs.
+
+    SQLAlchemy 2.1 made psycopg 3 the default for a bare ``postgresql://``; without it installed
+    the URL form the README shows failed with an ImportError traceback.
+    """
+    parsed = make_url(url)
+    if parsed.drivername == "postgresql":
+        return parsed.set(drivername="postgresql+psycopg2").render_as_string(hide_password=False)
     return url
 
 
@@ -179,23 +197,29 @@ def open_storage(url: str, config: StorageConfig | None = None) -> optuna.storag
         SpecError: The URL is malformed.
         StorageError: The database cannot be reached (after retries).
     """
-    check_storage_url(url)
+    url = _default_driver(check_storage_url(url))
     config = config or StorageConfig()
     callback = None
     if config.heartbeat_interval is not None:
         from sweep.budget import ReleaseSlotAndRetry  # budget imports this module
 
         callback = ReleaseSlotAndRetry(max_retry=config.max_retry)
-    return db_call(
-        lambda: optuna.storages.RDBStorage(
-            url,
-            engine_kwargs=_engine_kwargs(url, config),
-            heartbeat_interval=config.heartbeat_interval,
-            grace_period=config.grace_period,
-            heartbeat_stale_trial_callback=callback,
-        ),
-        what=f"open storage {mask_url(url)}",
-    )
+    try:
+        return db_call(
+            lambda: optuna.storages.RDBStorage(
+                url,
+                engine_kwargs=_engine_kwargs(url, config),
+                heartbeat_interval=config.heartbeat_interval,
+                grace_period=config.grace_period,
+                heartbeat_stale_trial_callback=callback,
+            ),
+            what=f"open storage {mask_url(url)}",
+        )
+    except ImportError as error:  # the URL names a driver that is not installed
+        raise SpecError(
+            f"Invalid storage: the database driver for {make_url(url).drivername!r} is not installed "
+            f"({error.__cause__ or error}), received storage={mask_url(url)!r}"
+        ) from None
 
 
 def _is_transient(error: BaseException) -> bool:
