@@ -222,10 +222,19 @@ def open_storage(url: str, config: StorageConfig | None = None) -> optuna.storag
         ) from None
 
 
+#: Connection refusals by a running server that retrying cannot fix (wrong database, role, password).
+_PERMANENT = re.compile(
+    r"FATAL:\s+(database \".*\" does not exist|role \".*\" does not exist|password authentication failed"
+    r"|no pg_hba\.conf entry)"
+)
+
+
 def _is_transient(error: BaseException) -> bool:
     """Faults worth retrying: lost or refused connections, and races on table creation."""
     seen: BaseException | None = error
     while seen is not None:
+        if isinstance(seen, sa_exc.OperationalError) and _PERMANENT.search(str(seen)):
+            return False  # the server answered: no retry will make the database or role exist
         if isinstance(seen, (sa_exc.OperationalError, sa_exc.DisconnectionError, sa_exc.InterfaceError)):
             return True
         if isinstance(seen, sa_exc.DBAPIError) and seen.connection_invalidated:
