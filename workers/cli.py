@@ -91,6 +91,12 @@ def main(argv: list[str] | None = None) -> int:
     if not args.study and not args.follow:
         print("sweep-worker: error: --study (or SWEEP_STUDY) or --follow is required", file=sys.stderr)
         return 2
+    if not 1 <= args.heartbeat_interval < args.grace_period:
+        # 0 made Optuna raise a ValueError traceback; a grace period not longer than the interval
+        # fails every running trial as stale, so the sweep re-queues forever.
+        print(f"sweep-worker: error: expected 1 <= --heartbeat-interval < --grace-period, received "
+              f"heartbeat_interval={args.heartbeat_interval}, grace_period={args.grace_period}", file=sys.stderr)
+        return 2
     try:
         from workers.loop import WorkerLoop
 
