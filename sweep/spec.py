@@ -62,6 +62,14 @@ class LambdaRange(_Strict):
     high: float | None = None
     values: list[float] | None = None
 
+    @field_validator("low", "high", "values", mode="before")
+    @classmethod
+    def _no_bools(cls, v: Any, info: Any) -> Any:
+        # Pydantic turns `low = true` into 1.0 before `_positive` could reject the bool.
+        if isinstance(v, bool) or (isinstance(v, list) and any(isinstance(x, bool) for x in v)):
+            raise ValueError(f"expected a positive float, received {info.field_name}={v!r}")
+        return v
+
     @field_validator("low", "high")
     @classmethod
     def _bounds(cls, v: float | None, info: Any) -> float | None:
