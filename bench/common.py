@@ -9,10 +9,11 @@ import platform
 import statistics
 import subprocess
 import time
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
-__all__ = ["RESULTS", "PG_URL", "machine", "versions", "summarize", "write_result", "setup", "load1"]
+__all__ = ["PG_URL", "RESULTS", "load1", "machine", "setup", "summarize", "versions", "write_result"]
 
 RESULTS = Path(__file__).resolve().parent / "results"
 #: The PostgreSQL the benchmarks use (same variable as the test suite).

@@ -21,7 +21,7 @@ from typing import Any
 
 from bench.common import load1, logger, setup, write_result
 
-__all__ = ["step_ab", "penalty_only", "main"]
+__all__ = ["main", "penalty_only", "step_ab"]
 
 KINDS = ("none", "l1", "l2")
 

@@ -29,12 +29,13 @@ import tempfile
 import time
 import warnings
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from bench.common import PG_URL, load1, logger, setup, summarize, write_result
 
-__all__ = ["run_config", "realistic_trial", "main"]
+__all__ = ["main", "realistic_trial", "run_config"]
 
 EPOCHS = 5
 KINDS = ["none", "l1", "l2"]

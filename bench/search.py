@@ -37,7 +37,7 @@ import optuna
 
 from bench.common import RESULTS, load1, logger, setup, write_result
 
-__all__ = ["SPACE", "build_table", "replay", "main"]
+__all__ = ["SPACE", "build_table", "main", "replay"]
 
 LAMBDAS = [1e-5, 1e-4, 1e-3, 1e-2]
 SPACE: dict[str, Any] = {
