@@ -44,7 +44,7 @@ class Cluster:
         command = [str(PG_BIN / args[0]), *args[1:]]
         if self._as_postgres:
             command = ["runuser", "-u", "postgres", "--", *command]
-        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=self.root)
+        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=self.root, check=False)
         if done.returncode != 0:
             raise RuntimeError(f"{' '.join(args[:2])} failed ({done.returncode}): {done.stdout}\n{done.stderr}\n"
                                f"{self.server_log()[-2000:]}")

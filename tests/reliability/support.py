@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -17,7 +18,9 @@ from pathlib import Path
 from typing import TypeVar
 
 import optuna
+import sqlalchemy as sa
 from optuna.trial import FrozenTrial, TrialState
+from sqlalchemy.engine import make_url
 
 from tests.helpers import BIN, REPO, run_cli, synthetic_spec
 
@@ -176,3 +179,34 @@ def create_synthetic(url: str, tmp_path: Path, name: str, **kw: object) -> Path:
     spec = synthetic_spec(tmp_path, name, **kw)  # type: ignore[arg-type]
     run_cli("create", str(spec), "--storage", url, check=True)
     return spec
+
+
+def admin_engine(pg_url: str) -> sa.engine.Engine:
+    """An autocommit engine on the server's test database, for CREATE/DROP DATABASE and ROLE."""
+    return sa.create_engine(pg_url, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 10})
+
+
+def admin_sql(pg_url: str, *statements: str) -> None:
+    """Run statements (DDL) one by one in autocommit mode."""
+    engine = admin_engine(pg_url)
+    try:
+        with engine.connect() as conn:
+            for statement in statements:
+                conn.execute(sa.text(statement))
+    finally:
+        engine.dispose()
+
+
+@contextmanager
+def fresh_database(pg_url: str, owner: str | None = None) -> Iterator[str]:
+    """Create a database on the shared server, yield its URL, then drop it (disconnecting everyone).
+
+    Other engineers' tests share the ``test`` database: counting connections or listing studies
+    there would count theirs too.
+    """
+    name = f"regsweep_rel_{uuid.uuid4().hex[:10]}"
+    admin_sql(pg_url, f'CREATE DATABASE "{name}"' + (f' OWNER "{owner}"' if owner else ""))
+    try:
+        yield make_url(pg_url).set(database=name).render_as_string(hide_password=False)
+    finally:
+        admin_sql(pg_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

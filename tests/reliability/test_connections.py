@@ -10,17 +10,16 @@ from __future__ import annotations
 
 import os
 import threading
-import time
 from pathlib import Path
 
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
 from sweep.storage import POOL_SIZE
-from tests.reliability.conftest import admin_engine
 from tests.reliability.support import (
     FINISHED,
     Worker,
+    admin_engine,
     by_state,
     children,
     create_synthetic,
