@@ -22,7 +22,7 @@ from rich.table import Table
 
 from sweep.errors import RegsweepError, SpecError
 from sweep.logs import setup_logging
-from sweep.storage import mask_secrets, mask_url, open_storage, resolve_storage_url
+from sweep.storage import hide_password_from_ps, mask_secrets, mask_url, open_storage, resolve_storage_url
 
 __all__ = ["main", "build_parser"]
 
@@ -222,6 +222,7 @@ def _validate_positive(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``sweep``."""
+    hide_password_from_ps()  # `sweep run --storage URL` lives as long as the sweep
     parser = build_parser()
     args = parser.parse_args(argv)
     setup_logging(args.log_level or "WARNING")

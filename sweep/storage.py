@@ -11,6 +11,7 @@ import logging
 import os
 import random
 import re
+import sys
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -29,6 +30,7 @@ __all__ = [
     "resolve_storage_url",
     "mask_url",
     "mask_secrets",
+    "hide_password_from_ps",
     "check_storage_url",
     "open_storage",
     "db_call",
@@ -88,6 +90,21 @@ def mask_url(url: str) -> str:
 def mask_secrets(text: str) -> str:
     """Mask every ``scheme://user:password@`` occurrence inside free text (log lines, tracebacks)."""
     return _PASSWORD_IN_URL.sub(lambda m: f"{m['head']}***{m['at']}", text)
+
+
+def hide_password_from_ps() -> None:
+    """Rewrite this process's title (``ps``, /proc/PID/cmdline) with passwords in argv masked.
+
+    Call it first thing in an entry point: until then the raw command line is visible.
+    """
+    masked = [mask_secrets(arg) for arg in sys.argv]
+    if masked != sys.argv:
+        try:
+            import setproctitle
+
+            setproctitle.setproctitle(" ".join(masked))
+        except ImportError:  # pragma: no cover - a declared dependency
+            _logger.warning("setproctitle is missing: the storage password is visible in ps")
 
 
 def check_storage_url(url: str) -> str:
