@@ -228,7 +228,8 @@ class WorkerLoop:
     def _run_trial(self, trial: optuna.Trial) -> None:
         spec = self.sweep.spec
         started = time.monotonic()
-        config = suggest_config(trial, spec.space)
+        # Sampling reads the study and writes params: a database blip here must not fail the trial.
+        config = db_call(lambda: suggest_config(trial, spec.space), what=f"suggest trial {trial.number}")
         canonical = config.canonical()
         seed = int(trial.user_attrs.get("seed", spec.training.seed))
         for key, value in (
