@@ -120,3 +120,37 @@ def test_workers_survive_database_restarts(cluster: Cluster, tmp_path: Path) -> 
     assert not misleading, misleading[:3]
     print(f"\n[db restart] {len(finished)}/{BUDGET} finished, lost 0, faults retried {faults}, heartbeat misses "
           f"{logs.count('Heartbeat for trial')}, " + ", ".join(f"{k} {v:.1f}" for k, v in figures.items()))
+
+
+def test_database_fault_while_sampling_does_not_fail_the_trial(
+    pg_url: str, study_name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The moment a restart can hit that the sweep above rarely catches: the sampler writing a param.
+
+    The first param write (``_set_trial_param``, which Optuna's cache wrapper calls) fails as a dropped connection does (Optuna's StorageInternalError
+    over an OperationalError); the trial must be retried through db_call, not failed.
+    """
+    from optuna.exceptions import StorageInternalError
+
+    from sweep.storage import StorageConfig
+    from workers.loop import WorkerLoop
+
+    create_synthetic(pg_url, tmp_path, study_name, trials=1, epochs=1, dedup=False)
+    storage = open_storage(pg_url, StorageConfig(heartbeat_interval=1, grace_period=3))
+    original = storage._set_trial_param
+    faults: list[str] = []
+
+    def flaky_set_trial_param(*args: object, **kwargs: object) -> object:
+        if not faults:
+            faults.append("_set_trial_param")
+            try:
+                raise sa.exc.OperationalError("UPDATE trial_params", {}, Exception("server closed the connection unexpectedly"))
+            except sa.exc.OperationalError as error:
+                raise StorageInternalError("An exception is raised during the commit.") from error
+        return original(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(storage, "_set_trial_param", flaky_set_trial_param)
+    WorkerLoop(storage, study_name, poll_interval=0.2).run()
+    trials = trials_of(pg_url, study_name)
+    assert faults, "the fault was not injected"
+    assert [t.state for t in trials] == [TrialState.COMPLETE], [(t.state, t.user_attrs.get("fail_reason")) for t in trials]
