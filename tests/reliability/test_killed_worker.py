@@ -42,12 +42,16 @@ def _running_trial_of(url: str, study: str, worker: Worker) -> int | None:
 def test_killed_worker_trial_is_failed_requeued_and_completed(pg_url: str, study_name: str, tmp_path: Path) -> None:
     """SIGKILL one of two workers mid-trial; its trial goes FAIL, a copy is re-queued and completed."""
     budget = 4
-    # 6 epochs x 0.5 s: a trial lasts about 3 s, long enough to be killed in the middle.
-    create_synthetic(pg_url, tmp_path, study_name, trials=budget, epochs=6, epoch_seconds=0.5, dedup=False)
+    # 8 epochs x 0.5 s: a trial lasts about 4 s, long enough to be killed in the middle.
+    create_synthetic(pg_url, tmp_path, study_name, trials=budget, epochs=8, epoch_seconds=0.5, dedup=False)
     with worker_group() as workers:
-        workers += [start_worker(pg_url, study_name, tmp_path / "logs", i, *HEARTBEAT) for i in range(2)]
+        workers.append(start_worker(pg_url, study_name, tmp_path / "logs", 0, *HEARTBEAT))
         victim_worker = workers[0]
-        victim = wait_for(lambda: _running_trial_of(pg_url, study_name, victim_worker), 90,
+        wait_for(lambda: _running_trial_of(pg_url, study_name, victim_worker), 90, "worker 0 to start a trial")
+        # The survivor starts second, so worker 0 surely has a trial; it is busy with its own when 0 dies.
+        workers.append(start_worker(pg_url, study_name, tmp_path / "logs", 1, *HEARTBEAT))
+        wait_for(lambda: _running_trial_of(pg_url, study_name, workers[1]), 90, "worker 1 to start a trial")
+        victim = wait_for(lambda: _running_trial_of(pg_url, study_name, victim_worker), 30,
                           "worker 0 to be in the middle of a trial")
         child = trainer_child(victim_worker.pid)
         os.kill(victim_worker.pid, signal.SIGKILL)
