@@ -22,7 +22,7 @@ from rich.table import Table
 
 from sweep.errors import RegsweepError, SpecError
 from sweep.logs import setup_logging
-from sweep.storage import hide_password_from_ps, mask_secrets, mask_url, open_storage, resolve_storage_url
+from sweep.storage import StorageConfig, hide_password_from_ps, mask_secrets, mask_url, open_storage, resolve_storage_url
 
 __all__ = ["main", "build_parser"]
 
@@ -40,7 +40,8 @@ def _storage_arg(p: argparse.ArgumentParser) -> None:
 
 def _open(args: argparse.Namespace, spec_storage: str | None = None) -> tuple[Any, str]:
     url = resolve_storage_url(args.storage, spec_storage)
-    return open_storage(url), url
+    # A person is waiting: fail in seconds, not after the workers' minute of retries.
+    return open_storage(url, StorageConfig(open_attempts=2, connect_timeout=5)), url
 
 
 def _load(args: argparse.Namespace) -> Any:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 
 from sweep.storage import mask_secrets
 
@@ -36,5 +37,8 @@ def setup_logging(level: str | int | None = None) -> None:
         optuna.logging.disable_default_handler()
         optuna.logging.enable_propagation()
         optuna.logging.set_verbosity(root.level)
+        # regsweep uses heartbeats and grouped TPE on purpose; the notices only bury real errors.
+        warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+        warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
     except ImportError:  # pragma: no cover
         pass

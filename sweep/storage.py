@@ -162,6 +162,8 @@ class StorageConfig:
         max_retry: How often a stale trial is re-queued (Optuna's RetryHeartbeatStaleTrialCallback).
         pool_size: Connections kept per process (Postgres/MySQL only).
         connect_timeout: Seconds to wait for a connection before the attempt fails.
+        open_attempts: Tries to open the storage: workers wait out a database that is still
+            starting; interactive commands should fail fast.
     """
 
     def __init__(
@@ -171,12 +173,14 @@ class StorageConfig:
         max_retry: int = 2,
         pool_size: int = POOL_SIZE,
         connect_timeout: int = 10,
+        open_attempts: int = 8,
     ) -> None:
         self.heartbeat_interval = heartbeat_interval
         self.grace_period = grace_period
         self.max_retry = max_retry
         self.pool_size = pool_size
         self.connect_timeout = connect_timeout
+        self.open_attempts = open_attempts
 
 
 def _engine_kwargs(url: str, config: StorageConfig) -> dict[str, Any]:
@@ -231,6 +235,7 @@ def open_storage(url: str, config: StorageConfig | None = None) -> optuna.storag
                 heartbeat_stale_trial_callback=callback,
             ),
             what=f"open storage {mask_url(url)}",
+            attempts=config.open_attempts,
         )
     except ImportError as error:  # the URL names a driver that is not installed
         raise SpecError(

@@ -18,7 +18,7 @@ from types import FrameType
 
 from sweep.errors import RegsweepError, StorageError, StudyNotFoundError
 from sweep.logs import setup_logging
-from sweep.storage import StorageConfig, mask_secrets, open_storage, resolve_storage_url
+from sweep.storage import StorageConfig, hide_password_from_ps, mask_secrets, open_storage, resolve_storage_url
 from workers.follow import next_open_study
 
 __all__ = ["main", "build_parser"]
@@ -66,23 +66,11 @@ def _target(study: str | None, follow: str | None) -> tuple[str | None, str | No
     return study, follow
 
 
-def _hide_password_from_ps() -> None:
-    # A password given with --storage would show in `ps` and /proc/PID/cmdline: rewrite the title.
-    masked = [mask_secrets(a) for a in sys.argv]
-    if masked != sys.argv:
-        try:
-            import setproctitle
-
-            setproctitle.setproctitle(" ".join(masked))
-        except ImportError:  # pragma: no cover
-            _logger.warning("setproctitle is missing: the storage password is visible in ps")
-
-
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``sweep-worker``."""
     args = build_parser().parse_args(argv)
     setup_logging(args.log_level)
-    _hide_password_from_ps()
+    hide_password_from_ps()
     try:
         args.study, args.follow = _target(args.study, args.follow)
     except ValueError as error:
