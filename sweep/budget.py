@@ -9,14 +9,16 @@ conditional UPDATE that the database serialises::
 
 A trial failed because its worker died gives its slot back (see :func:`release`), and its
 re-queued copy is claimed like any other trial, so the study ends with exactly ``total`` trials
-that count (COMPLETE, PRUNED, or FAIL from an error inside the trial).
+that count. Which trials count is decided in one place, :func:`counts_toward_budget`, from the
+structured ``stop_cause`` attr every regsweep process writes on a trial it ends early.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
+import enum
 import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import optuna
@@ -28,6 +30,10 @@ from sweep.storage import db_call, engine_of
 _logger = logging.getLogger(__name__)
 
 __all__ = [
+    "StopCause",
+    "STOP_CAUSE_ATTR",
+    "counts_toward_budget",
+    "requeue_copy",
     "ReleaseSlotAndRetry",
     "BudgetState",
     "ensure_budget",
@@ -38,6 +44,72 @@ __all__ = [
     "budget_state",
     "TABLE",
 ]
+
+#: User attr naming why a trial ended without a result of its own (see :class:`StopCause`).
+STOP_CAUSE_ATTR = "stop_cause"
+
+
+class StopCause(str, enum.Enum):
+    """Why a trial ended early; stored as the ``stop_cause`` user attr (its ``value``)."""
+
+    #: The trial itself failed (trainer raised, crash, timeout, NaN): it used its slot.
+    TRIAL_ERROR = "trial_error"
+    #: Its worker was stopped on purpose (SIGINT/SIGTERM): slot given back, copy re-queued.
+    SHUTDOWN = "shutdown"
+    #: Stopped between epochs at the sweep's deadline, or failed by the night closer.
+    DEADLINE = "deadline"
+    #: This worker cannot train (trainer import, data missing): slot given back, copy re-queued.
+    ENVIRONMENT = "environment"
+
+
+_COUNTING_CAUSES = frozenset({StopCause.TRIAL_ERROR.value})
+
+
+def counts_toward_budget(state: Any, user_attrs: Mapping[str, Any]) -> bool:
+    """The one rule: does a trial in ``state`` with ``user_attrs`` use a budget slot?
+
+    * COMPLETE and PRUNED count, except a COMPLETE that reused a finished trial's result
+      (``dedup_of``: no model was trained, so the budget buys a new config instead);
+    * FAIL counts only with ``stop_cause = "trial_error"``; a FAIL without a ``stop_cause`` was
+      failed as stale (its worker died; its slot was released when it was re-queued). Trials of
+      studies from before ``stop_cause`` existed fall back to their ``fail_reason`` text;
+    * RUNNING and WAITING do not (yet).
+
+    Args:
+        state: An ``optuna.trial.TrialState`` (or its name).
+        user_attrs: The trial's user attrs.
+    """
+    name = getattr(state, "name", state)
+    if name == "COMPLETE":
+        return user_attrs.get("dedup_of") is None
+    if name == "PRUNED":
+        return True
+    if name != "FAIL":
+        return False
+    cause = user_attrs.get(STOP_CAUSE_ATTR)
+    if cause is not None:
+        return cause in _COUNTING_CAUSES
+    reason = str(user_attrs.get("fail_reason") or "")  # legacy trials, written before stop_cause
+    return bool(reason) and not reason.startswith(("shutdown", "deadline"))
+
+
+def requeue_copy(study: optuna.Study, trial: Any, why: str) -> None:
+    """Enqueue a WAITING copy of a trial that did not get to count (same params and user attrs,
+    so it resumes from the trial's checkpoint); ``failed_trial`` names the original.
+
+    Unlike Optuna's stale-trial retry this is not bounded by ``max_retry``: a deliberate stop is
+    not the config's fault.
+    """
+    system_attrs: dict[str, Any] = {"failed_trial": trial.number, "retry_history": [], **trial.system_attrs}
+    system_attrs["retry_history"] = [*system_attrs["retry_history"], trial.number]
+    system_attrs = {k: v for k, v in system_attrs.items() if not k.startswith("artifacts:")}
+    user_attrs = {k: v for k, v in trial.user_attrs.items() if k != STOP_CAUSE_ATTR and k != "fail_reason"}
+    db_call(lambda: study.add_trial(optuna.create_trial(
+        state=optuna.trial.TrialState.WAITING, params=trial.params, distributions=trial.distributions,
+        user_attrs=user_attrs, system_attrs=system_attrs,
+    )), what=f"re-queue a copy of trial {trial.number}")
+    _logger.info("Trial %d %s; its slot was given back and a copy re-queued", trial.number, why)
+
 
 _metadata = sa.MetaData()
 TABLE = sa.Table(
@@ -189,7 +261,8 @@ class ReleaseSlotAndRetry(optuna.storages.RetryHeartbeatStaleTrialCallback):
     """Optuna's stale-trial retry, plus giving the dead trial's budget slot back first.
 
     Optuna calls this once per trial that *this* process failed as stale, so each slot is
-    released exactly once; the re-queued copy then claims a slot like any other trial.
+    released exactly once; the re-queued copy then claims a slot like any other trial. The copy
+    does not list the dead trial's artifacts (Optuna's own retry copies their metadata).
 
     Args:
         max_retry: How often one trial may be re-queued.
@@ -199,6 +272,12 @@ class ReleaseSlotAndRetry(optuna.storages.RetryHeartbeatStaleTrialCallback):
         super().__init__(max_retry=max_retry, inherit_intermediate_values=False)
 
     def __call__(self, study: optuna.Study, trial: Any) -> None:
-        _logger.warning("Trial %d went stale (its worker died); re-queuing it", trial.number)
+        grace = getattr(study._storage, "grace_period", None)
+        _logger.warning("Trial %d went stale (no heartbeat for %ss: its worker died or hung)",
+                        trial.number, grace if grace is not None else "?")
         release(engine_of(study._storage), study.study_name)
-        super().__call__(study, trial)
+        retries = len(trial.system_attrs.get("retry_history", [])) + 1
+        if self._max_retry is not None and retries > self._max_retry:
+            _logger.warning("Trial %d: not re-queued, it was retried %d time(s) already", trial.number, retries - 1)
+            return
+        requeue_copy(study, trial, "went stale")

@@ -1,11 +1,19 @@
 """One exception tree for regsweep.
 
-Like KerasTuner's ``errors.py`` there are two kinds of failure:
+Like KerasTuner's ``errors.py`` failures are classified, and the class decides what happens:
 
-* a *trial* error (:class:`TrialError` and subclasses) fails that trial, its traceback is
-  stored on the trial and the worker goes on with the next one;
-* everything else derived from :class:`RegsweepError` is *fatal*: the command stops with a
-  non-zero exit and one clear message.
+* a *trial* error (:class:`TrialError` and subclasses: the trainer raised, the loss diverged, the
+  training child crashed or timed out) fails that trial, which counts toward the budget; its
+  traceback is stored on the trial and the worker goes on with the next one. After
+  ``MAX_CONSECUTIVE_FAILURES`` (3, as KerasTuner) trial errors in a row *with the same cause*
+  (diverged losses excepted: those are what a config does) the worker stops with
+  :class:`SystematicFailure`, because the next trial would fail the same way;
+* a *worker environment* error (:class:`WorkerEnvironmentError`: the trainer does not import, the
+  data set is missing or malformed on this host) is not the trial's fault: the trial does not
+  count, its slot is given back and a copy re-queued (another host may have the data); after
+  3 in a row with the same cause the worker stops with :class:`SystematicFailure`;
+* everything else derived from :class:`RegsweepError` is *fatal*: the command stops at once
+  with a non-zero exit and one clear message (bad spec 2, storage 3, systematic failure 4).
 """
 
 from __future__ import annotations
@@ -22,7 +30,13 @@ __all__ = [
     "TrialTimeout",
     "TrainerCrashed",
     "LauncherError",
+    "WorkerEnvironmentError",
+    "SystematicFailure",
+    "MAX_CONSECUTIVE_FAILURES",
 ]
+
+#: Trials in a row failing with the same cause before a worker stops (KerasTuner's default).
+MAX_CONSECUTIVE_FAILURES = 3
 
 
 class RegsweepError(Exception):
@@ -85,3 +99,17 @@ class TrainerCrashed(TrialError):
 
 class LauncherError(RegsweepError):
     """The Docker launcher could not start, list or stop worker containers."""
+
+
+class WorkerEnvironmentError(RegsweepError):
+    """This worker cannot train any trial: the trainer does not import, or the data set is missing
+    or malformed on this host. The trial is not counted and is re-queued for another worker."""
+
+    exit_code = 4
+
+
+class SystematicFailure(RegsweepError):
+    """Several trials in a row failed with the same cause: the worker stops instead of burning
+    the budget. The message names the cause."""
+
+    exit_code = 4

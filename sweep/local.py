@@ -1,19 +1,29 @@
 """``sweep run``: start N local ``sweep-worker`` processes on one study and show live progress.
 
 Workers get the storage URL through the environment (never the command line, where ``ps``
-would show a password). Ctrl-C sends SIGTERM to every worker: each finishes its current epoch,
-re-queues its trial and exits; a second Ctrl-C kills them.
+would show a password). They run in their own process group, so a terminal's Ctrl-C reaches only
+``sweep run``, which forwards exactly one SIGTERM per request: each worker finishes its current
+epoch, re-queues its trial (slot given back) and exits. A second Ctrl-C (at least
+``SIGNAL_WINDOW_S`` after the first) forwards a second SIGTERM: workers abort their trial at once,
+still re-queuing it; a third kills them. ``sweep run`` then prints a one-line summary and exits 130.
+
+Logs: ``LOG_DIR/worker-N.log`` (default ``LOG_DIR`` = ``regsweep-logs/<study>/`` in the current
+directory). A log file another running ``sweep run`` still writes (an exclusive ``flock``) is
+never shared: this run's worker N then logs to ``worker-N.<host>-<pid>.log``.
 """
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import BinaryIO
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -21,9 +31,24 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from sweep.study import UNLIMITED, Sweep
 from sweep.summary import sweep_status
 
-__all__ = ["run_local_workers"]
+__all__ = ["run_local_workers", "open_worker_log", "SIGNAL_WINDOW_S"]
 
 _logger = logging.getLogger(__name__)
+#: Signals closer together than this are one request (see ``workers.loop.SIGNAL_WINDOW_S``).
+SIGNAL_WINDOW_S = 0.5
+
+
+def open_worker_log(log_dir: Path, index: int) -> BinaryIO:
+    """Open worker ``index``'s log for appending, locked for as long as the handle (and the worker
+    process that inherits it) lives; a name locked by another run gets this host and pid added."""
+    for name in (f"worker-{index}.log", f"worker-{index}.{socket.gethostname()}-{os.getpid()}.log"):
+        handle = open(log_dir / name, "ab")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return handle
+        except OSError:  # another live `sweep run` writes this file
+            handle.close()
+    raise OSError(f"cannot lock a log file for worker {index} in {log_dir}")
 
 
 def _worker_command() -> list[str]:
@@ -46,17 +71,36 @@ def run_local_workers(
         sweep: The study to work on.
         storage_url: Its storage URL (passed via ``SWEEP_STORAGE``).
         n_workers: Number of processes.
-        log_dir: Where each worker's log goes (``worker-N.log``); default: a ``logs`` folder
-            beside the SQLite file or in the working directory.
+        log_dir: Where each worker's log goes (``worker-N.log``, see the module docstring);
+            default ``regsweep-logs/<study>/`` in the current directory.
         console: Where progress is drawn.
         poll_s: Seconds between progress refreshes.
         extra_env: More environment for the workers.
+
+    Raises:
+        KeyboardInterrupt: After an interruption (SIGINT, SIGTERM or SIGHUP), once every worker
+            has exited and the one-line summary is printed.
     """
     console = console or Console(stderr=True)
     log_dir = log_dir or Path("regsweep-logs") / sweep.name
     log_dir.mkdir(parents=True, exist_ok=True)
     procs: list[subprocess.Popen[bytes]] = []
-    handles = []
+    handles: list[BinaryIO] = []
+    requests: list[float] = []
+
+    def _forward(signum: int, frame: object) -> None:
+        now = time.monotonic()
+        if requests and now - requests[-1] < SIGNAL_WINDOW_S:
+            return  # the same request delivered twice
+        requests.append(now)
+        if len(requests) == 1:
+            console.print("[yellow]Interrupted: workers finish their epoch and re-queue their trials "
+                          "(Ctrl-C again to abort the trials now)[/]")
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM if len(requests) <= 2 else signal.SIGKILL)
+
+    previous = {sig: signal.signal(sig, _forward) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     for index in range(n_workers):
         env = {
             **os.environ,
@@ -66,21 +110,15 @@ def run_local_workers(
             "SWEEP_WORKER_INDEX": str(index),
             "PYTHONUNBUFFERED": "1",
         }
-        handle = open(log_dir / f"worker-{index}.log", "ab")
+        handle = open_worker_log(log_dir, index)
         handles.append(handle)
-        procs.append(subprocess.Popen(_worker_command(), env=env, stdout=handle, stderr=subprocess.STDOUT))
-    console.print(f"Started {n_workers} worker(s) on study [bold]{sweep.name}[/]; logs in {log_dir}/")
+        # Own process group: the terminal's Ctrl-C must not reach a worker *and* be forwarded to it.
+        procs.append(subprocess.Popen(_worker_command(), env=env, stdout=handle, stderr=subprocess.STDOUT,
+                                      start_new_session=True))
+    logs = sorted({Path(h.name).name for h in handles})
+    console.print(f"Started {n_workers} worker(s) on study [bold]{sweep.name}[/]; logs in {log_dir}/"
+                  + ("" if logs == [f"worker-{i}.log" for i in range(n_workers)] else f" ({', '.join(logs)})"))
 
-    interrupted = 0
-
-    def _forward(signum: int, frame: object) -> None:
-        nonlocal interrupted
-        interrupted += 1
-        for p in procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM if interrupted == 1 else signal.SIGKILL)
-
-    previous = signal.signal(signal.SIGINT, _forward)
     try:
         with Progress(
             TextColumn("[bold]{task.description}"),
@@ -97,14 +135,34 @@ def run_local_workers(
                 time.sleep(poll_s)
             _refresh(progress, task, sweep)
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
         for handle in handles:
             handle.close()
     codes = [p.returncode for p in procs]
     for index, code in enumerate(codes):
         if code != 0:
-            console.print(f"[red]worker {index} exited with status {code}; see {log_dir}/worker-{index}.log[/]")
+            console.print(f"[red]worker {index} exited with status {code}; see {handles[index].name}[/]")
+    if requests:
+        console.print(_interrupted_summary(sweep, codes), highlight=False)
+        raise KeyboardInterrupt  # `sweep` exits 130, as after any interruption
     return codes
+
+
+def _interrupted_summary(sweep: Sweep, codes: list[int]) -> str:
+    """One line: what an interruption left behind (re-queued trials, budget slots)."""
+    from sweep.budget import budget_state
+    from sweep.storage import engine_of
+
+    try:
+        status = sweep_status(sweep)
+        state = budget_state(engine_of(sweep.study._storage), sweep.name)
+    except Exception as error:  # the database may be what went away
+        return f"interrupted: workers exited {codes}; could not read the study ({error})"
+    waiting = status.counts.get("WAITING", 0)
+    slots = "" if state is None else f"; budget slots claimed {state.claimed}, settled {state.settled} of {state.total}"
+    return (f"interrupted: {status.finished} trial(s) finished, {waiting} waiting (re-queued trials resume "
+            f"on the next run), {len(status.running)} running{slots}; workers exited {codes}")
 
 
 def _refresh(progress: Progress, task: int, sweep: Sweep) -> None:

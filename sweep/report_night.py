@@ -5,7 +5,8 @@ each new trial), so after the deadline nobody would: a worker killed in the nigh
 leave its trial RUNNING forever. At ``deadline + grace + heartbeat interval`` the closer:
 
 1. tags RUNNING trials whose heartbeat is older than the grace period with a ``deadline: ...``
-   ``fail_reason`` and fails them with ``optuna.storages.fail_stale_trials`` (no retry: the night
+   ``fail_reason`` and ``stop_cause = "deadline"`` (they do not count: see
+   ``sweep.budget.counts_toward_budget``) and fails them with ``optuna.storages.fail_stale_trials`` (no retry: the night
    is over; the budget slot is given back);
 2. fails RUNNING trials that never wrote a heartbeat (Optuna never considers those stale);
 3. waits up to ``drain_s`` for trials whose worker is alive (an epoch longer than the grace
@@ -65,6 +66,7 @@ def fail_trial(study: optuna.Study, trial: FrozenTrial, reason: str) -> bool:
     def _run() -> bool:
         try:
             storage.set_trial_user_attr(trial._trial_id, "fail_reason", reason)
+            storage.set_trial_user_attr(trial._trial_id, budget.STOP_CAUSE_ATTR, budget.StopCause.DEADLINE.value)
             return bool(storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL))
         except (optuna.exceptions.UpdateFinishedTrialError, RuntimeError):
             return False  # its worker told it in the meantime
@@ -158,8 +160,11 @@ class NightCloser:
                 elif age > self.grace_period:
                     # fail_stale_trials sets no reason: tag it first so the report says why.
                     reason = f"deadline: no heartbeat for {age:.0f}s at the close of the night (worker died or hung)"
-                    db_call(lambda t=t, r=reason: storage.set_trial_user_attr(t._trial_id, "fail_reason", r),
-                            what="tag a stale trial")
+                    def _tag(t: FrozenTrial = t, r: str = reason) -> None:
+                        storage.set_trial_user_attr(t._trial_id, "fail_reason", r)
+                        storage.set_trial_user_attr(t._trial_id, budget.STOP_CAUSE_ATTR, budget.StopCause.DEADLINE.value)
+
+                    db_call(_tag, what="tag a stale trial")
                     tagged.append(t.number)
                 else:
                     live.append(t)

@@ -12,6 +12,7 @@ import hashlib
 import json
 import logging
 import time
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -114,6 +115,10 @@ def create_sweep(spec: SweepSpec, storage: optuna.storages.BaseStorage) -> tuple
             for params in grid_params(spec.space):
                 db_call(lambda p=params: study.enqueue_trial(p), what="enqueue a grid point")
         db_call(lambda: study.set_user_attr("regsweep_version", VERSION), what="write study attrs")
+        with warnings.catch_warnings():  # set_metric_names is "experimental" in Optuna 5
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            # optuna-dashboard shows this name instead of "Objective 0".
+            db_call(lambda: study.set_metric_names([spec.objective.metric]), what="name the objective")
         db_call(
             lambda: study.set_user_attr(
                 "budget",
@@ -166,7 +171,9 @@ def load_sweep(storage: optuna.storages.BaseStorage, name: str, *, wait_s: float
         study = db_call(lambda: optuna.load_study(study_name=name, storage=storage), what=f"load study {name!r}")
     except KeyError:
         url = getattr(storage, "url", None) or getattr(getattr(storage, "_backend", None), "url", "")
-        raise StudyNotFoundError(f"Study {name!r} not found in {mask_url(str(url))}") from None
+        names = sorted(s.study_name for s in db_call(storage.get_all_studies, what="list studies"))
+        there = f"studies there: {', '.join(names)}" if names else "it holds no studies"
+        raise StudyNotFoundError(f"Study {name!r} not found in {mask_url(str(url))} ({there})") from None
     deadline = time.monotonic() + wait_s
     while True:
         attrs = db_call(lambda: study.user_attrs, what=f"read attrs of study {name!r}")
@@ -179,7 +186,7 @@ def load_sweep(storage: optuna.storages.BaseStorage, name: str, *, wait_s: float
         time.sleep(0.5)
 
 
-def make_sampler(spec: SweepSpec, worker_index: int = 0) -> optuna.samplers.BaseSampler:
+def make_sampler(spec: SweepSpec, worker_index: int = 0, *, seed: int | None = None) -> optuna.samplers.BaseSampler:
     """The study's sampler for one worker.
 
     TPE runs multivariate and grouped (the space is conditional) with a constant liar so parallel
@@ -188,8 +195,11 @@ def make_sampler(spec: SweepSpec, worker_index: int = 0) -> optuna.samplers.Base
     Args:
         spec: The sweep spec.
         worker_index: Index of this worker, to derive its seed.
+        seed: This worker's seed, overriding the derivation (workers pass one unique per process,
+            ``workers.loop.sampler_seed``: indexes repeat across hosts and concurrent ``sweep run``s).
     """
-    seed = None if spec.sampler.seed is None else spec.sampler.seed + 1000 * worker_index
+    if seed is None:
+        seed = None if spec.sampler.seed is None else spec.sampler.seed + 1000 * worker_index
     if spec.sampler.name == "tpe":
         return optuna.samplers.TPESampler(
             seed=seed,

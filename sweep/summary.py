@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import datetime as dt
 import statistics
 from collections import Counter
@@ -13,12 +14,12 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from sweep.budget import budget_state
+from sweep.budget import budget_state, counts_toward_budget
 from sweep.regconfig import PLACEMENTS, RegularizerConfig, penalty_text
 from sweep.storage import db_call, engine_of
 from sweep.study import UNLIMITED, Sweep
 
-__all__ = ["SweepStatus", "RunningTrial", "sweep_status", "leaderboard", "export_csv", "trial_label"]
+__all__ = ["SweepStatus", "RunningTrial", "sweep_status", "leaderboard", "pruned_count", "export_csv", "trial_label"]
 
 _COUNTED = (TrialState.COMPLETE, TrialState.PRUNED)
 
@@ -40,6 +41,9 @@ class RunningTrial:
     worker: str
     epochs_reported: int
     started: dt.datetime | None
+    #: Penalty text per placement (``penalty_text``), for one column each.
+    penalties: dict[str, str] = field(default_factory=dict)
+    gpu: str = "?"
 
 
 @dataclass
@@ -58,11 +62,21 @@ class SweepStatus:
     eta_s: float | None = None
     reused: int = 0
     epochs_saved: int = 0
+    counted: int = 0
 
     @property
     def finished(self) -> int:
-        """Trials that count toward the budget and are done."""
-        return self.counts.get("COMPLETE", 0) + self.counts.get("PRUNED", 0) + self.counts.get("FAIL_COUNTED", 0)
+        """Trials that count toward the budget and are done (:func:`sweep.budget.counts_toward_budget`)."""
+        return self.counted
+
+    def as_json(self) -> dict[str, Any]:
+        """Plain JSON types only (``sweep status --json``): datetimes as ISO 8601 text."""
+        data = dataclasses.asdict(self)
+        data["finished"] = self.finished
+        for running in data["running"]:
+            started = running["started"]
+            running["started"] = started.isoformat() if started is not None else None
+        return data
 
 
 def _trials(study: optuna.Study) -> list[FrozenTrial]:
@@ -82,13 +96,16 @@ def sweep_status(sweep: Sweep) -> SweepStatus:
         if t.state != TrialState.RUNNING:
             continue
         w = t.user_attrs.get("worker", {})
+        config = t.user_attrs.get("config") or {}
         running.append(
             RunningTrial(
                 number=t.number,
                 label=trial_label(t),
-                worker=f"{w.get('host', '?')}:{w.get('pid', '?')} ({w.get('gpu', '?')})",
+                worker=f"{w.get('host', '?')}:{w.get('pid', '?')}",
                 epochs_reported=len(t.intermediate_values),
                 started=t.datetime_start,
+                penalties={p: penalty_text(config.get(p)) for p in PLACEMENTS} if config else {},
+                gpu=str(w.get("gpu", "?")),
             )
         )
     durations = [
@@ -99,7 +116,7 @@ def sweep_status(sweep: Sweep) -> SweepStatus:
     median = statistics.median(durations) if durations else None
     eta = None
     if state is not None and state.total < UNLIMITED and median is not None:
-        done = sum(1 for t in trials if t.state in _COUNTED or _counted_failure(t))
+        done = sum(1 for t in trials if counts_toward_budget(t.state, t.user_attrs))
         remaining = max(state.total - done, 0)
         eta = remaining * median / max(len(running), 1)
     reused = [t for t in trials if t.user_attrs.get("dedup_of") is not None]
@@ -119,15 +136,13 @@ def sweep_status(sweep: Sweep) -> SweepStatus:
         eta_s=eta,
         reused=len(reused),
         epochs_saved=epochs_saved,
+        counted=sum(1 for t in trials if counts_toward_budget(t.state, t.user_attrs)),
     )
 
 
 def _counted_failure(trial: FrozenTrial) -> bool:
-    """A FAIL that used its budget slot (an error in the trial, not a dead or stopped worker)."""
-    if trial.state != TrialState.FAIL:
-        return False
-    reason = str(trial.user_attrs.get("fail_reason", ""))
-    return bool(reason) and not reason.startswith(("shutdown", "deadline"))
+    """A FAIL that used its budget slot (the one rule: :func:`sweep.budget.counts_toward_budget`)."""
+    return trial.state == TrialState.FAIL and counts_toward_budget(trial.state, trial.user_attrs)
 
 
 def leaderboard(sweep: Sweep, top: int = 10) -> list[dict[str, Any]]:
@@ -150,6 +165,11 @@ def leaderboard(sweep: Sweep, top: int = 10) -> list[dict[str, Any]]:
             }
         )
     return rows
+
+
+def pruned_count(sweep: Sweep) -> int:
+    """PRUNED trials: the leaderboard ranks COMPLETE ones only and says how many it left out."""
+    return sum(1 for t in _trials(sweep.study) if t.state == TrialState.PRUNED)
 
 
 def export_csv(sweep: Sweep, path: str | Path) -> int:

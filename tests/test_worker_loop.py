@@ -12,7 +12,7 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
-from sweep.budget import budget_state
+from sweep.budget import budget_state, counts_toward_budget
 from sweep.storage import engine_of, open_storage
 from tests.helpers import BIN, REPO, run_cli, synthetic_spec
 
@@ -47,7 +47,9 @@ def test_two_workers_finish_study_with_curves(pg_url: str, study_name: str, tmp_
     outputs = [w.communicate(timeout=120)[0] for w in workers]
     assert [w.returncode for w in workers] == [0, 0], outputs
     trials = study.get_trials()
-    assert len(trials) == 6
+    # A reused duplicate (dedup_of) trains nothing and gives its slot back: 6 trials count.
+    assert len([t for t in trials if counts_toward_budget(t.state, t.user_attrs)]) == 6
+    assert all(t.user_attrs.get("dedup_of") is not None for t in trials if not counts_toward_budget(t.state, t.user_attrs))
     assert {t.state for t in trials} <= {TrialState.COMPLETE, TrialState.PRUNED}
     for t in trials:
         curves = t.user_attrs["curves"]

@@ -1,8 +1,10 @@
 """``sweep-worker``: pull trials from a study until its budget or deadline is reached.
 
 Configuration precedence (as in optuna-dashboard): command-line flag > environment > default.
-Exit status: 0 when the budget or deadline is reached or after a clean SIGTERM; non-zero on a
-fatal error (bad storage URL, unreachable database, unknown study), with one clear message.
+Exit status: 0 when the budget or deadline is reached or after a clean SIGTERM; 130 after Ctrl-C
+(SIGINT; the current trial is re-queued, its slot given back); non-zero on a fatal error (bad
+storage URL, unreachable database, unknown study: 2/3; a systematic failure, e.g. the data set
+missing on this host: 4), with one clear message.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import threading
 import time
 from types import FrameType
 
+from sweep.envargs import env_number
 from sweep.errors import RegsweepError, StorageError, StudyNotFoundError
 from sweep.logs import setup_logging
 from sweep.storage import StorageConfig, hide_password_from_ps, mask_secrets, open_storage, resolve_storage_url
@@ -42,10 +45,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--artifacts", default=env("SWEEP_ARTIFACTS"), help="artifact directory for learning-curve plots (env SWEEP_ARTIFACTS)")
     p.add_argument("--heartbeat-file", default=env("SWEEP_HEARTBEAT_FILE"), help="file touched on every heartbeat, for container healthchecks (env SWEEP_HEARTBEAT_FILE)")
     p.add_argument("--max-trials", type=int, default=None, help="stop after this many trials of this worker")
-    p.add_argument("--worker-index", type=int, default=int(env("SWEEP_WORKER_INDEX", "0")), help="index among workers started together (sampler seed offset)")
-    p.add_argument("--heartbeat-interval", type=int, default=int(env("SWEEP_HEARTBEAT_INTERVAL", "10")), help="seconds between trial heartbeats (default 10)")
-    p.add_argument("--grace-period", type=int, default=int(env("SWEEP_GRACE_PERIOD", "60")), help="seconds without heartbeat before a trial is stale and re-queued (default 60)")
-    p.add_argument("--max-outage", type=float, default=float(env("SWEEP_MAX_OUTAGE", "900")),
+    p.add_argument("--worker-index", **env_number("SWEEP_WORKER_INDEX", "0"), help="index among workers started together (sampler seed offset)")
+    p.add_argument("--heartbeat-interval", **env_number("SWEEP_HEARTBEAT_INTERVAL", "10"), help="seconds between trial heartbeats (default 10)")
+    p.add_argument("--grace-period", **env_number("SWEEP_GRACE_PERIOD", "60"), help="seconds without heartbeat before a trial is stale and re-queued (default 60)")
+    p.add_argument("--max-outage", **env_number("SWEEP_MAX_OUTAGE", "900", float),
                    help="seconds a worker waits out an unreachable database before giving up (default 900)")
     p.add_argument("--log-level", default=env("SWEEP_LOG_LEVEL", "INFO"), help="logging level (env SWEEP_LOG_LEVEL)")
     return p
@@ -102,14 +105,21 @@ def main(argv: list[str] | None = None) -> int:
             hooks += [curve_plots, DiagnosticArtifacts(curve_plots.store)]
             checkpoints = Checkpoints(curve_plots.store)
         current: list[WorkerLoop] = []
+        finished: list[WorkerLoop] = []
         stopping = threading.Event()
+        received: list[int] = []
 
         def _on_signal(signum: int, frame: FrameType | None) -> None:
-            _logger.warning("Received %s: finishing the current epoch, then exiting (again to abort)",
-                            signal.Signals(signum).name)
+            name = signal.Signals(signum).name
+            first = not received
+            received.append(signum)
             stopping.set()
-            for loop in current:
-                loop.request_stop()
+            forced = [loop.request_stop() for loop in current]
+            if first:
+                _logger.warning("Received %s: finishing the current epoch, then exiting (again to abort)", name)
+            elif any(forced):
+                _logger.warning("Received %s again: aborting the current trial now (it is re-queued)", name)
+            # else: the same stop arriving twice (group Ctrl-C plus a forwarded signal): one request
 
         signal.signal(signal.SIGTERM, _on_signal)
         signal.signal(signal.SIGINT, _on_signal)
@@ -130,6 +140,9 @@ def main(argv: list[str] | None = None) -> int:
                     checkpoints=checkpoints,
                 )
                 current[:] = [loop]
+                if stopping.is_set():  # a signal while the study was loading
+                    break
+                finished.append(loop)
                 loop.run()
                 outage_since = None
             except StorageError as error:
@@ -149,6 +162,15 @@ def main(argv: list[str] | None = None) -> int:
     except RegsweepError as error:
         print(f"sweep-worker: error: {mask_secrets(str(error))}", file=sys.stderr)
         return error.exit_code or 1
+    if received:
+        requeued = [n for loop in finished for n in loop.requeued]
+        ran = sum(loop.trials_run for loop in finished)
+        name = signal.Signals(received[0]).name
+        print(f"sweep-worker: interrupted ({name}): {ran} trial(s) run"
+              + (f", trial(s) {requeued} re-queued with their budget slots given back" if requeued else ""),
+              file=sys.stderr)
+        # Ctrl-C is an interruption (130, like `sweep` and shells); SIGTERM is a clean stop (docker stop).
+        return 130 if received[0] == signal.SIGINT else 0
     return 0
 
 

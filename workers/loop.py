@@ -1,21 +1,31 @@
 """The worker's trial loop: claim a budget slot, ask, train in the child, report, tell.
 
-Failure handling follows KerasTuner's two kinds:
+Failure handling follows KerasTuner's classes (see ``sweep.errors``):
 
 * a trial error (the trainer raised, the loss became NaN, the child crashed or timed out) fails
-  that trial with its reason and traceback in attrs, and the loop goes on;
+  that trial with its reason and traceback in attrs (``stop_cause = "trial_error"``: it counts),
+  and the loop goes on;
+* a worker environment error (the trainer does not import, the data set is missing here) fails
+  the trial with ``stop_cause = "environment"``: its slot is given back and a copy re-queued;
+* ``MAX_CONSECUTIVE_FAILURES`` failures in a row with the same cause stop the worker with
+  :class:`~sweep.errors.SystematicFailure` naming it (the CLI exits 4) instead of burning the budget;
 * a fatal error (bad storage, missing study) propagates and the CLI exits non-zero.
 
-A trial stopped by SIGTERM is failed, its slot released and a copy re-queued; a trial stopped at
-the deadline is failed with reason ``deadline``. When the budget is spent the worker keeps polling
-while other trials still run, failing stale ones (whose re-queued copies it may then take), so a
-killed worker's last trial is never left behind.
+A stop request (SIGINT/SIGTERM) lets the current epoch finish; a second one, at least
+``SIGNAL_WINDOW_S`` later, kills the training child at once. Either way the trial is failed with
+``stop_cause = "shutdown"``, its slot released and a copy re-queued (it resumes from its
+checkpoint). A trial stopped at the deadline is failed with ``stop_cause = "deadline"`` and its
+slot released. Whether a trial counts is decided by ``sweep.budget.counts_toward_budget`` alone.
+When the budget is spent the worker keeps polling while other trials still run, failing stale
+ones (whose re-queued copies it may then take), so a killed worker's last trial is never left behind.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import re
+import secrets
 import threading
 import time
 import traceback
@@ -26,7 +36,15 @@ import optuna
 from optuna.trial import TrialState
 
 from sweep import budget
-from sweep.errors import StorageError, TrialError
+from sweep.budget import StopCause
+from sweep.errors import (
+    MAX_CONSECUTIVE_FAILURES,
+    StorageError,
+    SystematicFailure,
+    TrialDiverged,
+    TrialError,
+    WorkerEnvironmentError,
+)
 from sweep.finalists import open_finalist_phase
 from sweep.regconfig import RegularizerConfig
 from sweep.space import suggest_config
@@ -37,13 +55,33 @@ from workers.deadline import predict_duration
 from workers.dedup import find_duplicate, reuse_result
 from workers.environment import worker_info
 from workers.heartbeat import Heartbeat
-from workers.runner import RemoteTrialError, TrainerProcess
+from workers.runner import TrainerProcess
 from workers.train_request import TrainRequest
 
-__all__ = ["WorkerLoop", "objective_value"]
+__all__ = ["WorkerLoop", "objective_value", "sampler_seed", "failure_cause", "SIGNAL_WINDOW_S"]
 
 _logger = logging.getLogger(__name__)
 TrialHook = Callable[[optuna.Study, optuna.trial.FrozenTrial], None]
+#: Stop requests this close together are one: a terminal's Ctrl-C reaches every process of the
+#: group, and a parent (``sweep run``, a container runtime) may forward its own signal a moment later.
+SIGNAL_WINDOW_S = 0.5
+
+
+def sampler_seed(spec_seed: int | None, token: str) -> int:
+    """This process's sampler seed: the spec's seed mixed with the worker's random identity token.
+
+    Two workers (any host, any index) never share a seed, so they do not propose the same
+    configs; the seed is recorded in the trial's ``worker`` attr so a run can be replayed.
+    """
+    mixed = (0 if spec_seed is None else int(spec_seed)) * 1_000_003 + int(token, 16)
+    return mixed % (2**31 - 1)
+
+
+def failure_cause(error: BaseException) -> str:
+    """What "the same cause" means for consecutive failures: the error type and its message with
+    numbers (trial numbers, epochs, pids) masked."""
+    name = getattr(error, "type_name", type(error).__name__)
+    return f"{name}: " + re.sub(r"\d+", "N", str(error).splitlines()[0] if str(error) else "")
 
 
 def objective_value(history: dict[str, list[float]], reduce: str) -> float:
@@ -61,7 +99,8 @@ class WorkerLoop:
         storage: RDB storage opened with heartbeats (see ``workers.cli``).
         study_name: The study to work on.
         trainer: The training child; default: one for the spec's ``training.trainer``.
-        worker_index: Distinguishes sampler seeds of workers started together.
+        worker_index: Index among workers started together (shown in logs; sampler seeds differ
+            per process regardless, see :func:`sampler_seed`).
         max_trials: Stop after this many trials of this worker (None: until the budget is spent).
         heartbeat_file: File touched every beat for container healthchecks.
         poll_interval: Seconds between checks while waiting for other workers' trials.
@@ -94,11 +133,18 @@ class WorkerLoop:
         self.checkpoints = checkpoints
         self.sweep: Sweep = load_sweep(storage, study_name)
         spec = self.sweep.spec
+        # Identity unique across processes and hosts: pids repeat across hosts and containers.
+        self.info = worker_info()
+        token = secrets.token_hex(4)
+        self.info["id"] = f"{self.info['host']}:{self.info['pid']}:{token}"
+        self.info["index"] = worker_index
+        self.info["sampler_seed"] = sampler_seed(spec.sampler.seed, token)
+        sampler = make_sampler(spec, worker_index, seed=self.info["sampler_seed"])
         self.study = db_call(
             lambda: optuna.load_study(
                 study_name=study_name,
                 storage=storage,
-                sampler=make_sampler(spec, worker_index),
+                sampler=sampler,
                 pruner=make_pruner(spec),
             ),
             what=f"load study {study_name!r}",
@@ -107,22 +153,34 @@ class WorkerLoop:
         self.trainer = trainer or TrainerProcess(spec.training.trainer)
         interval = storage.get_heartbeat_interval() or 10
         self.heartbeat = Heartbeat(storage, interval, heartbeat_file)
-        self.info = worker_info()
         self.deadline = spec.budget.deadline.timestamp() if spec.budget.deadline else None
         self.grace = float(getattr(storage, "grace_period", None) or 2 * interval)
         self.stop_requested = threading.Event()
         self.force_stop = threading.Event()
+        self._first_stop_at: float | None = None
+        self.requeued: list[int] = []  # trials this worker gave back (stopped, environment)
+        self._streak: list[str] = []  # causes of the consecutive failures just seen
         self.trials_run = 0
         self._finalist_waits = 0
         self._orphan_since: float | None = None
 
     # -- control -------------------------------------------------------------------------------
-    def request_stop(self) -> None:
-        """First call: finish after the current epoch. Second call: kill the current trial now."""
-        if self.stop_requested.is_set():
-            self.force_stop.set()
-            self.trainer.kill()
-        self.stop_requested.set()
+    def request_stop(self) -> bool:
+        """First call: finish after the current epoch. A later one: kill the current trial now.
+
+        Safe to call from a signal handler. Calls within ``SIGNAL_WINDOW_S`` of the first count as
+        that one (one Ctrl-C reaching a process twice). Returns whether this call forced the stop.
+        """
+        now = time.monotonic()
+        if self._first_stop_at is None:
+            self._first_stop_at = now
+            self.stop_requested.set()
+            return False
+        if now - self._first_stop_at < SIGNAL_WINDOW_S or self.force_stop.is_set():
+            return False
+        self.force_stop.set()
+        self.trainer.abort()
+        return True
 
     def run(self) -> int:
         """Run until done; returns the number of trials this worker ran."""
@@ -150,6 +208,9 @@ class WorkerLoop:
                     self._drain_until_deadline()
                     return
             slot = budget.claim(self.engine, self.study_name)
+            if slot is not None and self.stop_requested.is_set():  # stopped while claiming
+                budget.release(self.engine, self.study_name)
+                return
             if slot is None:
                 if self._others_running():
                     self.stop_requested.wait(self.poll_interval)
@@ -179,6 +240,21 @@ class WorkerLoop:
             finally:
                 self.heartbeat.end()
             self.trials_run += 1
+            self._check_streak()
+
+    def _check_streak(self) -> None:
+        """Stop the worker when the last failures all had one cause (a systematic failure)."""
+        if len(self._streak) >= MAX_CONSECUTIVE_FAILURES and len(set(self._streak[-MAX_CONSECUTIVE_FAILURES:])) == 1:
+            raise SystematicFailure(
+                f"{MAX_CONSECUTIVE_FAILURES} trials in a row failed with the same cause, stopping this worker: "
+                f"{self._last_failure}")
+
+    def _note_outcome(self, error: BaseException | None) -> None:
+        if error is None or isinstance(error, TrialDiverged):  # a diverged loss is what a config does
+            self._streak.clear()
+            return
+        self._streak.append(failure_cause(error))
+        self._last_failure = str(error).splitlines()[0] if str(error) else type(error).__name__
 
     def _others_running(self) -> bool:
         """Whether trials of this budget are still in flight (and so may finish or free a slot).
@@ -265,12 +341,17 @@ class WorkerLoop:
         handler = _EpochHandler(self, trial, resume.curves if resume else {})
         try:
             result = self.trainer.run(request.to_dict(), handler, timeout_s=spec.budget.trial_timeout_s)
-        except TrialError as error:
+        except (TrialError, WorkerEnvironmentError) as error:
             if self.force_stop.is_set():
-                self._give_back(trial, "shutdown: worker stopped")
+                self._give_back(trial, StopCause.SHUTDOWN, "shutdown: worker stopped (training aborted)")
+            elif isinstance(error, WorkerEnvironmentError):
+                _logger.error("Trial %d: this worker cannot train: %s", trial.number, error)
+                self._give_back(trial, StopCause.ENVIRONMENT, f"environment: {error}",
+                                getattr(error, "remote_traceback", None))
+                self._note_outcome(error)
             else:
-                tb = error.remote_traceback if isinstance(error, RemoteTrialError) else None
-                self._fail(trial, str(error), tb, started)
+                self._fail(trial, str(error), getattr(error, "remote_traceback", None), started)
+                self._note_outcome(error)
             return
         finally:
             if self.checkpoints:
@@ -281,14 +362,17 @@ class WorkerLoop:
         self._record(trial, config, result, started)
         if result.get("stopped") == "prune":
             self._tell(trial, TrialState.PRUNED)
+            self._note_outcome(None)
         elif result.get("stopped") == "stop":
             if handler.stop_reason == "deadline":
-                self._fail(trial, "deadline: stopped between epochs at the sweep's deadline", None, started)
+                self._fail(trial, "deadline: stopped between epochs at the sweep's deadline", None, started,
+                           cause=StopCause.DEADLINE)
             else:
-                self._give_back(trial, "shutdown: worker stopped")
+                self._give_back(trial, StopCause.SHUTDOWN, "shutdown: worker stopped")
         else:
             value = objective_value(result["history"], spec.objective.reduce)
             self._tell(trial, TrialState.COMPLETE, value)
+            self._note_outcome(None)
 
     def _record(self, trial: optuna.Trial, config: RegularizerConfig, result: dict[str, Any], started: float) -> None:
         layers = result.get("placement_layers", {})
@@ -315,26 +399,29 @@ class WorkerLoop:
             _logger.warning("Trial %d: placement(s) %s reached no layer", trial.number, no_effect)
             self._set(trial, "no_effect", no_effect)
 
-    def _fail(self, trial: optuna.Trial, reason: str, tb: str | None, started: float) -> None:
+    def _fail(self, trial: optuna.Trial, reason: str, tb: str | None, started: float,
+              cause: StopCause = StopCause.TRIAL_ERROR) -> None:
         _logger.warning("Trial %d failed: %s", trial.number, reason)
         self._set(trial, "fail_reason", reason[:2000])
+        self._set(trial, budget.STOP_CAUSE_ATTR, cause.value)
         if tb:
             self._set(trial, "traceback", tb[-8000:])
         self._set(trial, "duration_s", round(time.monotonic() - started, 3))
         self._tell(trial, TrialState.FAIL)
 
-    def _give_back(self, trial: optuna.Trial, reason: str) -> None:
+    def _give_back(self, trial: optuna.Trial, cause: StopCause, reason: str, tb: str | None = None) -> None:
         """Fail a trial that did not get to count, release its slot and re-queue a copy."""
-        self._set(trial, "fail_reason", reason)
-        self._tell(trial, TrialState.FAIL, counts=False)
+        self._set(trial, "fail_reason", reason[:2000])
+        self._set(trial, budget.STOP_CAUSE_ATTR, cause.value)
+        if tb:
+            self._set(trial, "traceback", tb[-8000:])
+        self._tell(trial, TrialState.FAIL)
         frozen = db_call(lambda: self.study._storage.get_trial(trial._trial_id), what="read trial")
-        callback = self.storage.get_heartbeat_stale_trial_callback()
-        if callback is not None:
-            db_call(lambda: callback(self.study, frozen), what="re-queue the trial")
-        else:
-            budget.release(self.engine, self.study_name)
+        why = "was stopped with its worker" if cause == StopCause.SHUTDOWN else f"could not run here ({cause.value})"
+        budget.requeue_copy(self.study, frozen, why)
+        self.requeued.append(trial.number)
 
-    def _tell(self, trial: optuna.Trial, state: TrialState, value: float | None = None, *, counts: bool = True) -> None:
+    def _tell(self, trial: optuna.Trial, state: TrialState, value: float | None = None) -> None:
         def _do() -> None:
             try:
                 self.study.tell(trial, value if state == TrialState.COMPLETE else None, state=state)
@@ -351,8 +438,11 @@ class WorkerLoop:
                 except Exception as error:  # hooks are extras (plots): never fail the loop or the trial
                     _logger.warning("before-tell hook %s failed: %s", getattr(hook, "__name__", hook), error)
         db_call(_do, what=f"tell trial {trial.number}", attempts=20)
-        if counts:
+        attrs = db_call(lambda: self.study._storage.get_trial_user_attrs(trial._trial_id), what="read trial attrs")
+        if budget.counts_toward_budget(state, attrs):
             budget.settle(self.engine, self.study_name)
+        else:  # the slot buys another trial (see sweep.budget.counts_toward_budget)
+            budget.release(self.engine, self.study_name)
 
 
 class _EpochHandler:
@@ -398,3 +488,4 @@ class _EpochHandler:
             _logger.info("Trial %d pruned at epoch %d", self.trial.number, epoch + 1)
             return "prune"
         return "continue"
+

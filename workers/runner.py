@@ -5,9 +5,12 @@ The worker process (which holds the database connection and never imports Keras)
 
     parent -> child   ("train", request_dict)
     child  -> parent  ("epoch", metrics)     parent answers "continue" | "prune" | "stop"
-    child  -> parent  ("done", result) | ("error", type_name, message, traceback)
+    child  -> parent  ("done", result) | ("error", type_name, message, traceback, kind)
+    child  -> parent  ("fatal", type_name, message, traceback)   instead of ("ready",): the
+                      trainer does not import on this host
 
-If the child dies (segfault, OOM kill), hangs past the trial's time limit, or has trained
+``kind`` is ``"trial"`` or ``"environment"`` (a :class:`~sweep.errors.DataError` or an import
+error: this host cannot train any trial, see ``sweep.errors``). If the child dies (segfault, OOM kill), hangs past the trial's time limit, or has trained
 ``recycle_after`` trials (Keras and allocators keep memory between models), the parent kills it
 and starts a fresh one. The child ignores SIGINT/SIGTERM: stopping is the parent's decision.
 """
@@ -18,6 +21,8 @@ import ctypes
 import importlib
 import logging
 import multiprocessing as mp
+import os
+import shutil
 import signal
 import sys
 import time
@@ -26,9 +31,9 @@ from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
 
-from sweep.errors import TrainerCrashed, TrialError, TrialTimeout
+from sweep.errors import DataError, TrainerCrashed, TrialError, TrialTimeout, WorkerEnvironmentError
 
-__all__ = ["TrainerProcess", "RemoteTrialError", "resolve_trainer"]
+__all__ = ["TrainerProcess", "RemoteTrialError", "TrainingAborted", "resolve_trainer"]
 
 _logger = logging.getLogger(__name__)
 OnEpoch = Callable[[dict[str, Any]], str]
@@ -41,6 +46,30 @@ class RemoteTrialError(TrialError):
         super().__init__(f"{type_name}: {message}")
         self.type_name = type_name
         self.remote_traceback = tb
+
+
+class RemoteEnvironmentError(WorkerEnvironmentError):
+    """The trainer found this host unable to train (data set missing, a module not importable)."""
+
+    def __init__(self, type_name: str, message: str, tb: str) -> None:
+        super().__init__(f"{type_name}: {message}")
+        self.type_name = type_name
+        self.remote_traceback = tb
+
+
+class TrainingAborted(TrialError):
+    """The worker killed its training child on purpose (a second stop signal)."""
+
+
+#: Errors raised in the child that say "this host cannot train", not "this config failed".
+_ENVIRONMENT_ERRORS = (DataError, ImportError)
+
+
+def _quiet_native_logs() -> None:
+    # TensorFlow's C++ INFO/WARNING lines (oneDNN, cudart stub, XLA) buried every worker log;
+    # on a host without a GPU, cuInit's ERROR line is certain noise too. Must precede the import.
+    no_gpu = shutil.which("nvidia-smi") is None or os.environ.get("CUDA_VISIBLE_DEVICES", "x").strip() in ("", "-1")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3" if no_gpu else "2")
 
 
 def resolve_trainer(ref: str) -> Callable[..., dict[str, Any]]:
@@ -71,7 +100,12 @@ def _child_main(conn: Connection, trainer_ref: str) -> None:
     from sweep.logs import setup_logging
 
     setup_logging()
-    trainer = resolve_trainer(trainer_ref)  # imported before the first request: overlaps the ask
+    _quiet_native_logs()
+    try:
+        trainer = resolve_trainer(trainer_ref)  # imported before the first request: overlaps the ask
+    except Exception as error:  # e.g. ModuleNotFoundError: no trial can run on this host
+        conn.send(("fatal", type(error).__name__, str(error), traceback.format_exc()))
+        return
     from workers.train_request import TrainRequest
 
     conn.send(("ready",))
@@ -92,7 +126,8 @@ def _child_main(conn: Connection, trainer_ref: str) -> None:
             result = trainer(request, on_epoch)
             conn.send(("done", result))
         except Exception as error:  # a trial error: report it, stay alive for the next trial
-            conn.send(("error", type(error).__name__, str(error), traceback.format_exc()))
+            kind = "environment" if isinstance(error, _ENVIRONMENT_ERRORS) else "trial"
+            conn.send(("error", type(error).__name__, str(error), traceback.format_exc(), kind))
         finally:
             _release_memory()
 
@@ -127,6 +162,7 @@ class TrainerProcess:
         self._conn: Connection | None = None
         self._trained = 0
         self._ready = False
+        self._aborted = False
         self.restarts = 0
 
     @property
@@ -160,6 +196,10 @@ class TrainerProcess:
         except EOFError:
             code = self._reap()
             raise TrainerCrashed(f"training process failed to start ({_describe_exit(code)})") from None
+        if message[0] == "fatal":
+            self._reap()
+            raise WorkerEnvironmentError(
+                f"trainer {self.trainer_ref!r} cannot be imported on this host: {message[1]}: {message[2]}")
         assert message == ("ready",), message
         self._ready = True
 
@@ -175,34 +215,48 @@ class TrainerProcess:
             RemoteTrialError: The trainer raised (message and traceback carried over).
             TrainerCrashed: The child died.
             TrialTimeout: The time limit passed.
+            TrainingAborted: :meth:`abort` killed the child.
+            WorkerEnvironmentError: The trainer does not import, or found the data missing.
         """
         if self._process is None or not self._process.is_alive() or self._trained >= self.recycle_after:
             self.stop()
             self.start()
+        self._aborted = False
         self._await_ready()
-        assert self._conn is not None
+        # A local reference: abort() may run in a signal handler between two lines of this loop.
+        conn = self._conn
+        assert conn is not None
         started = time.monotonic()
         self._trained += 1
-        self._conn.send(("train", request))
+        conn.send(("train", request))
         while True:
             wait = None if timeout_s is None else max(timeout_s - (time.monotonic() - started), 0.0)
-            if not self._conn.poll(wait):
+            try:
+                ready = conn.poll(wait)
+                message = conn.recv() if ready else None
+            except (EOFError, ConnectionResetError, OSError):
+                code = self._reap()
+                if self._aborted:
+                    raise TrainingAborted("training process killed: the worker was stopped twice") from None
+                raise TrainerCrashed(f"training process died ({_describe_exit(code)})") from None
+            if message is None:
                 self.kill()
                 raise TrialTimeout(f"trial exceeded its time limit of {timeout_s:.0f}s; training process killed")
-            try:
-                message = self._conn.recv()
-            except (EOFError, ConnectionResetError):
-                code = self._reap()
-                raise TrainerCrashed(f"training process died ({_describe_exit(code)})") from None
             kind = message[0]
             if kind == "epoch":
-                self._conn.send(on_epoch(message[1]))
+                answer = on_epoch(message[1])
+                try:
+                    conn.send(answer)
+                except (BrokenPipeError, OSError):  # the child died (or was aborted) meanwhile
+                    pass
             elif kind == "done":
                 result = message[1]
                 result["trainer_rss_mb"] = self.child_rss_mb()
                 result["trainer_trials"] = self._trained
                 return result
             elif kind == "error":
+                if len(message) > 4 and message[4] == "environment":
+                    raise RemoteEnvironmentError(message[1], message[2], message[3])
                 raise RemoteTrialError(message[1], message[2], message[3])
 
     def child_rss_mb(self) -> float | None:
@@ -219,7 +273,8 @@ class TrainerProcess:
         return None
 
     def _reap(self) -> int | None:
-        assert self._process is not None
+        if self._process is None:
+            return None
         self._process.join(timeout=10)
         code = self._process.exitcode
         self._process = None
@@ -227,8 +282,19 @@ class TrainerProcess:
         self.restarts += 1
         return code
 
+    def abort(self) -> None:
+        """Kill the child now, from a signal handler: :meth:`run` then raises :class:`TrainingAborted`.
+
+        Only sends SIGKILL; reaping is left to :meth:`run` (which the handler may have
+        interrupted), so nothing it uses is pulled from under it.
+        """
+        process = self._process
+        if process is not None and process.is_alive():
+            self._aborted = True
+            process.kill()
+
     def kill(self) -> None:
-        """Kill the child at once (timeouts, a second SIGTERM)."""
+        """Kill the child at once and reap it (timeouts)."""
         if self._process is not None and self._process.is_alive():
             self._process.kill()
         if self._process is not None:
