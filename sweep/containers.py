@@ -1,5 +1,5 @@
-"""Worker containers as data: one :class:`WorkerSpec` per GPU, and the docker-py keyword
-arguments built from it (no engine needed, so every part is testable here).
+"""Worker containers as data: one :class:`WorkerSpec` per GPU (or per CPU-only worker), and the
+docker-py keyword arguments built from it (no engine needed, so every part is testable here).
 
 The storage URL goes into the container only as ``SWEEP_STORAGE``, never onto a command line,
 and every message shows it through :func:`sweep.storage.mask_url`.
@@ -21,6 +21,7 @@ __all__ = [
     "LABEL_ROLE",
     "LABEL_STUDY",
     "LABEL_GPU",
+    "LABEL_CPU",
     "LABEL_IMAGE",
     "LABEL_FOLLOW",
     "ROLE_WORKER",
@@ -31,6 +32,7 @@ __all__ = [
     "container_name",
     "build_worker_spec",
     "build_worker_specs",
+    "build_cpu_worker_specs",
     "run_kwargs",
     "host_config_kwargs",
     "describe",
@@ -41,6 +43,8 @@ _logger = logging.getLogger("sweep.launcher")
 LABEL_ROLE = "regsweep.role"
 LABEL_STUDY = "regsweep.study"
 LABEL_GPU = "regsweep.gpu"
+#: CPU-only workers (``--cpus N``) carry this label (0..N-1) instead of LABEL_GPU.
+LABEL_CPU = "regsweep.cpu"
 LABEL_IMAGE = "regsweep.image"
 LABEL_FOLLOW = "regsweep.follow"
 ROLE_WORKER = "worker"
@@ -64,25 +68,32 @@ class WorkerSpec:
         name: Container name.
         image: Worker image (built from Dockerfile.gpu).
         study: Optuna study the worker joins.
-        gpu: GPU id given to the container (index or UUID).
+        gpu: GPU id given to the container (index or UUID); None for a CPU-only worker.
         environment: Container environment; holds the unmasked storage URL.
         labels: ``regsweep.*`` labels used by :func:`ls` and :func:`down` to find it again.
         restart_policy: Docker restart policy dict (``{"Name": ..., "MaximumRetryCount": ...}``).
         artifacts: Host path or volume name mounted at :data:`CONTAINER_ARTIFACTS` (or None).
         network: Docker network to join (e.g. the compose project's network), or None.
         command: Arguments after the image's ENTRYPOINT (``sweep-worker``); never secrets.
+        cpu: Slot 0..N-1 of a CPU-only worker (no GPU requested); None for a GPU worker.
     """
 
     name: str
     image: str
     study: str
-    gpu: str
+    gpu: str | None
     environment: dict[str, str]
     labels: dict[str, str]
     restart_policy: dict[str, Any]
     artifacts: str | None = None
     network: str | None = None
     command: tuple[str, ...] = field(default_factory=tuple)
+    cpu: str | None = None
+
+    @property
+    def device(self) -> str:
+        """``gpu N`` or ``cpu N``, for messages."""
+        return f"gpu {self.gpu}" if self.gpu is not None else f"cpu {self.cpu}"
 
 
 @dataclass(frozen=True)
@@ -94,8 +105,9 @@ class WorkerInfo:
         short_id: Short container id.
         status: Docker status (``running``, ``exited``, ...).
         study: Value of the study label.
-        gpu: Value of the GPU label.
+        gpu: Value of the GPU label ("" for a CPU-only worker).
         image: Image the worker was started from.
+        cpu: Value of the CPU-slot label ("" for a GPU worker).
     """
 
     name: str
@@ -104,6 +116,12 @@ class WorkerInfo:
     study: str
     gpu: str
     image: str
+    cpu: str = ""
+
+    @property
+    def device(self) -> str:
+        """``gpu N`` or ``cpu N``."""
+        return f"gpu {self.gpu}" if self.gpu else f"cpu {self.cpu}"
 
 
 def parse_restart(value: str) -> dict[str, Any]:
@@ -133,16 +151,21 @@ def parse_restart(value: str) -> dict[str, Any]:
     )
 
 
-def container_name(prefix: str, study: str, gpu: str) -> str:
-    """Name of the worker container for ``study`` on ``gpu``, e.g. ``regsweep-quick-gpu0``.
+def container_name(prefix: str, study: str, gpu: str | None, cpu: str | None = None) -> str:
+    """Name of the worker container for ``study`` on ``gpu``, e.g. ``regsweep-quick-gpu0``
+    (``regsweep-quick-cpu0`` for CPU-only slot 0).
 
     Args:
         prefix: The ``--name-prefix``.
         study: Study name.
-        gpu: GPU id (a UUID is shortened to its first 8 hex digits).
+        gpu: GPU id (a UUID is shortened to its first 8 hex digits); None for a CPU worker.
+        cpu: CPU-only worker slot, when ``gpu`` is None.
     """
-    gpu_part = gpu if gpu.isdigit() else gpu.split("-", 1)[-1].replace("-", "")[:8]
-    name = _NAME_UNSAFE.sub("-", f"{prefix}-{study}-gpu{gpu_part}").strip("-._")
+    if gpu is None:
+        device = f"cpu{cpu}"
+    else:
+        device = "gpu" + (gpu if gpu.isdigit() else gpu.split("-", 1)[-1].replace("-", "")[:8])
+    name = _NAME_UNSAFE.sub("-", f"{prefix}-{study}-{device}").strip("-._")
     if not name or not name[0].isalnum():
         raise LauncherError(f"Invalid --name-prefix: container names must start with a letter or digit, received {prefix!r}")
     return name
@@ -180,7 +203,7 @@ def _check_storage(storage: str, network: str | None) -> None:
 
 def build_worker_spec(
     *,
-    gpu: str,
+    gpu: str | None,
     image: str,
     study: str,
     storage: str,
@@ -191,11 +214,13 @@ def build_worker_spec(
     worker_index: int = 0,
     follow: bool = False,
     extra_env: dict[str, str] | None = None,
+    cpu: int | None = None,
 ) -> WorkerSpec:
-    """Build the spec of the worker container for one GPU (no engine involved).
+    """Build the spec of the worker container for one GPU, or a CPU-only one (no engine involved).
 
     Args:
-        gpu: GPU id (index or UUID) the container gets, and only that one.
+        gpu: GPU id (index or UUID) the container gets, and only that one; None for a CPU-only
+            worker (then ``cpu`` is its slot).
         image: Worker image, e.g. ``regsweep-worker:latest``.
         study: Study name (also a label and part of the container name).
         storage: Storage URL; put into the environment as ``SWEEP_STORAGE``, never on the command line.
@@ -209,6 +234,8 @@ def build_worker_spec(
         follow: Treat ``study`` as a prefix: the worker runs ``--follow PREFIX`` and works on the
             newest open ``PREFIX-YYYY-MM-DD`` study (the nightly ones ``sweep schedule`` creates).
         extra_env: More environment variables (must not override ``SWEEP_STORAGE``/``SWEEP_STUDY``).
+        cpu: Slot (0, 1, ...) of a CPU-only worker: no GPU is requested, so no NVIDIA runtime
+            is needed, and ``CUDA_VISIBLE_DEVICES=-1`` hides any GPU from it.
 
     Returns:
         The :class:`WorkerSpec`.
@@ -216,7 +243,9 @@ def build_worker_spec(
     Raises:
         LauncherError: Bad GPU id, restart policy, image, study or storage.
     """
-    if not _GPU_ID.match(gpu):
+    if (gpu is None) == (cpu is None):
+        raise LauncherError(f"A worker needs a GPU id or a CPU slot, not both or neither: gpu={gpu!r}, cpu={cpu!r}")
+    if gpu is not None and not _GPU_ID.match(gpu):
         raise LauncherError(f"Invalid GPU id: expected an index or GPU UUID, received gpu={gpu!r}")
     if not image.strip():
         raise LauncherError("Invalid --image: expected an image reference, received --image=''")
@@ -225,24 +254,29 @@ def build_worker_spec(
     _check_storage(storage, network)
     policy = parse_restart(restart)
     environment = dict(extra_env or {})
-    clash = {"SWEEP_STORAGE", "SWEEP_STUDY", "SWEEP_WORKER_INDEX"} & environment.keys()
+    clash = {"SWEEP_STORAGE", "SWEEP_STUDY", "SWEEP_WORKER_INDEX", "SWEEP_REQUIRE_GPU"} & environment.keys()
     if clash:
         raise LauncherError(f"extra_env must not set {', '.join(sorted(clash))}; they come from the arguments")
     environment.update({"SWEEP_STORAGE": storage, "SWEEP_WORKER_INDEX": str(worker_index)})
+    # A GPU worker that finds no usable GPU must exit before claiming a trial, not train on CPU.
+    environment["SWEEP_REQUIRE_GPU"] = "1" if gpu is not None else "0"
+    if gpu is None:
+        environment.setdefault("CUDA_VISIBLE_DEVICES", "-1")
     if not follow:  # a SWEEP_STUDY would win over --follow in sweep-worker
         environment["SWEEP_STUDY"] = study
     if artifacts is not None:
         environment.setdefault("SWEEP_ARTIFACTS", CONTAINER_ARTIFACTS)
+    slot = None if cpu is None else str(cpu)
     labels = {
         LABEL_ROLE: ROLE_WORKER,
         LABEL_STUDY: study,
-        LABEL_GPU: gpu,
+        **({LABEL_GPU: gpu} if gpu is not None else {LABEL_CPU: str(slot)}),
         LABEL_IMAGE: image,
     }
     if follow:
         labels[LABEL_FOLLOW] = "true"
     return WorkerSpec(
-        name=container_name(name_prefix, f"{study}-follow" if follow else study, gpu),
+        name=container_name(name_prefix, f"{study}-follow" if follow else study, gpu, slot),
         image=image,
         study=study,
         gpu=gpu,
@@ -253,6 +287,7 @@ def build_worker_spec(
         network=network,
         # Study only: visible in `docker ps`, and the storage URL stays in the environment.
         command=("--follow", study) if follow else ("--study", study),
+        cpu=slot,
     )
 
 
@@ -266,9 +301,26 @@ def build_worker_specs(gpus: Sequence[str], **kwargs: Any) -> list[WorkerSpec]:
     return [build_worker_spec(gpu=gpu, worker_index=i, **kwargs) for i, gpu in enumerate(gpus)]
 
 
+def build_cpu_worker_specs(count: int, **kwargs: Any) -> list[WorkerSpec]:
+    """``count`` CPU-only :class:`WorkerSpec` (slots and worker indices 0, 1, ...): no GPU request.
+
+    Args:
+        count: How many workers (``--cpus N``), at least 1.
+        **kwargs: Passed to :func:`build_worker_spec` (everything but ``gpu``, ``cpu`` and ``worker_index``).
+
+    Raises:
+        LauncherError: ``count`` below 1.
+    """
+    if count < 1:
+        raise LauncherError(f"Invalid --cpus: expected a number of CPU workers >= 1, received --cpus={count}")
+    return [build_worker_spec(gpu=None, cpu=i, worker_index=i, **kwargs) for i in range(count)]
+
+
 def _device_requests(spec: WorkerSpec) -> list[Any]:
     import docker.types  # local: keeps `import sweep.launcher` cheap
 
+    if spec.gpu is None:  # CPU-only: requesting no device needs no NVIDIA runtime
+        return []
     # capabilities [["gpu"]]: what `docker run --gpus device=N` sends; the NVIDIA runtime
     # then exposes exactly this GPU (NVIDIA_VISIBLE_DEVICES=N) inside the container.
     return [docker.types.DeviceRequest(device_ids=[spec.gpu], capabilities=[["gpu"]])]
@@ -343,7 +395,10 @@ def describe(spec: WorkerSpec) -> str:
     policy = spec.restart_policy["Name"]
     if policy == "on-failure" and spec.restart_policy.get("MaximumRetryCount"):
         policy += f":{spec.restart_policy['MaximumRetryCount']}"
-    args = ["docker", "run", "-d", "--init", "--name", spec.name, "--gpus", f'"device={spec.gpu}"', "--restart", policy]
+    args = ["docker", "run", "-d", "--init", "--name", spec.name]
+    if spec.gpu is not None:
+        args += ["--gpus", f'"device={spec.gpu}"']
+    args += ["--restart", policy]
     for key, value in spec.labels.items():
         args += ["--label", f"{key}={value}"]
     for key, value in spec.environment.items():

@@ -2,7 +2,8 @@
 
 ``docker compose up --scale workers=N`` cannot do this: with a ``count: 1`` GPU reservation every
 replica gets GPU 0 (NVIDIA/nvidia-container-toolkit#521). The launcher instead creates one
-container per GPU id, each with its own ``DeviceRequest(device_ids=[id])``.
+container per GPU id, each with its own ``DeviceRequest(device_ids=[id])``. ``--cpus N`` starts N
+CPU-only workers instead (no device request, so no NVIDIA runtime needed).
 
 The module is split in two so it can be tested without a Docker engine:
 
@@ -26,6 +27,7 @@ from typing import Any
 
 from sweep.containers import (
     CONTAINER_ARTIFACTS,
+    LABEL_CPU,
     LABEL_FOLLOW,
     LABEL_GPU,
     LABEL_IMAGE,
@@ -34,6 +36,7 @@ from sweep.containers import (
     ROLE_WORKER,
     WorkerInfo,
     WorkerSpec,
+    build_cpu_worker_specs,
     build_worker_spec,
     build_worker_specs,
     container_name,
@@ -51,6 +54,7 @@ __all__ = [
     "LABEL_ROLE",
     "LABEL_STUDY",
     "LABEL_GPU",
+    "LABEL_CPU",
     "LABEL_IMAGE",
     "LABEL_FOLLOW",
     "ROLE_WORKER",
@@ -65,6 +69,7 @@ __all__ = [
     "container_name",
     "build_worker_spec",
     "build_worker_specs",
+    "build_cpu_worker_specs",
     "run_kwargs",
     "host_config_kwargs",
     "describe",
@@ -99,8 +104,11 @@ def register_cli(subparsers: Any) -> None:
     actions = workers.add_subparsers(dest="workers_command", metavar="{up,ls,down}")
     actions.required = True
 
-    p_up = actions.add_parser("up", help="start one worker container per GPU")
-    p_up.add_argument("--gpus", required=True, help="'all' (from nvidia-smi) or ids, e.g. 0,2")
+    p_up = actions.add_parser("up", help="start one worker container per GPU (or N CPU-only workers)")
+    devices = p_up.add_mutually_exclusive_group(required=True)
+    devices.add_argument("--gpus", help="'all' (from nvidia-smi) or ids, e.g. 0,2: one worker per GPU")
+    devices.add_argument("--cpus", type=int, metavar="N",
+                         help="N CPU-only workers: no GPU requested (image built with LOCK=cpu, e.g. regsweep-worker-cpu)")
     p_up.add_argument("--image", required=True, help="worker image built from Dockerfile.gpu")
     target = p_up.add_mutually_exclusive_group()
     target.add_argument("--study", default=None, help="study name (default: $SWEEP_STUDY)")
@@ -152,9 +160,12 @@ def _console() -> Any:
 
 def _cmd_up(args: argparse.Namespace, client: Any = None) -> int:
     study = args.follow or _study_from(args)
-    gpus = parse_gpus(args.gpus, available=query_gpus)  # looked up here, so tests can patch it
-    specs = build_worker_specs(
-        gpus,
+    if args.cpus is not None:
+        build = lambda **kwargs: build_cpu_worker_specs(args.cpus, **kwargs)  # noqa: E731
+    else:
+        gpus = parse_gpus(args.gpus, available=query_gpus)  # looked up here, so tests can patch it
+        build = lambda **kwargs: build_worker_specs(gpus, **kwargs)  # noqa: E731
+    specs = build(
         image=args.image,
         study=study,
         storage=_storage_from(args),
@@ -170,7 +181,7 @@ def _cmd_up(args: argparse.Namespace, client: Any = None) -> int:
     console.print(f"[bold]{len(names)}[/bold] worker(s) for {what} "
                   f"(storage {mask_url(specs[0].environment['SWEEP_STORAGE'])}):")
     for spec, name in zip(specs, names):
-        console.print(f"  GPU {spec.gpu}: {name}", highlight=False)
+        console.print(f"  {spec.device.upper() if spec.gpu is None else 'GPU ' + str(spec.gpu)}: {name}", highlight=False)
     return 0
 
 
@@ -182,9 +193,9 @@ def _cmd_ls(args: argparse.Namespace, client: Any = None) -> int:
     if not infos:
         console.print("No regsweep worker containers.")
         return 0
-    table = Table("name", "id", "status", "study", "gpu", "image")
+    table = Table("name", "id", "status", "study", "device", "image")
     for info in infos:
-        table.add_row(info.name, info.short_id, info.status, info.study, info.gpu, info.image)
+        table.add_row(info.name, info.short_id, info.status, info.study, info.device, info.image)
     console.print(table)
     return 0
 

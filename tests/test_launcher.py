@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import logging
 import subprocess
+import threading
 from typing import Any
 
 import docker
@@ -182,12 +183,21 @@ def test_sqlite_storage_is_rejected_and_loopback_warns(caplog: pytest.LogCapture
 
 
 class FakeContainer:
-    def __init__(self, name: str, labels: dict[str, str], status: str = "running") -> None:
+    def __init__(self, name: str, labels: dict[str, str], status: str = "running", client: FakeClient | None = None) -> None:
         self.name, self.labels, self.status = name, labels, status
         self.short_id = f"id{abs(hash(name)) % 10**6:06d}"
         self.stopped = self.removed = False
+        self.client = client
+
+    def start(self) -> None:
+        # Like the engine: a start that fails leaves the container in `created`.
+        if self.client is not None and self.client.fail_start is not None:
+            raise self.client.fail_start
+        self.status = "running"
 
     def stop(self, timeout: int) -> None:
+        if self.client is not None and self.client.stop_barrier is not None:
+            self.client.stop_barrier.wait()  # every stop must be in flight at once
         self.stopped, self.status = True, "exited"
 
     def remove(self, force: bool = False) -> None:
@@ -205,20 +215,34 @@ class FakeContainers:
             if not c.removed and (all or c.status == "running") and wanted.items() <= c.labels.items()
         ]
 
-    def run(self, **kwargs: Any) -> FakeContainer:
+    def create(self, **kwargs: Any) -> FakeContainer:
         if self.client.fail is not None:
             raise self.client.fail
         self.client.runs.append(kwargs)
-        container = FakeContainer(kwargs["name"], kwargs["labels"])
+        container = FakeContainer(kwargs["name"], kwargs["labels"], status="created", client=self.client)
         self.client.existing.append(container)
+        return container
+
+    def run(self, **kwargs: Any) -> FakeContainer:
+        # docker-py's run(): create, then start (a failed start leaves the created container).
+        container = self.create(**kwargs)
+        container.start()
         return container
 
 
 class FakeClient:
-    def __init__(self, existing: list[FakeContainer] | None = None, fail: Exception | None = None) -> None:
+    def __init__(
+        self,
+        existing: list[FakeContainer] | None = None,
+        fail: Exception | None = None,
+        fail_start: Exception | None = None,
+        stop_barrier: threading.Barrier | None = None,
+    ) -> None:
         self.existing = existing or []
         self.runs: list[dict[str, Any]] = []
         self.fail = fail
+        self.fail_start = fail_start
+        self.stop_barrier = stop_barrier
         self.containers = FakeContainers(self)
 
     def ping(self) -> bool:
@@ -259,6 +283,67 @@ def test_engine_errors_become_launcher_errors() -> None:
     driver = docker.errors.APIError('could not select device driver "" with capabilities: [[gpu]]')
     with pytest.raises(LauncherError, match="NVIDIA Container Toolkit"):
         launcher.up(FakeClient(fail=driver), specs_0_2())
+
+
+def test_a_failed_start_removes_the_created_container() -> None:
+    """`up` whose start fails (no NVIDIA runtime) must not leave a `created` worker for `ls`."""
+    driver = docker.errors.APIError('could not select device driver "" with capabilities: [[gpu]]')
+    client = FakeClient(fail_start=driver)
+    with pytest.raises(LauncherError, match="NVIDIA Container Toolkit.*--cpus N"):
+        launcher.up(client, specs_0_2())
+    assert client.runs, "the container was never created: the test did not reach start()"
+    assert launcher.ls(client) == [], [c.status for c in client.existing if not c.removed]
+
+
+def test_down_stops_all_workers_at_once() -> None:
+    """Each stop may wait up to --timeout s for its trial; N sequential stops took N times that.
+    The fake's stop() waits until all of them are in flight: sequential stops break the barrier."""
+    specs = launcher.build_worker_specs(["0", "1", "2"], image="img", study="night-1", storage=STORAGE)
+    barrier = threading.Barrier(len(specs), timeout=10)
+    client = FakeClient(stop_barrier=barrier)
+    client.existing = [FakeContainer(s.name, dict(s.labels), client=client) for s in specs]
+    assert launcher.down(client, study="night-1", timeout=5) == [s.name for s in specs]
+    assert all(c.stopped and c.removed for c in client.existing)
+    assert launcher.ls(client) == []
+
+
+def test_cpus_start_cpu_only_workers_without_a_gpu_request() -> None:
+    specs = launcher.build_cpu_worker_specs(2, image="regsweep-worker-cpu:1", study="night-1", storage=STORAGE)
+    assert [s.name for s in specs] == ["regsweep-night-1-cpu0", "regsweep-night-1-cpu1"]
+    for index, spec in enumerate(specs):
+        kwargs = launcher.host_config_kwargs(spec)
+        host_config = docker.types.HostConfig(version=API_VERSION, **kwargs)
+        assert not host_config.get("DeviceRequests"), host_config.get("DeviceRequests")
+        assert spec.labels == {
+            "regsweep.role": "worker", "regsweep.study": "night-1", "regsweep.cpu": str(index),
+            "regsweep.image": "regsweep-worker-cpu:1",
+        }
+        assert spec.environment["CUDA_VISIBLE_DEVICES"] == "-1"
+        assert spec.environment["SWEEP_REQUIRE_GPU"] == "0"
+        assert spec.environment["SWEEP_WORKER_INDEX"] == str(index)
+        assert "--gpus" not in launcher.describe(spec)
+    # GPU workers, by contrast, must fail loudly without a usable GPU.
+    assert all(s.environment["SWEEP_REQUIRE_GPU"] == "1" for s in specs_0_2())
+    client = FakeClient()
+    assert launcher.up(client, specs) == [s.name for s in specs]
+    assert launcher.up(client, specs) == [s.name for s in specs]  # idempotent per CPU slot
+    assert len(client.runs) == 2
+    assert [i.device for i in launcher.ls(client)] == ["cpu 0", "cpu 1"]
+    with pytest.raises(LauncherError, match="--cpus=0"):
+        launcher.build_cpu_worker_specs(0, image="img", study="s", storage=STORAGE)
+
+
+def test_cli_cpus_and_gpus_exclude_each_other(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("SWEEP_STORAGE", STORAGE)
+    args = _parser().parse_args(["workers", "up", "--cpus", "2", "--image", "img:1", "--study", "night-1"])
+    client = FakeClient()
+    assert args.handler(args, client=client) == 0
+    assert [r["name"] for r in client.runs] == ["regsweep-night-1-cpu0", "regsweep-night-1-cpu1"]
+    assert all(not r["device_requests"] for r in client.runs)
+    assert "CPU 0" in capsys.readouterr().out
+    for argv in (["--gpus", "0", "--cpus", "1"], []):
+        with pytest.raises(SystemExit):
+            _parser().parse_args(["workers", "up", *argv, "--image", "i", "--study", "a"])
 
 
 def test_connect_without_an_engine_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
