@@ -11,6 +11,8 @@ import argparse
 import importlib
 import json
 import logging
+import math
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -22,7 +24,16 @@ from rich.table import Table
 
 from sweep.errors import RegsweepError, SpecError
 from sweep.logs import setup_logging
-from sweep.storage import StorageConfig, hide_password_from_ps, mask_secrets, mask_url, open_storage, resolve_storage_url
+from sweep.regconfig import PLACEMENTS
+from sweep.storage import (
+    StorageConfig,
+    hide_password_from_ps,
+    mask_secrets,
+    mask_url,
+    open_storage,
+    require_existing,
+    resolve_storage_url,
+)
 
 __all__ = ["main", "build_parser"]
 
@@ -38,8 +49,10 @@ def _storage_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--storage", help="storage URL (default: SWEEP_STORAGE, OPTUNA_STORAGE, spec, sqlite:///regsweep.db)")
 
 
-def _open(args: argparse.Namespace, spec_storage: str | None = None) -> tuple[Any, str]:
+def _open(args: argparse.Namespace, spec_storage: str | None = None, *, existing: bool = False) -> tuple[Any, str]:
     url = resolve_storage_url(args.storage, spec_storage)
+    if existing:  # commands on a study never create a database (an empty regsweep.db in cwd)
+        require_existing(url, args.storage)
     # A person is waiting: fail in seconds, not after the workers' minute of retries.
     return open_storage(url, StorageConfig(open_attempts=2, connect_timeout=5)), url
 
@@ -47,17 +60,28 @@ def _open(args: argparse.Namespace, spec_storage: str | None = None) -> tuple[An
 def _load(args: argparse.Namespace) -> Any:
     from sweep.study import load_sweep
 
-    storage, _ = _open(args)
+    storage, _ = _open(args, existing=True)
     return load_sweep(storage, args.study, wait_s=0)
+
+
+def _out_file(out: str) -> Path:
+    """An output file path whose folder exists and which is not itself a folder."""
+    path = Path(out)
+    if path.is_dir():
+        raise SpecError(f"Invalid --out: expected a file name, received a directory, out={out!r}")
+    if not path.parent.is_dir():
+        raise SpecError(f"Invalid --out: folder {str(path.parent)!r} does not exist, received out={out!r}")
+    return path
 
 
 # -- commands ------------------------------------------------------------------------------------
 def cmd_create(args: argparse.Namespace) -> int:
-    from sweep.spec import load_spec
+    from sweep.spec import check_deadline_ahead, load_spec
     from sweep.study import budget_total, create_sweep
 
     spec = load_spec(args.spec, name=args.name)
     budget_total(spec)  # a spec without any budget fails here, before storage is touched
+    check_deadline_ahead(spec)
     storage, url = _open(args, spec.study.storage)
     sweep, created = create_sweep(spec, storage)
     verb = "Created" if created else "Reusing existing"
@@ -66,15 +90,20 @@ def cmd_create(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from sweep.dashboard import prepare_artifacts
     from sweep.local import run_local_workers
-    from sweep.spec import load_spec
+    from sweep.spec import check_deadline_ahead, load_spec
     from sweep.study import create_sweep
 
     spec = load_spec(args.spec, name=args.name)
+    check_deadline_ahead(spec)
+    artifacts = args.artifacts or os.environ.get("SWEEP_ARTIFACTS")
+    extra_env = {"SWEEP_ARTIFACTS": str(Path(prepare_artifacts(artifacts)).resolve())} if artifacts else None
     storage, url = _open(args, spec.study.storage)
     sweep, created = create_sweep(spec, storage)
     out.print(f"{'Created' if created else 'Continuing'} study [bold]{sweep.name}[/] in {mask_url(url)}")
-    codes = run_local_workers(sweep, url, args.workers, log_dir=Path(args.log_dir) / sweep.name if args.log_dir else None)
+    codes = run_local_workers(sweep, url, args.workers, log_dir=Path(args.log_dir) / sweep.name if args.log_dir else None,
+                              extra_env=extra_env)
     _print_leaderboard(sweep, args.top)
     return 0 if all(code == 0 for code in codes) else 1
 
@@ -85,7 +114,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     sweep = _load(args)
     s = sweep_status(sweep)
     if args.json:
-        out.print_json(json.dumps(s.__dict__, default=str))
+        print(json.dumps(s.as_json(), indent=2))  # plain print: rich would wrap long strings
         return 0
     counts = ", ".join(f"{k.lower()} {v}" for k, v in sorted(s.counts.items()) if v and k != "FAIL_COUNTED")
     budget = "unlimited" if s.budget_total is None or s.budget_total >= 2**31 - 1 else str(s.budget_total)
@@ -97,17 +126,27 @@ def cmd_status(args: argparse.Namespace) -> int:
     if s.reused:
         out.print(f"deduplicated: {s.reused} trial(s) reused an equal config, {s.epochs_saved} GPU-epochs saved")
     if s.running:
-        table = Table("trial", "config", "worker", "epochs", "started", title="running")
+        # One line per trial in 80 columns: long penalty and GPU texts are cut, never wrapped.
+        table = Table(title="running", box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1, 0, 0))
+        for name in ("trial", "ep", "started", *PLACEMENTS, "worker"):
+            table.add_column(name, no_wrap=True, justify="right" if name in ("trial", "ep") else "left",
+                             overflow="ellipsis", min_width=len(name))
         for r in s.running:
-            table.add_row(str(r.number), r.label, r.worker, str(r.epochs_reported), str(r.started or ""))
-        out.print(table)
+            started = "" if r.started is None else r.started.strftime("%H:%M")
+            host, pid = r.worker.rsplit(":", 1) if ":" in r.worker else (r.worker, "?")
+            # pid first: a cut-off tail loses the domain and GPU name, not what identifies the process.
+            worker = f"{pid}@{host.split('.')[0]} {r.gpu}"
+            table.add_row(str(r.number), str(r.epochs_reported), started, *(r.penalties.get(p, "?") for p in PLACEMENTS),
+                          worker)
+        out.print(table, soft_wrap=False)
     return 0
 
 
 def _print_leaderboard(sweep: Any, top: int) -> None:
-    from sweep.summary import leaderboard
+    from sweep.summary import leaderboard, pruned_count
 
     rows = leaderboard(sweep, top)
+    pruned = pruned_count(sweep)
     # Light borders and unwrapped penalties: one line per trial even in an 80-column terminal.
     table = Table(title=f"leaderboard: {sweep.name}", box=box.SIMPLE_HEAD, pad_edge=False)
     for name in ("#", "trial", "val acc", "kernel", "bias", "activity", "epochs", "seconds"):
@@ -118,6 +157,8 @@ def _print_leaderboard(sweep: Any, top: int) -> None:
         table.add_row(str(rank), str(row["number"]) + note, f"{row['value']:.4f}", *row["penalties"].values(),
                       str(row["epochs"]), seconds)
     out.print(table if rows else "no completed trials yet")
+    if pruned:
+        out.print(f"{pruned} pruned trial(s) not shown (stopped early by the pruner; `sweep export` lists them)")
 
 
 def cmd_best(args: argparse.Namespace) -> int:
@@ -131,12 +172,8 @@ def cmd_best(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_enqueue(args: argparse.Namespace) -> int:
-    from sweep.regconfig import RegularizerConfig
-    from sweep.space import params_from_config
-    from sweep.storage import db_call
-
-    sweep = _load(args)
+def _read_configs(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """The configs of ``--config`` and ``--file``, each a dict (one-line errors otherwise)."""
     raw: list[Any] = []
     for text in args.config or []:
         try:
@@ -144,21 +181,108 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
         except json.JSONDecodeError as error:
             raise SpecError(f"Invalid --config: not JSON ({error.msg}), received {text!r}") from None
     if args.file:
-        raw.extend(json.loads(Path(args.file).read_text(encoding="utf-8")))
+        try:
+            loaded = json.loads(Path(args.file).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise SpecError(f"Invalid --file: file not found, received file={args.file!r}") from None
+        except (OSError, UnicodeDecodeError) as error:
+            raise SpecError(f"Invalid --file: cannot read it ({error.__class__.__name__}), received file={args.file!r}") from None
+        except json.JSONDecodeError as error:
+            raise SpecError(f"Invalid --file: not JSON ({error.msg} at line {error.lineno}), "
+                            f"received file={args.file!r}") from None
+        if not isinstance(loaded, list):
+            raise SpecError(f"Invalid --file: expected a JSON list of configs, received a {type(loaded).__name__}, "
+                            f"file={args.file!r}")
+        raw.extend(loaded)
     if not raw:
         raise SpecError("Invalid enqueue: give --config JSON or --file FILE, received neither")
-    params = [params_from_config(RegularizerConfig.from_dict(item), sweep.spec.space) for item in raw]
+    for item in raw:
+        if not isinstance(item, dict):
+            raise SpecError(f"Invalid config: expected a JSON object per config, received {item!r}")
+    return raw
+
+
+def _follow_ties(item: dict[str, Any], space: Any) -> dict[str, Any]:
+    """A tied placement the user left out takes its target's penalty (what the sampler does)."""
+    filled = dict(item)
+    for placement in PLACEMENTS:
+        target = getattr(space, placement).tie
+        if target is not None and placement not in filled:
+            filled[placement] = item.get(target, {"kind": "none"})
+    return filled
+
+
+def _same_params(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    if a.keys() != b.keys():
+        return False
+    return all(math.isclose(float(v), float(b[k]), rel_tol=1e-9) if isinstance(v, (int, float)) and not isinstance(v, bool)
+               else v == b[k] for k, v in a.items())
+
+
+def cmd_enqueue(args: argparse.Namespace) -> int:
+    from optuna.trial import TrialState
+
+    from sweep.budget import budget_state
+    from sweep.regconfig import RegularizerConfig
+    from sweep.space import params_from_config
+    from sweep.storage import db_call, engine_of
+
+    raw = _read_configs(args)  # bad input fails before storage is opened
+    sweep = _load(args)
+    params = [params_from_config(RegularizerConfig.from_dict(_follow_ties(item, sweep.spec.space)), sweep.spec.space)
+              for item in raw]
+    state = budget_state(engine_of(sweep.study._storage), sweep.name)
+    if state is not None and state.left == 0:
+        raise SpecError(
+            f"Invalid enqueue: study {sweep.name!r} has spent its budget ({state.claimed}/{state.total} trials), "
+            f"so a queued config would never run; nothing enqueued. Add slots with "
+            f"`sweep extend {sweep.name} --trials N`, then enqueue again"
+        )
+    trials = db_call(lambda: sweep.study.get_trials(deepcopy=False), what="list trials")
+    added, skipped = 0, []
     for p in params:
-        db_call(lambda p=p: sweep.study.enqueue_trial(p, skip_if_exists=True), what="enqueue a config")
-    out.print(f"Enqueued {len(params)} config(s) in [bold]{sweep.name}[/]")
+        match = next((t for t in trials if _same_params(t.system_attrs.get("fixed_params", t.params), p)), None)
+        if match is not None:
+            verb = "already queued" if match.state == TrialState.WAITING else f"already tried ({match.state.name.lower()})"
+            skipped.append(f"{verb} as trial {match.number}")
+            continue
+        db_call(lambda p=p: sweep.study.enqueue_trial(p), what="enqueue a config")
+        trials = db_call(lambda: sweep.study.get_trials(deepcopy=False), what="list trials")
+        added += 1
+    out.print(f"Enqueued {added} config(s) in [bold]{sweep.name}[/]"
+              + (f"; {len(skipped)} skipped: {', '.join(skipped)}" if skipped else ""))
+    waiting = sum(1 for t in trials if t.state == TrialState.WAITING)
+    if state is not None and state.total < 2**31 - 1 and waiting > state.left:
+        out.print(f"note: {waiting} trials wait for {state.left} free budget slot(s); "
+                  f"`sweep extend {sweep.name} --trials N` adds slots")
+    return 0
+
+
+def cmd_extend(args: argparse.Namespace) -> int:
+    from sweep.budget import budget_state, extend
+    from sweep.storage import engine_of
+
+    if args.trials < 1:
+        raise SpecError(f"Invalid --trials: expected a positive integer, received trials={args.trials}")
+    sweep = _load(args)
+    engine = engine_of(sweep.study._storage)
+    if budget_state(engine, sweep.name) is None:
+        raise SpecError(f"Invalid extend: study {sweep.name!r} has no regsweep budget row")
+    extend(engine, sweep.name, args.trials)
+    state = budget_state(engine, sweep.name)
+    assert state is not None
+    out.print(f"Extended [bold]{sweep.name}[/] by {args.trials}: budget {state.total} trials, "
+              f"{state.claimed} used, {state.left} free; run workers on it again (`sweep-worker --study {sweep.name}`, "
+              f"or `sweep run` with its spec)")
     return 0
 
 
 def cmd_export(args: argparse.Namespace) -> int:
     from sweep.summary import export_csv
 
+    path = _out_file(args.out)
     sweep = _load(args)
-    n = export_csv(sweep, args.out)
+    n = export_csv(sweep, path)
     out.print(f"Wrote {n} trials to {args.out}")
     return 0
 
@@ -182,6 +306,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", help="study name (overrides study.name)")
     p.add_argument("--top", type=int, default=10, help="leaderboard rows to print")
     p.add_argument("--log-dir", help="folder for worker logs (default regsweep-logs/)")
+    p.add_argument("--artifacts", help="artifact folder for the workers' plots and checkpoints (env SWEEP_ARTIFACTS)")
     _storage_arg(p)
     p.set_defaults(handler=cmd_run)
 
@@ -190,6 +315,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("best", cmd_best, "the leaderboard"),
         ("enqueue", cmd_enqueue, "enqueue known configs to be tried first"),
         ("export", cmd_export, "write all trials to CSV"),
+        ("extend", cmd_extend, "add budget slots to a study (e.g. to continue a finished one)"),
     ):
         p = sub.add_parser(name, help=text)
         p.add_argument("study", help="study name")
@@ -204,6 +330,8 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--file", help="JSON file with a list of configs")
         if name == "export":
             p.add_argument("--out", required=True, help="CSV file to write")
+        if name == "extend":
+            p.add_argument("--trials", type=int, required=True, help="slots to add")
 
     for module_name in _PLUGINS:
         if importlib.util.find_spec(module_name) is None:
@@ -235,6 +363,9 @@ def main(argv: list[str] | None = None) -> int:
         return error.exit_code or 1
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `sweep status --json | head`: the reader left, nothing is wrong here
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":  # pragma: no cover

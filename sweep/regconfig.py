@@ -165,4 +165,12 @@ class RegularizerConfig:
             raise SpecError(
                 f"Invalid placement: expected kernel, bias or activity, received {sorted(unknown)}"
             )
-        return cls(**{p: Penalty.from_dict(data[p]) for p in PLACEMENTS if p in data})
+        penalties = {}
+        for p in PLACEMENTS:
+            if p not in data:
+                continue
+            try:
+                penalties[p] = Penalty.from_dict(data[p])
+            except SpecError as error:  # "Invalid l2: ..." does not say which placement's l2
+                raise SpecError(str(error).replace("Invalid ", f"Invalid {p}.", 1)) from None
+        return cls(**penalties)

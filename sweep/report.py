@@ -106,7 +106,8 @@ def write_report(sweep: Sweep, out: str | Path, *, storage_url: str | None = Non
 
     Args:
         sweep: The study.
-        out: The HTML file to write; its folder is created.
+        out: The HTML file to write; its folder is created (``sweep report`` itself refuses a
+            missing folder; the nightly closer writes into a report folder it owns).
         storage_url: Shown masked in the report (never with its password).
         top: Leaderboard rows.
 
@@ -138,13 +139,16 @@ def cmd_report(args: argparse.Namespace) -> int:
     """Handler of ``sweep report``."""
     from rich.console import Console
 
-    from sweep.storage import open_storage, resolve_storage_url
+    from sweep.storage import StorageConfig, open_storage, require_existing, resolve_storage_url
     from sweep.study import load_sweep
 
     if args.top < 1:
         raise SpecError(f"Invalid --top: expected a positive integer, received top={args.top}")
-    url = resolve_storage_url(args.storage)
-    sweep = load_sweep(open_storage(url), args.study, wait_s=0)
+    folder = Path(args.out).parent
+    if not folder.is_dir():  # a typo in a path must not leave a tree of new folders behind
+        raise SpecError(f"Invalid --out: folder {str(folder)!r} does not exist, received out={args.out!r}")
+    url = require_existing(resolve_storage_url(args.storage), args.storage)
+    sweep = load_sweep(open_storage(url, StorageConfig(open_attempts=2, connect_timeout=5)), args.study, wait_s=0)
     html_path, md_path = write_report(sweep, args.out, storage_url=url, top=args.top)
     Console(highlight=False).print(f"Wrote [bold]{html_path}[/] and {md_path}")
     return 0

@@ -15,9 +15,11 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from sweep.budget import budget_state
+from sweep.errors import StorageError
 from sweep.finalists import FinalistRow, finalist_ranking
 from sweep.regconfig import PLACEMENTS, RegularizerConfig, penalty_text
-from sweep.storage import db_call
+from sweep.storage import db_call, engine_of
 from sweep.study import Sweep
 from sweep.summary import trial_label
 
@@ -108,6 +110,8 @@ class ReportData:
     rows: list[TrialRow]
     attrs: dict[str, Any]
     finalists: list[FinalistRow] = field(default_factory=list)
+    #: Trials the study may run, from the budget table (``sweep extend`` raises it; the spec does not).
+    budget_total: int | None = None
     generated: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.timezone.utc))
 
     @property
@@ -180,8 +184,14 @@ def collect(sweep: Sweep) -> ReportData:
     trials = db_call(lambda: study.get_trials(deepcopy=True), what=f"list trials of {sweep.name!r}")
     attrs = db_call(lambda: study.user_attrs, what=f"read attrs of {sweep.name!r}")
     finalists = finalist_ranking(study) if any(t.user_attrs.get("phase") == "finalist" for t in trials) else []
+    try:
+        engine = engine_of(study._storage)
+    except StorageError:  # not an RDB study (an in-memory one): no budget table, use the attrs
+        engine = None
+    state = budget_state(engine, sweep.name) if engine is not None else None
+    total = state.total if state is not None else (attrs.get("budget") or {}).get("trials")
     return ReportData(name=sweep.name, spec=sweep.spec, trials=trials, rows=[_row(t) for t in trials],
-                      attrs=attrs, finalists=finalists)
+                      attrs=attrs, finalists=finalists, budget_total=total)
 
 
 def snapshot(data: ReportData) -> optuna.Study:

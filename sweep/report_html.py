@@ -115,7 +115,7 @@ def _when(iso: str | None) -> str:
 
 def _summary(data: ReportData, storage: str) -> str:
     budget = data.attrs.get("budget") or {}
-    trials = budget.get("trials")
+    trials = data.budget_total
     kv = [
         ("storage", storage),
         ("deadline", _when(budget.get("deadline"))),

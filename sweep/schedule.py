@@ -27,6 +27,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import croniter
 
+from sweep.envargs import env_number
 from sweep.errors import RegsweepError, SpecError
 from sweep.report_night import NightCloser
 from sweep.spec import SweepSpec
@@ -347,7 +348,6 @@ def cmd_schedule(args: argparse.Namespace) -> int:
 
 def register_cli(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Add ``sweep schedule`` to the ``sweep`` parser."""
-    env = os.environ.get
     p = subparsers.add_parser("schedule", help="run a spec every night (cron, time zone) until a deadline")
     p.add_argument("spec", help="spec file (.toml); nightly studies are named <study.name>-YYYY-MM-DD")
     p.add_argument("--cron", required=True, help='when nights start, e.g. "0 22 * * *"')
@@ -360,9 +360,9 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:  # type: ignor
     p.add_argument("--report-dir", help="where each night's report goes (env SWEEP_REPORT_DIR; "
                                         "default ARTIFACTS/reports or ./regsweep-reports)")
     p.add_argument("--log-dir", default="regsweep-logs", help="local workers' logs (default regsweep-logs/)")
-    p.add_argument("--heartbeat-interval", type=int, default=int(env("SWEEP_HEARTBEAT_INTERVAL", "10")),
+    p.add_argument("--heartbeat-interval", **env_number("SWEEP_HEARTBEAT_INTERVAL", "10"),
                    help="workers' heartbeat interval in seconds (env SWEEP_HEARTBEAT_INTERVAL, default 10)")
-    p.add_argument("--grace-period", type=int, default=int(env("SWEEP_GRACE_PERIOD", "60")),
+    p.add_argument("--grace-period", **env_number("SWEEP_GRACE_PERIOD", "60"),
                    help="seconds without heartbeat before a trial is stale (env SWEEP_GRACE_PERIOD, default 60)")
     p.add_argument("--once", action="store_true", help="run one night (the current or the next), then exit")
     p.add_argument("--storage", help="storage URL (default: SWEEP_STORAGE, OPTUNA_STORAGE, spec, sqlite:///regsweep.db)")

@@ -37,6 +37,7 @@ __all__ = [
     "FinalistSpec",
     "StudySpec",
     "SweepSpec",
+    "check_deadline_ahead",
     "load_spec",
     "parse_spec",
 ]
@@ -326,6 +327,28 @@ def _format(error: dict[str, Any]) -> str:
     return f"Invalid {where}: {msg[0].lower()}{msg[1:]}, received {field}={error.get('input')!r}"
 
 
+def check_deadline_ahead(spec: SweepSpec, now: dt.datetime | None = None) -> None:
+    """Refuse a deadline that has passed: workers would start nothing and exit 0.
+
+    Checked when a study is created from a spec, not when it is loaded back (a finished night's
+    study keeps its past deadline).
+
+    Args:
+        spec: The validated spec.
+        now: The current time (default: now, UTC).
+
+    Raises:
+        SpecError: ``budget.deadline`` is not in the future.
+    """
+    deadline = spec.budget.deadline
+    now = now or dt.datetime.now(dt.timezone.utc)
+    if deadline is not None and deadline <= now:
+        raise SpecError(
+            f"Invalid budget.deadline: it is in the past (now {now.replace(microsecond=0).isoformat()}), "
+            f"received deadline={deadline.isoformat()!r}"
+        )
+
+
 def parse_spec(data: dict[str, Any], *, source: str = "spec") -> SweepSpec:
     """Validate a spec given as a dict (e.g. read back from study attrs).
 
@@ -358,6 +381,10 @@ def load_spec(path: str | Path, *, name: str | None = None) -> SweepSpec:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise SpecError(f"Invalid spec: file not found, received path={str(path)!r}") from None
+    except IsADirectoryError:
+        raise SpecError(f"Invalid spec: expected a .toml file, received a directory, path={str(path)!r}") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise SpecError(f"Invalid spec: cannot read the file ({error.__class__.__name__}), received path={str(path)!r}") from None
     except tomllib.TOMLDecodeError as error:
         raise SpecError(f"Invalid spec {path}: TOML syntax error: {error}") from None
     if name is not None:

@@ -1,8 +1,15 @@
 """Where studies live: URL resolution, password masking and the one database-call helper.
 
-Every call regsweep makes to the study database goes through :func:`db_call`, which retries
+The calls regsweep's own code makes to the study database (create, budget claims, status,
+report reads, the worker loop's asks and tells) are wrapped in :func:`db_call`, which retries
 transient faults (a restarted or briefly unreachable server) with exponential backoff and turns
 driver errors into :class:`~sweep.errors.StorageError` whose message never carries a password.
+Queries Optuna makes on its own inside those calls are retried as part of them; queries made
+outside any regsweep call (optuna-dashboard's HTTP handlers, Optuna's heartbeat thread) are not
+wrapped and rely on ``pool_pre_ping`` (a dead pooled connection is replaced before use).
+
+Read-only commands open an *existing* database only (:func:`require_existing`): ``sweep status``
+in an empty folder must not leave a fresh ``regsweep.db`` behind.
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ __all__ = [
     "mask_secrets",
     "hide_password_from_ps",
     "check_storage_url",
+    "require_existing",
     "open_storage",
     "db_call",
     "engine_of",
@@ -139,6 +147,31 @@ def check_storage_url(url: str) -> str:
             f"received storage={mask_url(url)!r}"
         )
     return url
+
+
+def require_existing(url: str, cli_value: str | None = None) -> str:
+    """Refuse a SQLite URL whose file does not exist (opening it would create an empty database).
+
+    Args:
+        url: The resolved storage URL.
+        cli_value: The ``--storage`` flag as given, to say where the URL came from.
+
+    Returns:
+        The URL unchanged.
+
+    Raises:
+        StorageError: The SQLite file is missing; the message lists where the URL was looked up.
+    """
+    parsed = make_url(check_storage_url(url))
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return url
+    path = os.path.abspath(parsed.database)
+    if os.path.exists(path):
+        return url
+    given = [name for name, value in (("--storage", cli_value), ("SWEEP_STORAGE", os.environ.get("SWEEP_STORAGE")),
+                                      ("OPTUNA_STORAGE", os.environ.get("OPTUNA_STORAGE"))) if value]
+    source = f"from {given[0]}" if given else "the default; --storage, SWEEP_STORAGE and OPTUNA_STORAGE are unset"
+    raise StorageError(f"No study database: {path} does not exist (storage {mask_url(url)}, {source})")
 
 
 def _default_driver(url: str) -> str:
