@@ -6,7 +6,7 @@ STAMP   = $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 DEMO_STORAGE ?= sqlite:///regsweep.db
 DEMO_NAME    ?= quick-$(shell date +%Y%m%d-%H%M%S)
 
-.PHONY: venv demo test test-fast bench bench-full lint clean
+.PHONY: venv demo test test-fast bench bench-full lint lock clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,10 @@ bench-full: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/hadolint Dockerfile.gpu
+
+# Regenerate requirements/{base,cpu,gpu}.lock (what Dockerfile.gpu installs) from pyproject.toml.
+lock: $(STAMP)
+	UV=$(BIN)/uv bash requirements/lock.sh
 
 clean:
 	rm -rf $(VENV) regsweep.db regsweep-logs regsweep-artifacts .pytest_cache
