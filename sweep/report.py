@@ -87,11 +87,15 @@ def render_markdown(data: ReportData, storage: str, html_name: str, top: int = 1
             cells = [EXPERIMENTS.get(r.kind("kernel"), r.short), str(r.number),
                      *(fmt(r.curves[k][-1]) if r.curves.get(k) else "" for k in CURVE_KEYS)]
             lines.append("| " + " | ".join(_md(c) for c in cells) + " |")
+    if data.pruned:
+        lines += ["", f"## Pruned ({len(data.pruned)})", "",
+                  "Stopped early by the pruner: trials " + ", ".join(str(r.number) for r in data.pruned)]
     if data.failures:
         lines += ["", f"## Failures ({len(data.failures)})", ""]
         for r in data.failures[:top]:
             reason = (r.fail_reason or "(no reason recorded)").splitlines()[0][:200]
-            lines.append(f"- trial {r.number}: {_md(reason)}")
+            again = f" (re-queued as trial {r.requeued_as})" if r.requeued_as is not None else ""
+            lines.append(f"- trial {r.number}: {_md(reason)}{again}")
     if data.finalists:
         lines += ["", "## Finalists (fresh seeds)", ""]
         for f in data.finalists:

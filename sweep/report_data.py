@@ -77,6 +77,8 @@ class TrialRow:
     gpu: str
     #: Per-epoch diagnostics: ``[{"epoch", "sparsity", "blocks": {block: {l1, l2, sparsity, activation}}}]``.
     by_epoch: list[dict[str, Any]] = field(default_factory=list)
+    #: Number of the copy Optuna's retry callback queued of this (stopped or stale) trial, if any.
+    requeued_as: int | None = None
 
     @property
     def short(self) -> str:
@@ -146,6 +148,11 @@ class ReportData:
         return [r for r in self.rows if r.state == "FAIL"]
 
     @property
+    def pruned(self) -> list[TrialRow]:
+        """PRUNED trials (stopped early by the pruner), by number."""
+        return [r for r in self.rows if r.state == "PRUNED"]
+
+    @property
     def reused(self) -> list[TrialRow]:
         """Trials that reused an equal config's result."""
         return [r for r in self.rows if r.dedup_of is not None]
@@ -190,7 +197,17 @@ def collect(sweep: Sweep) -> ReportData:
         engine = None
     state = budget_state(engine, sweep.name) if engine is not None else None
     total = state.total if state is not None else (attrs.get("budget") or {}).get("trials")
-    return ReportData(name=sweep.name, spec=sweep.spec, trials=trials, rows=[_row(t) for t in trials],
+    rows = [_row(t) for t in trials]
+    # Optuna's retry copy names the trial it copies: the last entry of its retry history.
+    copies = {}
+    for t in trials:
+        history = t.system_attrs.get("retry_history") or ([t.system_attrs["failed_trial"]]
+                                                           if "failed_trial" in t.system_attrs else [])
+        if history:
+            copies[int(history[-1])] = t.number
+    for r in rows:
+        r.requeued_as = copies.get(r.number)
+    return ReportData(name=sweep.name, spec=sweep.spec, trials=trials, rows=rows,
                       attrs=attrs, finalists=finalists, budget_total=total)
 
 

@@ -186,8 +186,10 @@ def sparsity_figure(data: ReportData) -> Figure:
         ))
     top = max(float(r.sparsity or 0.0) for r in rows)
     # Padded range: points at sparsity 0 would otherwise sit half outside the plot on the axis.
+    # From 0, as a fraction reads; markers are not clipped, so a point at 0 shows whole on the axis.
+    fig.update_traces(cliponaxis=False)
     fig.update_xaxes(title_text="sparsity (fraction of kernel weights with |w| < 1e-3)",
-                     range=[-0.02 - 0.03 * top, min(1.02, top * 1.1 + 0.05)])
+                     range=[0, min(1.02, top * 1.1 + 0.05)])
     fig.update_yaxes(title_text="validation accuracy")
     return _style(fig, 400)
 
@@ -199,9 +201,15 @@ def block_figure(data: ReportData, top: int = 5) -> Figure:
         return "No trial recorded per-block norms (diagnostics.block_norms)."
     blocks = list(dict.fromkeys(b for r in rows for b in r.diagnostics["block_norms"]))
     z = [[(r.diagnostics["block_norms"].get(b) or {}).get("sparsity") for b in blocks] for r in rows]
-    fig = go.Figure(go.Heatmap(z=z, x=blocks, y=[f"#{r.number}" for r in rows], colorscale="Blues", zmin=0, zmax=1,
-                               colorbar={"title": "sparsity"}, hovertemplate="%{y} %{x}<br>sparsity %{z:.3f}<extra></extra>"))
-    return _style(fig, 140 + 40 * len(rows))
+    # Scaled to the largest value seen, not to 1: typical sparsities are a few percent, which a 0-1
+    # scale paints white. Zero stays the lightest colour.
+    top_value = max([float(v) for row in z for v in row if v is not None] + [0.0])
+    fig = go.Figure(go.Heatmap(z=z, x=blocks, y=[f"#{r.number}" for r in rows], colorscale="Blues", zmin=0,
+                               zmax=max(top_value, 0.01), colorbar={"title": "sparsity"},
+                               hovertemplate="%{y} %{x}<br>sparsity %{z:.3f}<extra></extra>"))
+    fig.update_layout(title_text=f"Per-block sparsity of the top {len(rows)} trial(s) (fraction of |w| < 1e-3; "
+                                 f"colour scale 0 to {max(top_value, 0.01):.3g})", title_font_size=13)
+    return _style(fig, 160 + 40 * len(rows))
 
 
 def tutorial_figure(data: ReportData) -> Figure:

@@ -222,10 +222,34 @@ def _failures(data: ReportData) -> str:
     rows = data.failures
     if not rows:
         return _section("failures", "Failures", '<p class="note">No failed trials.</p>')
-    table = _table(["trial", "regularizers", "reason", "epochs", "GPU"],
+    table = _table(["trial", "regularizers", "reason", "epochs", "GPU", "then"],
                    [[r.number, r.short, (r.fail_reason or "(no reason recorded)").splitlines()[0][:300],
-                     fmt(len(r.curves.get("val_accuracy", []))), r.gpu] for r in rows], num={0, 3})
+                     fmt(len(r.curves.get("val_accuracy", []))), r.gpu,
+                     f"re-queued as trial {r.requeued_as}" if r.requeued_as is not None else ""] for r in rows],
+                   num={0, 3})
     return _section("failures", "Failures", table)
+
+
+def _pruned(data: ReportData) -> str:
+    rows = data.pruned
+    if not rows:
+        return ""
+    table = _table(["trial", "regularizers", "epochs run", "last val accuracy"],
+                   [[r.number, r.short, len(r.curves.get("val_accuracy", [])),
+                     fmt((r.curves.get("val_accuracy") or [None])[-1])] for r in rows], num={0, 2, 3})
+    return _section("pruned", "Pruned", f'<p class="note">{len(rows)} pruned trial(s): the pruner stopped them '
+                    "early, so they are not ranked in the leaderboard.</p>", table)
+
+
+#: Below this many completed trials, fANOVA importances mostly reflect which configs happened to run.
+FEW_TRIALS = 10
+
+
+def _importances(data: ReportData, study: Any) -> str:
+    n = len([r for r in data.rows if r.state == "COMPLETE" and r.phase != "finalist"])
+    note = (f'<p class="note">Caveat: computed from only {n} completed trials; importances from fewer than '
+            f"{FEW_TRIALS} are noisy, read them as a hint.</p>" if 0 < n < FEW_TRIALS else "")
+    return _section("importances", "Parameter importances", note, _figure("importances", importance_figure(study)))
 
 
 def _dedup(data: ReportData) -> str:
@@ -268,7 +292,7 @@ def render_html(data: ReportData, storage: str, plotly_js: str, top: int = 15) -
         _kinds(data),
         _placements(data),
         _section("history", "Optimization history", _figure("history", history_figure(study))),
-        _section("importances", "Parameter importances", _figure("importances", importance_figure(study))),
+        _importances(data, study),
         _section("curves", "Learning curves of the top trials", _figure("curves", curves_figure(data))),
         _section("sparsity", "Sparsity vs accuracy", _figure("sparsity", sparsity_figure(data)), _sparsity_note(data),
                  _figure("blocks", block_figure(data))),
@@ -278,6 +302,7 @@ def render_html(data: ReportData, storage: str, plotly_js: str, top: int = 15) -
                  _figure("diagnostics", diagnostics_figure(data)),
                  _figure("diagnostics-epochs", diagnostics_epochs_figure(data))),
         _tutorial(data),
+        _pruned(data),
         _failures(data),
         _dedup(data),
         _finalists(data),
