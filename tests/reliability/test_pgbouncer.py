@@ -1,0 +1,193 @@
+"""Workers through PgBouncer in transaction pooling mode (a real ``pgbouncer``, Debian's package).
+
+Transaction pooling hands a server connection to a client for one transaction only, so anything
+session-scoped (SET, advisory locks, LISTEN, temp tables, server-side prepared statements) breaks
+behind it. These tests run every database path of a worker through a pooler with fewer server
+connections than clients: Optuna's ``SELECT ... FOR UPDATE`` on ask/tell from racing workers, the
+budget's conditional UPDATE, heartbeats, ``fail_stale_trials`` after a ``kill -9``, the finalist
+flip, and artifact metadata (epoch checkpoints, curve plots) including a resume from one.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import optuna
+import sqlalchemy as sa
+from optuna.trial import TrialState
+from sqlalchemy.engine import make_url
+
+from sweep.budget import budget_state
+from sweep.storage import engine_of, open_storage
+from tests.reliability.pgbouncer import pgbouncer
+from tests.reliability.support import (
+    FINISHED,
+    Worker,
+    admin_engine,
+    by_state,
+    create_synthetic,
+    start_worker,
+    tails,
+    trials_of,
+    wait_for,
+    wait_workers,
+    worker_group,
+)
+
+HEARTBEAT = ("--heartbeat-interval", "1", "--grace-period", "3")
+
+
+class ServerConnections(threading.Thread):
+    """Samples the server connections (pg_stat_activity) to one database every 0.1 s."""
+
+    def __init__(self, admin_url: str, database: str) -> None:
+        super().__init__(daemon=True)
+        self.engine = admin_engine(admin_url)
+        self.database = database
+        self.stop = threading.Event()
+        self.values: list[int] = []
+
+    def run(self) -> None:
+        query = sa.text("SELECT count(*) FROM pg_stat_activity WHERE datname = :db AND backend_type = 'client backend'")
+        with self.engine.connect() as conn:
+            while not self.stop.wait(0.1):
+                self.values.append(int(conn.execute(query, {"db": self.database}).scalar_one()))
+        self.engine.dispose()
+
+    def finish(self) -> int:
+        """Stop sampling; returns the maximum seen."""
+        self.stop.set()
+        self.join(timeout=10)
+        assert self.values, "no pg_stat_activity sample was taken"
+        return max(self.values)
+
+
+def test_transaction_pooling_multiplexes_server_connections(pg_url: str, private_db: str) -> None:
+    """Two clients, one server connection: the pooler really is in transaction mode (the premise)."""
+    with pgbouncer(pg_url, private_db, pool_size=1) as bouncer:
+        engines = [sa.create_engine(bouncer.url(private_db)) for _ in range(2)]
+        conns = [e.connect() for e in engines]
+        try:
+            pids = set()
+            for _ in range(3):
+                for conn in conns:
+                    pids.add(conn.execute(sa.text("SELECT pg_backend_pid()")).scalar_one())
+                    conn.commit()  # ends the transaction: the server connection goes back to the pool
+            assert len(pids) == 1, f"two clients used {len(pids)} server connections with pool_size=1"
+            # ...and session state leaks to the next client: why regsweep must never SET anything.
+            conns[0].execute(sa.text("SET statement_timeout = '4321s'"))
+            conns[0].commit()
+            seen = conns[1].execute(sa.text("SHOW statement_timeout")).scalar_one()
+            conns[1].commit()
+            assert seen == "4321s", f"client 1 saw statement_timeout {seen!r}: is the pool really shared?"
+        finally:
+            for conn in conns:
+                conn.close()
+            for engine in engines:
+                engine.dispose()
+    print(f"\n[pgbouncer] 2 clients x 3 transactions: server pid(s) {sorted(pids)}; "
+          f"client 1 saw statement_timeout {seen!r} after client 0's SET")
+
+
+def test_racing_workers_through_pgbouncer_budget_finalists_artifacts(pg_url: str, private_db: str,
+                                                                       tmp_path: Path) -> None:
+    """8 workers, a 3-connection pool: exact budget, one finalist flip, artifacts and heartbeats recorded."""
+    name, workers_n, pool, search, top_k, seeds = "pooled", 8, 3, 16, 2, 2
+    extra = f"\n[finalists]\ntop_k = {top_k}\nseeds = {seeds}\n"
+    create_synthetic(private_db, tmp_path, name, trials=search, epochs=2, epoch_seconds=0.2, pruner="median",
+                     dedup=False, extra=extra)
+    database = str(make_url(private_db).database)
+    artifacts = tmp_path / "artifacts"
+    with pgbouncer(pg_url, private_db, pool_size=pool) as bouncer, worker_group() as workers:
+        sampler = ServerConnections(pg_url, database)
+        sampler.start()
+        pooled = bouncer.url(private_db)
+        workers += [start_worker(pooled, name, tmp_path / "logs", i, "--artifacts", str(artifacts), *HEARTBEAT)
+                    for i in range(workers_n)]
+        try:
+            wait_workers(workers, timeout=300)
+        finally:
+            max_server = sampler.finish()
+        codes = [w.proc.returncode for w in workers]
+        assert codes == [0] * workers_n, f"exit codes {codes}\n{tails(workers)}\n{bouncer.log()[-2000:]}"
+
+    trials = trials_of(private_db, name)
+    numbers = [t.number for t in trials]
+    assert len(numbers) == len(set(numbers)), f"duplicate trial numbers: {sorted(numbers)}"
+    finished = [t for t in trials if t.state in FINISHED]
+    assert len(finished) == len(trials) == search + top_k * seeds, by_state(trials)
+    finalists = [t for t in finished if t.user_attrs.get("phase") == "finalist"]
+    assert len(finalists) == top_k * seeds, f"{len(finalists)} finalist trials: the flip ran more or less than once"
+    assert len({(t.user_attrs["finalist_of"], t.user_attrs["seed"]) for t in finalists}) == top_k * seeds
+    engine = engine_of(open_storage(private_db))
+    with engine.connect() as conn:
+        phases = conn.execute(sa.text("SELECT count(*) FROM regsweep_phase WHERE study_name = :s"), {"s": name}).scalar_one()
+        beats = conn.execute(sa.text("SELECT count(DISTINCT trial_id) FROM trial_heartbeats")).scalar_one()
+    assert phases == 1, f"{phases} finalist phase rows"
+    assert beats == len(trials), f"heartbeats recorded for {beats} of {len(trials)} trials"
+    state = budget_state(engine, name)
+    assert state is not None and (state.total, state.claimed, state.settled) == (len(trials),) * 3, state
+    study = optuna.load_study(study_name=name, storage=private_db)
+    for t in finished:
+        metas = optuna.artifacts.get_all_artifact_meta(t, storage=study._storage)
+        kinds = Counter(m.mimetype for m in metas)
+        assert kinds["image/png"] >= 1 and kinds["application/octet-stream"] >= 1, f"trial {t.number}: {kinds}"
+        assert t.user_attrs["checkpoint"]["artifact_id"] in {m.artifact_id for m in metas}
+        assert (artifacts / t.user_attrs["checkpoint"]["artifact_id"]).is_file()
+    assert 1 <= max_server <= pool, f"{max_server} server connections for a pool of {pool}"
+    print(f"\n[pgbouncer] {workers_n} workers (16 client connections) through a pool of {pool}: max {max_server} "
+          f"server connections, {len(finished)} trials ({by_state(trials)}), {len(finalists)} finalists, "
+          f"flip rows {phases}, heartbeat rows for {beats} trials")
+
+
+def _running_trial_of(url: str, study: str, worker: Worker) -> int | None:
+    """Number of a trial ``worker`` runs that has a checkpoint of at least one epoch."""
+    for t in trials_of(url, study):
+        if t.state == TrialState.RUNNING and "checkpoint" in t.user_attrs and \
+                t.user_attrs.get("worker", {}).get("pid") == worker.pid:
+            return t.number
+    return None
+
+
+def test_killed_worker_through_pgbouncer_is_failed_stale_and_resumed(pg_url: str, private_db: str,
+                                                                     tmp_path: Path) -> None:
+    """kill -9 a worker behind the pooler: fail_stale_trials fails its trial; the copy resumes from its checkpoint."""
+    name, budget = "pooled-kill", 3
+    # 12 epochs x 0.5 s: long enough to be killed in the middle of a trial.
+    create_synthetic(private_db, tmp_path, name, trials=budget, epochs=12, epoch_seconds=0.5, dedup=False)
+    artifacts = tmp_path / "artifacts"
+    with pgbouncer(pg_url, private_db, pool_size=2) as bouncer, worker_group() as workers:
+        pooled = bouncer.url(private_db)
+        args = ("--artifacts", str(artifacts), *HEARTBEAT)
+        workers.append(start_worker(pooled, name, tmp_path / "logs", 0, *args))
+        wait_for(lambda: _running_trial_of(private_db, name, workers[0]), 90, "worker 0 to checkpoint an epoch")
+        # The survivor starts second, so worker 0 surely has a trial; it is busy with its own when 0 dies.
+        workers.append(start_worker(pooled, name, tmp_path / "logs", 1, *args))
+        wait_for(lambda: _running_trial_of(private_db, name, workers[1]), 90, "worker 1 to start a trial")
+        # Read again now: worker 0 may have finished the trial it had and started another.
+        victim = wait_for(lambda: _running_trial_of(private_db, name, workers[0]), 30,
+                          "worker 0 to be in the middle of a trial")
+        os.kill(workers[0].pid, signal.SIGKILL)
+        killed_at = time.monotonic()
+        workers[0].proc.wait(timeout=10)
+        wait_for(lambda: trials_of(private_db, name)[victim].state == TrialState.FAIL, 60,
+                 f"trial {victim} of the killed worker to be failed as stale")
+        time_to_fail = time.monotonic() - killed_at
+        wait_workers(workers[1:], timeout=120)
+        assert workers[1].proc.returncode == 0, f"{tails(workers)}\n{bouncer.log()[-2000:]}"
+
+    trials = trials_of(private_db, name)
+    copies = [t for t in trials if t.system_attrs.get("failed_trial") == victim]
+    assert len(copies) == 1 and copies[0].state == TrialState.COMPLETE, by_state(trials)
+    assert copies[0].user_attrs.get("resumed", {}).get("from_trial") == victim, copies[0].user_attrs.get("resumed")
+    assert sum(t.state in FINISHED for t in trials) == budget, by_state(trials)
+    assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)], by_state(trials)
+    state = budget_state(engine_of(open_storage(private_db)), name)
+    assert state is not None and (state.claimed, state.settled) == (budget, budget), state
+    print(f"\n[pgbouncer kill] trial {victim} FAIL {time_to_fail:.1f}s after kill -9, re-run as trial "
+          f"{copies[0].number} resumed at epoch {copies[0].user_attrs['resumed']['epochs_saved'] + 1}; {by_state(trials)}")
