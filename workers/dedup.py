@@ -4,6 +4,13 @@ Configs whose canonical form is equal train the same model: kind ``none`` under 
 zero lambda, float noise, or a penalty at a placement that reaches no layer. With the same seed
 they give the same result, so when a sampler proposes one that already finished, the worker
 records that result on the new trial (``dedup_of``, ``epochs_saved``) instead of training.
+
+Such a trial does not count toward the budget (``sweep.budget.counts_toward_budget``): a user who
+asked for N trials expects N models trained on N different configs, not N minus the sampler's
+repeats (a continued study used to spend slots on copies of trials that had already run). It stays
+COMPLETE in the study so the sampler and the leaderboard see the value; after
+``workers.loop.MAX_CONSECUTIVE_DUPLICATES`` of them in a row the space is taken as exhausted and
+the worker stops.
 """
 
 from __future__ import annotations
@@ -54,8 +61,8 @@ def reuse_result(study: optuna.Study, trial: optuna.Trial, source: optuna.trial.
     """Copy ``source``'s reports and attrs onto ``trial``; the caller then tells its value."""
     origin = source.user_attrs.get("dedup_of", source.number)
     epochs = int(source.user_attrs.get("epochs_run", 0))
-    _logger.info("Trial %d: same config and seed as trial %d; reusing its result (%d epochs saved)",
-                 trial.number, origin, epochs)
+    _logger.info("Trial %d: same config and seed as trial %d; reusing its result (%d epochs saved, "
+                 "no budget slot used)", trial.number, origin, epochs)
     for step, value in sorted(source.intermediate_values.items()):
         db_call(lambda s=step, v=value: trial.report(v, s), what="report a reused value")
     attrs = {k: source.user_attrs[k] for k in ("curves", "diagnostics", "epochs_run", "effective_hash")

@@ -62,6 +62,9 @@ __all__ = ["WorkerLoop", "objective_value", "sampler_seed", "failure_cause", "SI
 
 _logger = logging.getLogger(__name__)
 TrialHook = Callable[[optuna.Study, optuna.trial.FrozenTrial], None]
+#: Reused duplicates in a row after which a worker stops: the sampler keeps proposing configs that
+#: already ran (a small categorical space is exhausted), and they no longer take budget slots.
+MAX_CONSECUTIVE_DUPLICATES = 20
 #: Stop requests this close together are one: a terminal's Ctrl-C reaches every process of the
 #: group, and a parent (``sweep run``, a container runtime) may forward its own signal a moment later.
 SIGNAL_WINDOW_S = 0.5
@@ -160,6 +163,7 @@ class WorkerLoop:
         self._first_stop_at: float | None = None
         self.requeued: list[int] = []  # trials this worker gave back (stopped, environment)
         self._streak: list[str] = []  # causes of the consecutive failures just seen
+        self._duplicates = 0  # reused duplicates in a row
         self.trials_run = 0
         self._finalist_waits = 0
         self._orphan_since: float | None = None
@@ -241,6 +245,11 @@ class WorkerLoop:
                 self.heartbeat.end()
             self.trials_run += 1
             self._check_streak()
+            if self._duplicates >= MAX_CONSECUTIVE_DUPLICATES:
+                _logger.warning("Stopping: the last %d proposals were all configs that already ran (the search "
+                                "space looks exhausted); %s budget slot(s) stay unused", self._duplicates,
+                                getattr(budget.budget_state(self.engine, self.study_name), "left", "?"))
+                return
 
     def _check_streak(self) -> None:
         """Stop the worker when the last failures all had one cause (a systematic failure)."""
@@ -320,9 +329,12 @@ class WorkerLoop:
         if spec.dedup:
             source = find_duplicate(self.study, config, seed)
             if source is not None:
+                # Recorded (the sampler learns from it) but not counted: its slot buys a new config.
                 reuse_result(self.study, trial, source)
                 self._tell(trial, TrialState.COMPLETE, source.value)
+                self._duplicates += 1
                 return
+        self._duplicates = 0
         resume = self.checkpoints.resume_point(trial) if self.checkpoints else None
         if resume is not None:
             self._set(trial, "resumed", {"from_trial": resume.from_trial, "epochs_saved": resume.initial_epoch})

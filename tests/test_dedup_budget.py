@@ -1,0 +1,64 @@
+"""A duplicate config with the same seed reuses the result without taking a budget slot, so a
+continued study's budget buys configs that did not run yet. Real workers, real Postgres."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import optuna
+from optuna.trial import TrialState
+
+from sweep.budget import budget_state, counts_toward_budget
+from sweep.storage import engine_of, open_storage
+from tests.helpers import BIN, REPO, run_cli, write_spec
+
+# Three distinct configs only: none, L1(1e-3), L2(1e-3).
+SPEC = """
+[study]
+name = "{name}"
+
+[space.kernel]
+kinds = ["none", "l1", "l2"]
+l1 = {{ values = [1e-3] }}
+l2 = {{ values = [1e-3] }}
+
+[training]
+trainer = "workers.synthetic:train"
+epochs = 2
+
+[sampler]
+name = "random"
+seed = 0
+
+[budget]
+trials = 5
+"""
+
+
+def _worker(pg_url: str, study: str, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "SWEEP_STORAGE": pg_url, "SWEEP_STUDY": study}
+    return subprocess.run([str(BIN / "sweep-worker"), *args], env=env, capture_output=True, text=True,
+                          timeout=180, cwd=REPO)
+
+
+def test_duplicates_take_no_budget_slot_in_a_continued_study(pg_url: str, study_name: str, tmp_path: Path) -> None:
+    run_cli("create", str(write_spec(tmp_path / "s.toml", SPEC.format(name=study_name))), "--storage", pg_url, check=True)
+    first = _worker(pg_url, study_name, "--max-trials", "2")  # a first session, then the study is continued
+    assert first.returncode == 0, first.stderr[-3000:]
+    second = _worker(pg_url, study_name)
+    assert second.returncode == 0, second.stderr[-3000:]
+
+    trials = optuna.load_study(study_name=study_name, storage=pg_url).get_trials()
+    counted = [t for t in trials if counts_toward_budget(t.state, t.user_attrs)]
+    labels = [t.user_attrs["config_hash"] for t in counted]
+    assert len(labels) == len(set(labels)) == 3, [(t.number, t.user_attrs.get("config"), t.user_attrs.get("dedup_of"))
+                                                  for t in trials]
+    reused = [t for t in trials if t.user_attrs.get("dedup_of") is not None]
+    assert reused and all(t.state == TrialState.COMPLETE and t.value is not None for t in reused)
+    state = budget_state(engine_of(open_storage(pg_url)), study_name)
+    assert state is not None and (state.claimed, state.settled) == (3, 3), state
+    assert "search space looks exhausted" in second.stderr
+    print(f"\n[dedup] {len(trials)} trials: {len(counted)} distinct configs counted, {len(reused)} reused "
+          f"duplicates not counted; budget claimed {state.claimed} = settled {state.settled} of {state.total}")
