@@ -94,7 +94,7 @@ def test_workers_service_command_runs_a_study_to_its_budget(pg_url: str, tmp_pat
     # ...and with which environment: image ENV, overridden by the service's environment.
     container_env = {**image_env(target), **environment_dict(service)}
     assert container_env["SWEEP_STUDY"] == study
-    assert re.search(r"@postgres:5432/", container_env["SWEEP_STORAGE"]), container_env["SWEEP_STORAGE"]
+    assert re.search(r"@pgbouncer:6432/", container_env["SWEEP_STORAGE"]), container_env["SWEEP_STORAGE"]
 
     # The only substitutions: local Postgres for the `postgres` service, local paths for the
     # container's volume and /tmp.

@@ -491,8 +491,8 @@ def test_workers_service_reserves_one_gpu_and_waits_for_init() -> None:
     assert workers["restart"] == "on-failure"
     env = environment_dict(workers)
     assert {"SWEEP_STORAGE", "SWEEP_STUDY", "SWEEP_ARTIFACTS"} <= env.keys(), sorted(env)
-    assert re.match(r"^postgresql(\+psycopg2)?://[^:@]+:[^@]+@postgres:5432/\w+$", env["SWEEP_STORAGE"]), (
-        "SWEEP_STORAGE must reach the compose service `postgres` with the .env credentials"
+    assert re.match(r"^postgresql(\+psycopg2)?://[^:@]+:[^@]+@pgbouncer:6432/\w+$", env["SWEEP_STORAGE"]), (
+        "SWEEP_STORAGE must reach the compose service `pgbouncer` (the pooler in front of `postgres`) with the .env credentials"
     )
     assert any(str(v).split(":")[1] == env["SWEEP_ARTIFACTS"] for v in workers["volumes"]), workers["volumes"]
 
@@ -689,6 +689,9 @@ def test_compose_images_build_from_dockerfile_stages() -> None:
                 f"service {name}: pin the image tag, received {service['image']!r}"
             )
             continue
+        if service["build"].get("context") == "deploy/pgbouncer":  # its own one-stage Dockerfile
+            assert (REPO / "deploy" / "pgbouncer" / "Dockerfile").is_file()
+            continue
         assert service["build"].get("target") in stages, f"service {name}: unknown target {service['build']!r}"
 
 
@@ -719,7 +722,7 @@ def test_docker_compose_build_builds_the_worker_image() -> None:
     profiles = {p for p in example.get("COMPOSE_PROFILES", "").split(",") if p}
     services = resolved_compose()["services"]
     images = {services[n]["image"] for n in _active(services, profiles) if "build" in services[n]}
-    assert images == {"regsweep-base:latest", "regsweep-worker:latest"}, images
+    assert images == {"regsweep-base:latest", "regsweep-worker:latest", "regsweep-pgbouncer:latest"}, images
     # The same answer from compose itself, where the CLI is installed.
     if shutil.which("docker"):
         config = docker_compose_config()
@@ -728,7 +731,7 @@ def test_docker_compose_build_builds_the_worker_image() -> None:
         # --profile replaces COMPOSE_PROFILES: a CPU machine never builds the GPU image.
         cpu = docker_compose_config(ENV_EXAMPLE, "--profile", "cpu")
         assert {s["image"] for s in cpu["services"].values() if "build" in s} == {
-            "regsweep-base:latest", "regsweep-worker-cpu:latest"}
+            "regsweep-base:latest", "regsweep-worker-cpu:latest", "regsweep-pgbouncer:latest"}
 
 
 def test_dashboard_waits_for_init_on_a_fresh_database() -> None:
