@@ -2,10 +2,17 @@
 
 After each epoch the trainer saves the full model (optimizer state included) to a local file;
 the worker writes it to the artifact store (a volume shared by all workers; two alternating
-artifacts per trial) and records ``checkpoint = {"artifact_id", "epoch", ...}`` on the trial.
-The last one of a COMPLETE trial is its trained model, downloadable from the dashboard. When a worker dies, Optuna's retry callback re-queues a copy of the trial *with
-its user attrs*, so whichever worker picks the copy up finds the checkpoint, downloads it and
-resumes at the next epoch instead of training from scratch.
+files per trial, written with the store's own ``write`` so they are not listed as trial
+artifacts) and records ``checkpoint = {"artifact_id", "epoch", ...}`` on the trial. When a
+worker dies or is stopped, the re-queued copy of the trial carries its user attrs, so whichever
+worker picks the copy up finds the checkpoint, downloads it and resumes at the next epoch
+instead of training from scratch.
+
+Checkpoints exist only for that: when a trial ends for good (COMPLETE, PRUNED, failed, cut at
+the deadline) :meth:`Checkpoints.finish` deletes its files and those it inherited (about 2.7 MB
+each for the quick preset's model). With ``keep_models`` (``sweep-worker --keep-models``, env
+``SWEEP_KEEP_MODELS=1``) a COMPLETE trial's last checkpoint — its trained model at the last
+epoch — is kept as the one listed artifact ``trial-N-model.keras`` (user attr ``model``).
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ import logging
 import os
 import shutil
 import tempfile
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,10 +52,12 @@ class Checkpoints:
     Args:
         store: The artifact store shared by workers (``FileSystemArtifactStore`` on a volume).
         local_dir: Scratch directory for this worker's checkpoint files.
+        keep_models: Keep the trained model of each COMPLETE trial (see the module docstring).
     """
 
-    def __init__(self, store: Any, local_dir: str | None = None) -> None:
+    def __init__(self, store: Any, local_dir: str | None = None, keep_models: bool = False) -> None:
         self.store = store
+        self.keep_models = keep_models
         self.local_dir = Path(local_dir or tempfile.mkdtemp(prefix="regsweep-ckpt-"))
         self.local_dir.mkdir(parents=True, exist_ok=True)
 
@@ -58,31 +68,19 @@ class Checkpoints:
     def upload(self, study: optuna.Study, trial: optuna.Trial, epoch: int, previous: dict[str, Any] | None) -> dict[str, Any] | None:
         """Store the checkpoint of ``epoch``; returns the new ``checkpoint`` record.
 
-        Two artifacts per trial alternate: each epoch overwrites the one the record does *not*
-        point to, then moves the record. A crash mid-write never corrupts the checkpoint in use,
-        and the trial lists just two checkpoint artifacts (Optuna cannot delete artifact metadata).
+        Two files per trial alternate: each epoch overwrites the one the record does *not*
+        point to, then moves the record, so a crash mid-write never corrupts the checkpoint in use.
         """
         path = self.local_path(trial.number)
         if not os.path.exists(path):
             return previous
         slots = dict((previous or {}).get("slots", {}))
         slot = "b" if (previous or {}).get("slot") == "a" else "a"
-        if slot in slots:
-            with open(path, "rb") as handle:
-                self.store.write(slots[slot], handle)
-        else:
-            named = self.local_dir / f"trial-{trial.number}-checkpoint-{slot}.keras"
-            shutil.copyfile(path, named)
-            try:
-                slots[slot] = db_call(
-                    lambda: optuna.artifacts.upload_artifact(
-                        artifact_store=self.store, file_path=str(named), study_or_trial=trial,
-                        mimetype="application/octet-stream",
-                    ),
-                    what="upload a checkpoint",
-                )
-            finally:
-                named.unlink(missing_ok=True)
+        # Not upload_artifact: its metadata (listed in the dashboard, copied to re-queued trials)
+        # can never be deleted, and these files are deleted when the trial ends.
+        slots.setdefault(slot, f"regsweep-checkpoint-{uuid.uuid4().hex}")
+        with open(path, "rb") as handle:
+            self.store.write(slots[slot], handle)
         record = {"artifact_id": slots[slot], "epoch": epoch, "slot": slot, "slots": slots}
         db_call(lambda: trial.set_user_attr("checkpoint", record), what="record the checkpoint")
         return record
@@ -108,8 +106,53 @@ class Checkpoints:
                      trial.number, initial + 1, system.get("failed_trial"))
         return ResumePoint(path=target, initial_epoch=initial, curves=curves, from_trial=system.get("failed_trial"))
 
+    def remove(self, record: dict[str, Any] | None) -> int:
+        """Delete the files of a ``checkpoint`` record from the store; returns how many were there."""
+        removed = 0
+        for artifact_id in set((record or {}).get("slots", {}).values()) | {(record or {}).get("artifact_id")} - {None}:
+            try:
+                self.store.remove(artifact_id)
+                removed += 1
+            except (ArtifactNotFound, OSError):  # already gone (another worker cleaned up)
+                pass
+        return removed
+
+    def finish(self, study: optuna.Study, trial: optuna.Trial, own: dict[str, Any] | None,
+               inherited: dict[str, Any] | None, *, complete: bool) -> None:
+        """A trial ended for good: keep its model if asked, delete every checkpoint file it used.
+
+        Must run before the trial is told (attrs and artifacts cannot be added afterwards).
+
+        Args:
+            study: The study.
+            trial: The trial, still RUNNING.
+            own: Its latest ``checkpoint`` record (None if it wrote none).
+            inherited: The record it started with (a re-queued copy's parent's), if any.
+            complete: Whether it ends COMPLETE (only then is a model kept).
+        """
+        path = self.local_path(trial.number)
+        if complete and self.keep_models and own is not None and os.path.exists(path):
+            named = self.local_dir / f"trial-{trial.number}-model.keras"
+            shutil.copyfile(path, named)
+            try:
+                model_id = db_call(
+                    lambda: optuna.artifacts.upload_artifact(
+                        artifact_store=self.store, file_path=str(named), study_or_trial=trial,
+                        mimetype="application/octet-stream",
+                    ),
+                    what="upload the trained model",
+                )
+            finally:
+                named.unlink(missing_ok=True)
+            db_call(lambda: trial.set_user_attr("model", {"artifact_id": model_id, "epoch": own.get("epoch")}),
+                    what="record the model")
+        removed = self.remove(own) + (self.remove(inherited) if inherited and inherited != own else 0)
+        if own is not None or inherited is not None:
+            db_call(lambda: trial.set_user_attr("checkpoint", None), what="clear the checkpoint record")
+        _logger.debug("Trial %d: %d checkpoint file(s) deleted", trial.number, removed)
+
     def discard(self, trial_number: int) -> None:
-        """Delete the local file of a finished trial (the artifact stays for a later retry)."""
+        """Delete this worker's local file of a trial (the store's copy stays for a retry)."""
         try:
             os.remove(self.local_path(trial_number))
         except FileNotFoundError:

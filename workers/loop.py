@@ -316,12 +316,14 @@ class WorkerLoop:
         # Sampling reads the study and writes params: a database blip here must not fail the trial.
         config = db_call(lambda: suggest_config(trial, spec.space), what=f"suggest trial {trial.number}")
         canonical = config.canonical()
-        seed = int(trial.user_attrs.get("seed", spec.training.seed))
+        attrs = db_call(lambda: trial.user_attrs, what="read trial attrs")
+        seed = int(attrs.get("seed", spec.training.seed))
+        inherited = attrs.get("checkpoint")  # a re-queued copy's parent's checkpoint
         for key, value in (
             ("config", canonical),
             ("config_hash", config.config_hash()),
             ("seed", seed),
-            ("phase", trial.user_attrs.get("phase", "search")),
+            ("phase", attrs.get("phase", "search")),
             ("worker", self.info),
         ):
             self._set(trial, key, value)
@@ -331,6 +333,7 @@ class WorkerLoop:
             if source is not None:
                 # Recorded (the sampler learns from it) but not counted: its slot buys a new config.
                 reuse_result(self.study, trial, source)
+                self._end_checkpoints(trial, None, inherited, complete=False)
                 self._tell(trial, TrialState.COMPLETE, source.value)
                 self._duplicates += 1
                 return
@@ -352,39 +355,62 @@ class WorkerLoop:
         )
         handler = _EpochHandler(self, trial, resume.curves if resume else {})
         try:
-            result = self.trainer.run(request.to_dict(), handler, timeout_s=spec.budget.trial_timeout_s)
-        except (TrialError, WorkerEnvironmentError) as error:
-            if self.force_stop.is_set():
-                self._give_back(trial, StopCause.SHUTDOWN, "shutdown: worker stopped (training aborted)")
-            elif isinstance(error, WorkerEnvironmentError):
-                _logger.error("Trial %d: this worker cannot train: %s", trial.number, error)
-                self._give_back(trial, StopCause.ENVIRONMENT, f"environment: {error}",
-                                getattr(error, "remote_traceback", None))
-                self._note_outcome(error)
-            else:
-                self._fail(trial, str(error), getattr(error, "remote_traceback", None), started)
-                self._note_outcome(error)
-            return
+            self._train(trial, config, request, handler, inherited, started)
         finally:
             if self.checkpoints:
                 self.checkpoints.discard(trial.number)
+
+    def _train(self, trial: optuna.Trial, config: RegularizerConfig, request: TrainRequest,
+               handler: _EpochHandler, inherited: dict[str, Any] | None, started: float) -> None:
+        """Train in the child and end the trial by its outcome (checkpoints cleaned up first)."""
+        spec = self.sweep.spec
+        try:
+            result = self.trainer.run(request.to_dict(), handler, timeout_s=spec.budget.trial_timeout_s)
+        except (TrialError, WorkerEnvironmentError) as error:
+            if self.force_stop.is_set():
+                self._give_back(trial, StopCause.SHUTDOWN, "shutdown: worker stopped (training aborted)",
+                                handler=handler, inherited=inherited)
+            elif isinstance(error, WorkerEnvironmentError):
+                _logger.error("Trial %d: this worker cannot train: %s", trial.number, error)
+                self._give_back(trial, StopCause.ENVIRONMENT, f"environment: {error}",
+                                getattr(error, "remote_traceback", None), handler=handler, inherited=inherited)
+                self._note_outcome(error)
+            else:
+                self._end_checkpoints(trial, handler.checkpoint, inherited, complete=False)
+                self._fail(trial, str(error), getattr(error, "remote_traceback", None), started)
+                self._note_outcome(error)
+            return
         result["history"] = handler.curves  # this run's epochs after the inherited ones
         if handler.diagnostics:
             self._set(trial, "diagnostics_by_epoch", handler.diagnostics)
         self._record(trial, config, result, started)
+        if result.get("stopped") == "stop" and handler.stop_reason != "deadline":
+            self._give_back(trial, StopCause.SHUTDOWN, "shutdown: worker stopped", handler=handler, inherited=inherited)
+            return
+        complete = result.get("stopped") is None
+        value = objective_value(result["history"], spec.objective.reduce) if complete else None
+        self._end_checkpoints(trial, handler.checkpoint, inherited, complete=complete)
         if result.get("stopped") == "prune":
             self._tell(trial, TrialState.PRUNED)
             self._note_outcome(None)
         elif result.get("stopped") == "stop":
-            if handler.stop_reason == "deadline":
-                self._fail(trial, "deadline: stopped between epochs at the sweep's deadline", None, started,
-                           cause=StopCause.DEADLINE)
-            else:
-                self._give_back(trial, StopCause.SHUTDOWN, "shutdown: worker stopped")
+            self._fail(trial, "deadline: stopped between epochs at the sweep's deadline", None, started,
+                       cause=StopCause.DEADLINE)
         else:
-            value = objective_value(result["history"], spec.objective.reduce)
             self._tell(trial, TrialState.COMPLETE, value)
             self._note_outcome(None)
+
+    def _end_checkpoints(self, trial: optuna.Trial, own: dict[str, Any] | None, inherited: dict[str, Any] | None,
+                         *, complete: bool) -> None:
+        """The trial ends for good: keep its model if configured, delete its checkpoint files."""
+        if self.checkpoints is None:
+            return
+        try:
+            self.checkpoints.finish(self.study, trial, own, inherited, complete=complete)
+        except StorageError:
+            raise
+        except Exception as error:  # clean-up is housekeeping: never fail the trial over it
+            _logger.warning("Trial %d: checkpoint clean-up failed: %s", trial.number, error)
 
     def _record(self, trial: optuna.Trial, config: RegularizerConfig, result: dict[str, Any], started: float) -> None:
         layers = result.get("placement_layers", {})
@@ -421,8 +447,15 @@ class WorkerLoop:
         self._set(trial, "duration_s", round(time.monotonic() - started, 3))
         self._tell(trial, TrialState.FAIL)
 
-    def _give_back(self, trial: optuna.Trial, cause: StopCause, reason: str, tb: str | None = None) -> None:
-        """Fail a trial that did not get to count, release its slot and re-queue a copy."""
+    def _give_back(self, trial: optuna.Trial, cause: StopCause, reason: str, tb: str | None = None, *,
+                   handler: _EpochHandler | None = None, inherited: dict[str, Any] | None = None) -> None:
+        """Fail a trial that did not get to count, release its slot and re-queue a copy.
+
+        Its checkpoint stays for the copy to resume from; one it inherited is deleted once it
+        wrote a newer one of its own.
+        """
+        if self.checkpoints is not None and inherited and handler is not None and handler.checkpoint:
+            self.checkpoints.remove(inherited)
         self._set(trial, "fail_reason", reason[:2000])
         self._set(trial, budget.STOP_CAUSE_ATTR, cause.value)
         if tb:
