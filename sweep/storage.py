@@ -258,23 +258,38 @@ def open_storage(url: str, config: StorageConfig | None = None) -> optuna.storag
         from sweep.budget import ReleaseSlotAndRetry  # budget imports this module
 
         callback = ReleaseSlotAndRetry(max_retry=config.max_retry)
-    try:
-        return db_call(
-            lambda: optuna.storages.RDBStorage(
-                url,
-                engine_kwargs=_engine_kwargs(url, config),
-                heartbeat_interval=config.heartbeat_interval,
-                grace_period=config.grace_period,
-                heartbeat_stale_trial_callback=callback,
-            ),
-            what=f"open storage {mask_url(url)}",
-            attempts=config.open_attempts,
+
+    def _open() -> optuna.storages.RDBStorage:
+        storage = optuna.storages.RDBStorage(
+            url,
+            engine_kwargs=_engine_kwargs(url, config),
+            heartbeat_interval=config.heartbeat_interval,
+            grace_period=config.grace_period,
+            heartbeat_stale_trial_callback=callback,
+            # Optuna's own check holds a transaction open while it takes a second connection for
+            # alembic: behind a transaction pooler, processes starting together each held one
+            # server connection and waited for another until the pool was exhausted (64 workers,
+            # pool 10: deadlocked until PgBouncer's query_wait_timeout). Checked below, one
+            # connection at a time.
+            skip_compatibility_check=True,
         )
+        _check_schema_version(storage)
+        return storage
+
+    try:
+        return db_call(_open, what=f"open storage {mask_url(url)}", attempts=config.open_attempts)
     except ImportError as error:  # the URL names a driver that is not installed
         raise SpecError(
             f"Invalid storage: the database driver for {make_url(url).drivername!r} is not installed "
             f"({error.__cause__ or error}), received storage={mask_url(url)!r}"
         ) from None
+
+
+def _check_schema_version(storage: optuna.storages.RDBStorage) -> None:
+    """Optuna's schema compatibility check, without holding two connections at once."""
+    if storage.get_current_version() != storage.get_head_version():
+        # Incompatible (rare): Optuna's own check raises its message naming the fix.
+        storage._version_manager.check_table_schema_compatibility()
 
 
 #: Connection refusals by a running server that retrying cannot fix (wrong database, role, password).

@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
+import textwrap
 import threading
 import time
 from collections import Counter
@@ -24,6 +27,7 @@ from sqlalchemy.engine import make_url
 
 from sweep.budget import budget_state
 from sweep.storage import engine_of, open_storage
+from tests.helpers import REPO
 from tests.reliability.pgbouncer import pgbouncer
 from tests.reliability.support import (
     FINISHED,
@@ -92,6 +96,37 @@ def test_transaction_pooling_multiplexes_server_connections(pg_url: str, private
                 engine.dispose()
     print(f"\n[pgbouncer] 2 clients x 3 transactions: server pid(s) {sorted(pids)}; "
           f"client 1 saw statement_timeout {seen!r} after client 0's SET")
+
+
+def test_open_storage_needs_one_server_connection_at_a_time(pg_url: str, private_db: str) -> None:
+    """Pool of 1: opening the storage, ask and tell must not wait for a second server connection.
+
+    Optuna's schema check held a transaction while taking a second connection: 64 workers starting
+    behind a pool of 10 deadlocked (each held one and waited); here it would hang until PgBouncer's
+    query_wait_timeout (120 s).
+    """
+    code = textwrap.dedent("""
+        import sys, optuna
+        from sweep.storage import open_storage
+        storage = open_storage(sys.argv[1])
+        study = optuna.create_study(study_name="one-connection", storage=storage)
+        trial = study.ask()
+        study.tell(trial, trial.suggest_float("x", 0, 1))
+        print(len(study.trials))
+    """)
+    # The schema exists already, as in every deployment: init (`sweep create`) goes direct and
+    # creates it. (Optuna's first-time schema set-up also nests two connections.)
+    engine_of(open_storage(private_db)).dispose()
+    with pgbouncer(pg_url, private_db, pool_size=1) as bouncer:
+        started = time.monotonic()
+        try:
+            done = subprocess.run([sys.executable, "-c", code, bouncer.url(private_db)], capture_output=True,
+                                  text=True, timeout=60, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
+        except subprocess.TimeoutExpired:
+            raise AssertionError("open_storage/ask/tell behind a pool of 1 hung for 60 s (two connections at once?)"
+                                 ) from None
+    assert done.returncode == 0 and done.stdout.strip() == "1", f"{done.stdout}\n{done.stderr[-3000:]}"
+    print(f"\n[pgbouncer] open_storage + ask + tell behind a pool of 1: {time.monotonic() - started:.1f}s")
 
 
 def test_racing_workers_through_pgbouncer_budget_finalists_artifacts(pg_url: str, private_db: str,
