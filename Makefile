@@ -8,10 +8,12 @@ DEMO_NAME    ?= quick-$(shell date +%Y%m%d-%H%M%S)
 
 .PHONY: venv demo test test-fast bench bench-full lint lock clean
 
+# Not --quiet: the first install takes about 90 s (TensorFlow), and a silent terminal reads as hung.
 $(STAMP): pyproject.toml
+	@echo "Installing regsweep and its worker dependencies (TensorFlow) into $(VENV): about 90 s on a first run"
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[worker,dev]"
+	$(BIN)/python -m pip install --progress-bar on -e ".[worker,dev]"
 	rm -f $(VENV)/.installed-* && touch $@
 
 venv: $(STAMP)
