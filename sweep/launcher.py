@@ -5,13 +5,15 @@ replica gets GPU 0 (NVIDIA/nvidia-container-toolkit#521). The launcher instead c
 container per GPU id, each with its own ``DeviceRequest(device_ids=[id])``. ``--cpus N`` starts N
 CPU-only workers instead (no device request, so no NVIDIA runtime needed).
 
-The module is split in two so it can be tested without a Docker engine:
+This module is the command line only; the work is split over three modules so most of it can be
+tested without a Docker engine:
 
-* pure functions that *build* a :class:`WorkerSpec` and turn it into keyword arguments for
-  ``client.containers.run`` (:func:`run_kwargs`) and ``client.api.create_host_config``
-  (:func:`host_config_kwargs`), plus the GPU-list parsing;
-* functions that *call* the engine (:func:`connect`, :func:`up`, :func:`ls`, :func:`down`), each
-  taking the Docker client as a parameter.
+* :mod:`sweep.containers`: pure functions that *build* a ``WorkerSpec`` and turn it into keyword
+  arguments for ``client.containers.run`` (``run_kwargs``) and ``client.api.create_host_config``
+  (``host_config_kwargs``);
+* :mod:`sweep.gpus`: the GPU list (``nvidia-smi`` parsing, ``--gpus all|0,1``);
+* :mod:`sweep.docker_engine`: the functions that *call* the engine (``connect``, ``up``, ``ls``,
+  ``down``), each taking the Docker client as a parameter.
 
 The storage URL may carry the database password. It goes into the container only as the
 ``SWEEP_STORAGE`` environment variable, never onto a command line, and every message or log line
