@@ -69,14 +69,17 @@ def _mem_gib() -> float:
 
 
 def machine() -> dict[str, Any]:
-    """Cores, memory, CPU model, OS, GPU (none here) and the load right now."""
+    """Cores, memory, CPU model, OS, GPU (None without one) and the load right now."""
+    from workers.environment import gpu_name  # no Keras: nvidia-smi only
+
+    gpu = gpu_name()
     return {
         "cpus": os.cpu_count(),
         "mem_gib": _mem_gib(),
         "cpu_model": _cpu_model(),
         "platform": platform.platform(),
         "python": platform.python_version(),
-        "gpu": None,
+        "gpu": None if gpu == "cpu" else gpu,
         "load1_at_write": load1(),
     }
 
@@ -93,10 +96,17 @@ def versions(keras_too: bool = False) -> dict[str, str]:
     except Exception:  # pragma: no cover - no server
         pass
     if keras_too:
-        import keras
-        import tensorflow as tf
+        from importlib import metadata
 
-        out.update({"keras": keras.__version__, "tensorflow": tf.__version__})
+        import keras
+
+        out.update({"keras": keras.__version__, "keras_backend": keras.backend.backend()})
+        # Only what is installed (read, not imported): GPU machines with KERAS_BACKEND=jax carry no TensorFlow.
+        for name in ("tensorflow", "jax", "jaxlib", "torch"):
+            try:
+                out[name] = metadata.version(name)
+            except metadata.PackageNotFoundError:
+                pass
     return out
 
 
@@ -132,9 +142,10 @@ def summarize(values: Iterable[float], scale: float = 1000.0) -> dict[str, float
     return {"n": len(xs), "p50": pct(0.5), "p95": pct(0.95), "mean": round(statistics.fmean(xs), 3)}
 
 
-def write_result(name: str, size: str, payload: dict[str, Any], command: str, keras_too: bool = False) -> Path:
-    """Write ``bench/results/<name>-<size>.json`` with machine, versions, date, load and command added."""
-    RESULTS.mkdir(parents=True, exist_ok=True)
+def write_result(name: str, size: str, payload: dict[str, Any], command: str, keras_too: bool = False,
+                 directory: Path = RESULTS) -> Path:
+    """Write ``<directory>/<name>-<size>.json`` (default ``bench/results``) with machine, versions, date, load and command."""
+    directory.mkdir(parents=True, exist_ok=True)
     doc = {
         "benchmark": name,
         "size": size,
@@ -145,6 +156,6 @@ def write_result(name: str, size: str, payload: dict[str, Any], command: str, ke
         "versions": versions(keras_too),
         **payload,
     }
-    path = RESULTS / f"{name}-{size}.json"
+    path = directory / f"{name}-{size}.json"
     path.write_text(json.dumps(doc, indent=2, sort_keys=False) + "\n", encoding="utf-8")
     return path

@@ -243,7 +243,7 @@ def train(request: TrainRequest, on_epoch: Callable[[dict[str, Any]], str]) -> d
     Returns:
         ``epochs_run`` (epochs completed, counting resumed ones), ``history`` (this call's
         epochs), ``stopped``, ``sparsity``, ``block_norms``, ``placement_layers``,
-        ``param_count``, ``device``, ``backend``.
+        ``param_count``, ``device``, ``backend``, ``jit_compile``, ``policy``.
 
     Raises:
         TrialDiverged: If the loss becomes NaN or infinite.
@@ -307,6 +307,9 @@ def train(request: TrainRequest, on_epoch: Callable[[dict[str, Any]], str]) -> d
             "param_count": int(model.count_params()),
             "device": device,
             "backend": keras.backend.backend(),
+            # What "auto" resolved to on this device (benchmarks compare against the other choices).
+            "jit_compile": bool(model.jit_compile),
+            "policy": keras.mixed_precision.global_policy().name,
         }
     finally:
         keras.mixed_precision.set_global_policy(previous_policy)
