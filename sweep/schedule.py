@@ -224,7 +224,13 @@ class Scheduler:
                 _log_missed(night)
             self._last_firing = due
             return None
-        if night.late_s > ON_TIME_S:
+        if night.late_s > ON_TIME_S and self._last_firing is None:
+            # The first look after starting: the night began before this scheduler ran. Nothing
+            # was missed by it; joining an open window is what starting mid-night means.
+            _logger.info("Night %s opened at %s, before this scheduler started; joining it %.1f min in "
+                         "(the window ends at %s)", night.study_name, _fmt(night.firing), night.late_s / 60,
+                         _fmt(night.deadline))
+        elif night.late_s > ON_TIME_S:
             _logger.warning("Firing %s was missed (machine off or asleep?); firing now, %.1f min late; "
                             "the window still ends at %s", _fmt(night.firing), night.late_s / 60, _fmt(night.deadline))
         _logger.info("Night %s: firing %s, deadline %s", night.study_name, _fmt(night.firing), _fmt(night.deadline))

@@ -128,6 +128,8 @@ def test_ctrl_c_on_plain_worker_once_and_twice(pg_url: str, study_name: str, tmp
         lines = [line for line in output.splitlines() if line.startswith("sweep-worker: interrupted (SIGINT)")]
         assert len(lines) == 1 and "re-queued" in lines[0], output[-3000:]
         assert "Traceback" not in output, output[-3000:]
+        # The log says what happened: a deliberate stop, not a dead worker.
+        assert "went stale" not in output and "was stopped with its worker" in output, output[-3000:]
         claimed, waiting = _check_requeued(pg_url, name, interrupted=1)
         assert claimed == 0
         print(f"\n[interrupt] sweep-worker, {times} Ctrl-C: exit {proc.returncode} after {seconds:.1f}s, "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import pytest
 from optuna.artifacts import get_all_artifact_meta
 from optuna.trial import TrialState
 
+from sweep.budget import counts_toward_budget
 from tests.helpers import BIN, REPO, run_cli, write_spec
 
 TINY = """
@@ -48,12 +50,16 @@ def test_two_keras_workers_finish_a_six_trial_study(pg_url: str, study_name: str
     run_cli("create", str(write_spec(tmp_path / "tiny.toml", TINY.format(name=study_name))), "--storage", pg_url, check=True)
     env = {**os.environ, "PYTHONPATH": str(REPO), "SWEEP_STORAGE": pg_url, "SWEEP_STUDY": study_name}
     artifacts = tmp_path / "artifacts"
-    procs = [subprocess.Popen([str(BIN / "sweep-worker"), "--worker-index", str(i), "--artifacts", str(artifacts)],
+    procs = [subprocess.Popen([str(BIN / "sweep-worker"), "--worker-index", str(i), "--artifacts", str(artifacts),
+                               "--keep-models"],
                               env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for i in range(2)]
     outputs = [p.communicate(timeout=600)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outputs[0][-3000:] + outputs[1][-3000:]
     study = optuna.load_study(study_name=study_name, storage=pg_url)
     trials = study.get_trials()
+    # Reused duplicates (dedup_of) train nothing and take no slot: 6 trained trials count.
+    assert sum(counts_toward_budget(t.state, t.user_attrs) for t in trials) == 6
+    trials = [t for t in trials if t.user_attrs.get("dedup_of") is None]
     assert len(trials) == 6
     assert {t.state for t in trials} <= {TrialState.COMPLETE, TrialState.PRUNED}
     assert max(t.value for t in trials if t.value is not None) > 0.3  # 10 classes: chance is 0.1
@@ -76,4 +82,10 @@ def test_two_keras_workers_finish_a_six_trial_study(pg_url: str, study_name: str
         assert t.user_attrs["worker"]["versions"]["keras"].startswith("3.")
         names = sorted(m.filename for m in get_all_artifact_meta(t, storage=study._storage))
         assert f"trial-{t.number}-curves.png" in names and f"trial-{t.number}-diagnostics.png" in names
-        assert f"trial-{t.number}-checkpoint-a.keras" in names
+        assert not [n for n in names if "checkpoint" in n]  # deleted when the trial ended
+        assert (f"trial-{t.number}-model.keras" in names) == (t.state == TrialState.COMPLETE)
+    # What a user reads in a worker log: regsweep's lines, not TensorFlow's C++ logging or warnings.
+    noise = [line for output in outputs for line in output.splitlines()
+             if re.match(r"^[IWEF]\d{4} \d\d:\d\d:\d\d", line) or "cuInit" in line or "absl::InitializeLog" in line
+             or "Warning" in line and "regsweep" not in line]
+    assert not noise, noise[:20]

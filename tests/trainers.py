@@ -39,3 +39,14 @@ def faulty(request: TrainRequest, on_epoch: Callable[[dict[str, Any]], str]) -> 
         return on_epoch(metrics)
 
     return synthetic.train(request, on_epoch_with_fault)
+
+
+def with_tensorflow(request: TrainRequest, on_epoch: Callable[[dict[str, Any]], str]) -> dict[str, Any]:
+    """Synthetic training after really importing TensorFlow and running one op (its native logging)."""
+    import logging
+
+    import tensorflow as tf
+
+    tf.constant(1.0) + 1.0
+    logging.getLogger("tests.trainers").info("trial %d: tensorflow %s imported", request.trial_number, tf.__version__)
+    return synthetic.train(request, on_epoch)

@@ -22,9 +22,11 @@ import importlib
 import logging
 import multiprocessing as mp
 import os
+import re
 import shutil
 import signal
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Callable
@@ -65,11 +67,49 @@ class TrainingAborted(TrialError):
 _ENVIRONMENT_ERRORS = (DataError, ImportError)
 
 
+#: TensorFlow's C++ log lines (absl format: level letter, MMDD, time, thread, file:line]).
+_NATIVE_LOG = re.compile(rb"^[IWEF]\d{4} \d\d:\d\d:\d+\.\d+\s+\d+ [\w./-]+:\d+\] ")
+_ABSL_BANNER = b"WARNING: All log messages before absl::InitializeLog() is called are written to STDERR"
+
+
+def _native_noise(line: bytes, no_gpu: bool) -> bool:
+    """Whether a stderr line of the training child is TensorFlow chatter a user need not read:
+    its C++ INFO/WARNING lines (oneDNN, the cudart stub, XLA), absl's banner, and on a host
+    without a GPU the certain ``cuInit`` failure. C++ errors otherwise stay."""
+    if line.startswith(_ABSL_BANNER):
+        return True
+    if _NATIVE_LOG.match(line):
+        return line[:1] in (b"I", b"W") or (no_gpu and b"cuInit" in line)
+    return False
+
+
 def _quiet_native_logs() -> None:
-    # TensorFlow's C++ INFO/WARNING lines (oneDNN, cudart stub, XLA) buried every worker log;
-    # on a host without a GPU, cuInit's ERROR line is certain noise too. Must precede the import.
+    """Filter the child's own stderr (file descriptor 2, where C++ writes) before TensorFlow loads.
+
+    ``TF_CPP_MIN_LOG_LEVEL`` alone is not enough: TensorFlow 2.21 logs through absl before reading it.
+    """
     no_gpu = shutil.which("nvidia-smi") is None or os.environ.get("CUDA_VISIBLE_DEVICES", "x").strip() in ("", "-1")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3" if no_gpu else "2")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    try:
+        target = os.dup(2)
+        read_end, write_end = os.pipe()
+        os.dup2(write_end, 2)
+        os.close(write_end)
+    except OSError:  # pragma: no cover - no stderr to filter
+        return
+
+    def _pump() -> None:
+        pending = b""
+        with os.fdopen(read_end, "rb", buffering=0) as source:
+            while chunk := source.read(65536):
+                *lines, pending = (pending + chunk).split(b"\n")
+                kept = b"".join(line + b"\n" for line in lines if not _native_noise(line, no_gpu))
+                if kept:
+                    os.write(target, kept)
+        if pending and not _native_noise(pending, no_gpu):
+            os.write(target, pending)
+
+    threading.Thread(target=_pump, name="regsweep-stderr-filter", daemon=True).start()
 
 
 def resolve_trainer(ref: str) -> Callable[..., dict[str, Any]]:
