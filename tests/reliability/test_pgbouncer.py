@@ -5,7 +5,7 @@ session-scoped (SET, advisory locks, LISTEN, temp tables, server-side prepared s
 behind it. These tests run every database path of a worker through a pooler with fewer server
 connections than clients: Optuna's ``SELECT ... FOR UPDATE`` on ask/tell from racing workers, the
 budget's conditional UPDATE, heartbeats, ``fail_stale_trials`` after a ``kill -9``, the finalist
-flip, and artifact metadata (epoch checkpoints, curve plots) including a resume from one.
+flip, and artifact metadata (curve plots, kept models) and a resume from an epoch checkpoint.
 """
 
 from __future__ import annotations
@@ -142,8 +142,8 @@ def test_racing_workers_through_pgbouncer_budget_finalists_artifacts(pg_url: str
         sampler = ServerConnections(pg_url, database)
         sampler.start()
         pooled = bouncer.url(private_db)
-        workers += [start_worker(pooled, name, tmp_path / "logs", i, "--artifacts", str(artifacts), *HEARTBEAT)
-                    for i in range(workers_n)]
+        workers += [start_worker(pooled, name, tmp_path / "logs", i, "--artifacts", str(artifacts), "--keep-models",
+                                 *HEARTBEAT) for i in range(workers_n)]
         try:
             wait_workers(workers, timeout=300)
         finally:
@@ -168,12 +168,14 @@ def test_racing_workers_through_pgbouncer_budget_finalists_artifacts(pg_url: str
     state = budget_state(engine, name)
     assert state is not None and (state.total, state.claimed, state.settled) == (len(trials),) * 3, state
     study = optuna.load_study(study_name=name, storage=private_db)
-    for t in finished:
+    for t in finished:  # plots for every trial, the trained model (--keep-models) for each COMPLETE one
         metas = optuna.artifacts.get_all_artifact_meta(t, storage=study._storage)
         kinds = Counter(m.mimetype for m in metas)
-        assert kinds["image/png"] >= 1 and kinds["application/octet-stream"] >= 1, f"trial {t.number}: {kinds}"
-        assert t.user_attrs["checkpoint"]["artifact_id"] in {m.artifact_id for m in metas}
-        assert (artifacts / t.user_attrs["checkpoint"]["artifact_id"]).is_file()
+        assert kinds["image/png"] >= 1, f"trial {t.number}: {kinds}"
+        assert all((artifacts / m.artifact_id).is_file() for m in metas), f"trial {t.number}: a listed file is missing"
+        if t.state == TrialState.COMPLETE:
+            assert t.user_attrs["model"]["artifact_id"] in {m.artifact_id for m in metas if
+                                                            m.mimetype == "application/octet-stream"}, t.user_attrs
     assert 1 <= max_server <= pool, f"{max_server} server connections for a pool of {pool}"
     print(f"\n[pgbouncer] {workers_n} workers (16 client connections) through a pool of {pool}: max {max_server} "
           f"server connections, {len(finished)} trials ({by_state(trials)}), {len(finalists)} finalists, "
