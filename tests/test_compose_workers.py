@@ -134,7 +134,16 @@ def test_workers_service_command_runs_a_study_to_its_budget(pg_url: str, tmp_pat
             pass
 
 
-def test_gpu_worker_without_a_gpu_exits_before_claiming_a_trial(pg_url: str, tmp_path: Path) -> None:
+# A driver that answers while the framework cannot use the GPU (the broken-CUDA case): an
+# nvidia-smi that lists one GPU, in front of this machine's real, GPU-less TensorFlow.
+FAKE_NVIDIA_SMI = "#!/bin/sh\necho '0, NVIDIA H100 80GB HBM3'\n"
+
+
+@pytest.mark.parametrize(
+    ("driver", "reason"),
+    [("none", "nvidia-smi not found"), ("unusable", "tensorflow finds no GPU although nvidia-smi lists one")],
+)
+def test_gpu_worker_without_a_gpu_exits_before_claiming_a_trial(pg_url: str, tmp_path: Path, driver: str, reason: str) -> None:
     """The GPU `workers` service, on this GPU-less machine: exit 3 naming the reason, study untouched.
 
     Before SWEEP_REQUIRE_GPU, it trained the whole budget on CPU and looked healthy.
@@ -152,7 +161,14 @@ def test_gpu_worker_without_a_gpu_exits_before_claiming_a_trial(pg_url: str, tmp
     assert container_env.get("SWEEP_REQUIRE_GPU") == "1", "the GPU services must require their GPU"
     heartbeat = tmp_path / "heartbeat"
     container_env.update(SWEEP_STORAGE=pg_url, SWEEP_ARTIFACTS=str(tmp_path / "artifacts"), SWEEP_HEARTBEAT_FILE=str(heartbeat))
-    env = {**_clean_env(), **container_env, "PATH": f"{BIN}{os.pathsep}/usr/bin:/bin"}
+    path = f"{BIN}{os.pathsep}/usr/bin:/bin"
+    if driver == "unusable":
+        fake = tmp_path / "driver"
+        fake.mkdir()
+        (fake / "nvidia-smi").write_text(FAKE_NVIDIA_SMI, encoding="utf-8")
+        (fake / "nvidia-smi").chmod(0o755)
+        path = f"{fake}{os.pathsep}{path}"
+    env = {**_clean_env(), **container_env, "PATH": path}
     spec = tmp_path / "tiny.toml"
     spec.write_text(TINY_SPEC.format(trials=TRIALS), encoding="utf-8")
     created = _run([str(BIN / "sweep"), "create", str(spec), "--name", study], env, timeout=120)
@@ -160,7 +176,7 @@ def test_gpu_worker_without_a_gpu_exits_before_claiming_a_trial(pg_url: str, tmp
     try:
         worker = _run([str(BIN / argv[0]), *argv[1:]], env, timeout=300)
         assert worker.returncode == 3, f"exit {worker.returncode}:\n{worker.stdout[-2000:]}\n{worker.stderr[-3000:]}"
-        assert "a GPU is required" in worker.stderr and "nvidia-smi not found" in worker.stderr, worker.stderr
+        assert "a GPU is required" in worker.stderr and reason in worker.stderr, worker.stderr
         storage = open_storage(pg_url)
         state = budget_state(engine_of(storage), study)
         assert state is not None and (state.claimed, state.settled) == (0, 0), state

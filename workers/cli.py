@@ -16,6 +16,7 @@ import signal
 import sys
 import threading
 import time
+from pathlib import Path
 from types import FrameType
 
 from sweep.envargs import env_number
@@ -75,6 +76,19 @@ def _target(study: str | None, follow: str | None) -> tuple[str | None, str | No
     if study and follow:
         raise ValueError("SWEEP_STUDY and SWEEP_FOLLOW are both set; unset one")
     return study, follow
+
+
+def _idle(stopping: threading.Event, seconds: float, heartbeat_file: str | None, interval: float) -> None:
+    """Wait (until ``stopping``) while touching the heartbeat file: a --follow worker waiting for
+    the next night is alive, and its container must stay healthy rather than look hung."""
+    end = time.monotonic() + seconds
+    while not stopping.is_set() and (left := end - time.monotonic()) > 0:
+        if heartbeat_file:
+            try:
+                Path(heartbeat_file).touch()
+            except OSError as error:  # the healthcheck then reports it; waiting goes on
+                _logger.debug("Could not touch %s: %s", heartbeat_file, error)
+        stopping.wait(min(interval, left))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -145,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 name = args.study or next_open_study(storage, args.follow)
                 if name is None:
-                    stopping.wait(args.follow_poll)
+                    _idle(stopping, args.follow_poll, args.heartbeat_file, args.heartbeat_interval)
                     continue
                 loop = WorkerLoop(
                     storage,
@@ -175,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             if not args.follow:
                 break
-            stopping.wait(args.follow_poll)
+            _idle(stopping, args.follow_poll, args.heartbeat_file, args.heartbeat_interval)
     except RegsweepError as error:
         print(f"sweep-worker: error: {mask_secrets(str(error))}", file=sys.stderr)
         return error.exit_code or 1

@@ -327,3 +327,8 @@ def test_scheduler_and_nightly_worker_run_a_short_night_and_write_its_report(sta
     assert night in report, report[:2000]
     nightly_logs = stack.logs("worker-nightly")
     assert night in nightly_logs, nightly_logs[-3000:]
+    # Between nights the following worker waits for the next study, alive: it must stay healthy
+    # (it used to stop touching its heartbeat file after the night, and turned unhealthy).
+    time.sleep(15)  # > SWEEP_HEALTHCHECK_MAX_AGE_S + 3 checks after the night's work ended
+    health = stack.inspect(stack.container("worker-nightly"))["State"]["Health"]
+    assert health["Status"] == "healthy", [h.get("Output") for h in health["Log"]][-3:]
