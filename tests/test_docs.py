@@ -188,7 +188,7 @@ _docs_schedule() {
     grep -q "^Scheduling" "$log" || { kill -KILL -- "-$pid"; cat "$log"; echo "no banner within 60 s"; return 1; }
     kill -TERM -- "-$pid"; wait "$pid" 2>/dev/null || true
     cat "$log"
-    echo "[docs-test] sweep $* validated and started (banner), then interrupted"
+    echo "[docs-test] sweep $* validated and started (banner), then stopped with its process group"
 }
 make() {
     command make "$@" STAMP= BIN="$DOCS_VENV_BIN"
@@ -302,6 +302,19 @@ def test_readme_blocks_that_can_run_here_are_not_marked() -> None:
     for b in readme:
         if b.marker == "skip":
             assert re.search(r"GPU|install|suite|recurs", b.reason or "", re.IGNORECASE), (b.where, b.reason)
+
+
+def test_readme_spec_example_is_valid(tmp_path: Path) -> None:
+    """The README's TOML spec validates: its custom kind exists, its (optional) deadline is not past."""
+    from sweep.spec import check_deadline_ahead, load_spec
+
+    text = (REPO / "README.md").read_text(encoding="utf-8").split("### The spec", 1)[1]
+    example = text.split("```toml\n", 1)[1].split("```", 1)[0]
+    path = tmp_path / "example.toml"
+    path.write_text(example, encoding="utf-8")
+    spec = load_spec(path)
+    check_deadline_ahead(spec)
+    assert "workers.penalties:orthogonal" in spec.space.kernel.kinds
 
 
 def test_shrink_keeps_a_valid_spec(tmp_path: Path) -> None:
