@@ -69,7 +69,8 @@ def counts_toward_budget(state: Any, user_attrs: Mapping[str, Any]) -> bool:
     """The one rule: does a trial in ``state`` with ``user_attrs`` use a budget slot?
 
     * COMPLETE and PRUNED count, except a COMPLETE that reused a finished trial's result
-      (``dedup_of``: no model was trained, so the budget buys a new config instead);
+      (``dedup_of``: no model was trained, so the budget buys a new config instead) unless it is
+      marked ``dedup_counted`` (after many duplicates in a row: the space is exhausted);
     * FAIL counts only with ``stop_cause = "trial_error"``; a FAIL without a ``stop_cause`` was
       failed as stale (its worker died; its slot was released when it was re-queued). Trials of
       studies from before ``stop_cause`` existed fall back to their ``fail_reason`` text;
@@ -81,7 +82,7 @@ def counts_toward_budget(state: Any, user_attrs: Mapping[str, Any]) -> bool:
     """
     name = getattr(state, "name", state)
     if name == "COMPLETE":
-        return user_attrs.get("dedup_of") is None
+        return user_attrs.get("dedup_of") is None or bool(user_attrs.get("dedup_counted"))
     if name == "PRUNED":
         return True
     if name != "FAIL":

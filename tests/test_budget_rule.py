@@ -24,6 +24,7 @@ from tests.helpers import BIN, REPO, run_cli, synthetic_spec
         (TrialState.COMPLETE, {}, True),
         (TrialState.PRUNED, {}, True),
         (TrialState.COMPLETE, {"dedup_of": 3}, False),  # reused a result: trained nothing
+        (TrialState.COMPLETE, {"dedup_of": 3, "dedup_counted": True}, True),  # the space was exhausted
         (TrialState.FAIL, {"stop_cause": "trial_error", "fail_reason": "ValueError: x"}, True),
         (TrialState.FAIL, {"stop_cause": "shutdown", "fail_reason": "shutdown: worker stopped"}, False),
         (TrialState.FAIL, {"stop_cause": "deadline", "fail_reason": "deadline: stopped between epochs"}, False),

@@ -8,9 +8,9 @@ records that result on the new trial (``dedup_of``, ``epochs_saved``) instead of
 Such a trial does not count toward the budget (``sweep.budget.counts_toward_budget``): a user who
 asked for N trials expects N models trained on N different configs, not N minus the sampler's
 repeats (a continued study used to spend slots on copies of trials that had already run). It stays
-COMPLETE in the study so the sampler and the leaderboard see the value; after
+COMPLETE in the study so the sampler and the leaderboard see the value. After
 ``workers.loop.MAX_CONSECUTIVE_DUPLICATES`` of them in a row the space is taken as exhausted and
-the worker stops.
+further duplicates count again (``dedup_counted``), so the study still finishes.
 """
 
 from __future__ import annotations

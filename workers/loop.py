@@ -62,8 +62,9 @@ __all__ = ["WorkerLoop", "objective_value", "sampler_seed", "failure_cause", "SI
 
 _logger = logging.getLogger(__name__)
 TrialHook = Callable[[optuna.Study, optuna.trial.FrozenTrial], None]
-#: Reused duplicates in a row after which a worker stops: the sampler keeps proposing configs that
-#: already ran (a small categorical space is exhausted), and they no longer take budget slots.
+#: Reused duplicates in a row after which they count toward the budget again: the sampler keeps
+#: proposing configs that already ran (a small categorical space is exhausted, or TPE has settled
+#: on a config without lambdas), and the study must still be able to finish.
 MAX_CONSECUTIVE_DUPLICATES = 20
 #: Stop requests this close together are one: a terminal's Ctrl-C reaches every process of the
 #: group, and a parent (``sweep run``, a container runtime) may forward its own signal a moment later.
@@ -245,11 +246,6 @@ class WorkerLoop:
                 self.heartbeat.end()
             self.trials_run += 1
             self._check_streak()
-            if self._duplicates >= MAX_CONSECUTIVE_DUPLICATES:
-                _logger.warning("Stopping: the last %d proposals were all configs that already ran (the search "
-                                "space looks exhausted); %s budget slot(s) stay unused", self._duplicates,
-                                getattr(budget.budget_state(self.engine, self.study_name), "left", "?"))
-                return
 
     def _check_streak(self) -> None:
         """Stop the worker when the last failures all had one cause (a systematic failure)."""
@@ -333,6 +329,12 @@ class WorkerLoop:
             if source is not None:
                 # Recorded (the sampler learns from it) but not counted: its slot buys a new config.
                 reuse_result(self.study, trial, source)
+                if self._duplicates >= MAX_CONSECUTIVE_DUPLICATES:
+                    if self._duplicates == MAX_CONSECUTIVE_DUPLICATES:
+                        _logger.warning("The last %d proposals were all configs that already ran (the search space "
+                                        "looks exhausted); further duplicates use budget slots so the study can "
+                                        "finish", self._duplicates)
+                    self._set(trial, "dedup_counted", True)
                 self._end_checkpoints(trial, None, inherited, complete=False)
                 self._tell(trial, TrialState.COMPLETE, source.value)
                 self._duplicates += 1
