@@ -13,7 +13,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 WHEELS=(keras==3.15.1 namex==0.1.0 optree==0.20.0 optuna==5.0.0 alembic==1.20.1 mako==1.4.3 colorlog==6.12.0
-        sqlalchemy==2.1.9 pydantic==2.14.4 pydantic-core==2.50.5 annotated-types==0.8.0 typing-inspection==0.4.5)
+        sqlalchemy==2.1.9 pydantic==2.14.4 pydantic-core==2.50.5 annotated-types==0.8.0 typing-inspection==0.4.5
+        croniter==7.0.0)
 PY_VERSION=${PY_VERSION:-3.12}   # the GPU image's python3
 # Seconds: the whole run must end inside the device call's timeout_s (at most 600) and leave
 # device time (15 minutes a session, the machine's start included) for one rerun.
