@@ -145,8 +145,8 @@ def _project_worker(name: str, index: int, trials: int, barrier: Any, out: Any, 
             return timer.wrap("train_call", super().run)(request, timer.wrap("epoch_handler", on_epoch), timeout_s)
 
     class TimedLoop(loop_module.WorkerLoop):
-        def _tell(self, trial: Any, state: Any, value: float | None = None, *, counts: bool = True) -> None:
-            timer.wrap("tell+settle", super()._tell)(trial, state, value, counts=counts)
+        def _tell(self, trial: Any, state: Any, value: float | None = None) -> None:
+            timer.wrap("tell+settle", super()._tell)(trial, state, value)
 
         def _run_trial(self, trial: Any) -> None:
             timer.wrap("run_trial", super()._run_trial)(trial)
