@@ -295,7 +295,8 @@ def _check_schema_version(storage: optuna.storages.RDBStorage) -> None:
 #: Connection refusals by a running server that retrying cannot fix (wrong database, role, password).
 _PERMANENT = re.compile(
     r"FATAL:\s+(database \".*\" does not exist|role \".*\" does not exist|password authentication failed"
-    r"|no pg_hba\.conf entry)"
+    # PgBouncer's words for a wrong password (SCRAM) or a role missing from its auth file.
+    r"|no pg_hba\.conf entry|SASL authentication failed|no such user)"
 )
 
 

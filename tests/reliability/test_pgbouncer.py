@@ -10,10 +10,13 @@ flip, and artifact metadata (curve plots, kept models) and a resume from an epoc
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
 import threading
 import time
@@ -21,11 +24,13 @@ from collections import Counter
 from pathlib import Path
 
 import optuna
+import pytest
 import sqlalchemy as sa
 from optuna.trial import TrialState
 from sqlalchemy.engine import make_url
 
 from sweep.budget import budget_state
+from sweep.errors import StorageError
 from sweep.storage import engine_of, open_storage
 from tests.helpers import REPO
 from tests.reliability.pgbouncer import pgbouncer
@@ -228,3 +233,71 @@ def test_killed_worker_through_pgbouncer_is_failed_stale_and_resumed(pg_url: str
     assert state is not None and (state.claimed, state.settled) == (budget, budget), state
     print(f"\n[pgbouncer kill] trial {victim} FAIL {time_to_fail:.1f}s after kill -9, re-run as trial "
           f"{copies[0].number} resumed at epoch {copies[0].user_attrs['resumed']['epochs_saved'] + 1}; {by_state(trials)}")
+
+
+def test_compose_pgbouncer_service_starts_with_its_environment(pg_url: str, private_db: str, tmp_path: Path) -> None:
+    """docker-compose.yml's `pgbouncer` service: its environment runs start.sh, SCRAM auth works, healthcheck passes.
+
+    Substituted, as in tests/test_compose_workers.py: the `postgres` host -> the local server, the
+    role -> the test server's (trust on the server side; the client side still checks the
+    password through SCRAM), the listen port -> a free one, the run dir -> a local folder.
+    """
+    from tests.reliability.pgbouncer import require_pgbouncer
+    from tests.reliability.pgcluster import free_port
+    from tests.test_docker_files import environment_dict, parse_dockerfile, resolved_compose
+
+    binary = require_pgbouncer()
+    service = resolved_compose()["services"]["pgbouncer"]
+    env = environment_dict(service)
+    assert env["PGBOUNCER_DB_HOST"] == "postgres" and "PGBOUNCER_AUTH_TYPE" not in env, env.keys()
+    assert service["read_only"] is True and "/tmp" in service["tmpfs"]
+    (stage,) = parse_dockerfile(REPO / "deploy" / "pgbouncer" / "Dockerfile")
+    image_env = dict(pair.split("=", 1) for args in stage.all("ENV") for pair in args.replace("\\", " ").split())
+    server = make_url(pg_url)
+    port = free_port()
+    run_dir = Path(tempfile.mkdtemp(prefix="regsweep-compose-pgb-"))
+    os.chmod(run_dir, 0o1777)
+    password = env["PGBOUNCER_PASSWORD"]  # the .env.example placeholder
+    local = {**image_env, **env, "PGBOUNCER_DB_HOST": str(server.host), "PGBOUNCER_DB_PORT": str(server.port or 5432),
+             "PGBOUNCER_USER": str(server.username), "PGBOUNCER_LISTEN_ADDR": "127.0.0.1",
+             "PGBOUNCER_LISTEN_PORT": str(port), "PGBOUNCER_RUN_DIR": str(run_dir / "pgbouncer"),
+             "PATH": f"{Path(binary).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    kwargs: dict[str, object] = {"user": "postgres", "group": "postgres"} if os.geteuid() == 0 else {}
+    log = tmp_path / "pgbouncer.log"
+    with open(log, "wb") as handle:
+        proc = subprocess.Popen(["sh", str(REPO / "deploy" / "pgbouncer" / "start.sh")], env=local, stdout=handle,
+                                stderr=subprocess.STDOUT, cwd=run_dir, **kwargs)  # type: ignore[arg-type]
+    url = make_url(private_db).set(host="127.0.0.1", port=port, password=password)
+    try:
+        engine = sa.create_engine(url, poolclass=sa.pool.NullPool, connect_args={"connect_timeout": 3})
+        wrong = sa.create_engine(url.set(password="not-the-password"), poolclass=sa.pool.NullPool)
+
+        def connects() -> bool:
+            assert proc.poll() is None, f"pgbouncer exited {proc.returncode}:\n{log.read_text()}"
+            try:
+                with engine.connect() as conn:
+                    return conn.execute(sa.text("SELECT 1")).scalar_one() == 1
+            except sa.exc.OperationalError:
+                return False
+
+        wait_for(connects, 20, "a SCRAM login through the compose pgbouncer")
+        with pytest.raises(sa.exc.OperationalError, match="SASL authentication failed"):
+            with wrong.connect():
+                pass
+        # ...which regsweep does not retry as a transient fault (it would for ~48 s).
+        started = time.monotonic()
+        with pytest.raises(StorageError, match="SASL authentication failed"):
+            open_storage(url.set(password="not-the-password").render_as_string(hide_password=False))
+        assert time.monotonic() - started < 10, "a wrong password through PgBouncer was retried"
+        # The image's HEALTHCHECK command, with the image's environment.
+        (check,) = stage.all("HEALTHCHECK")
+        health = json.loads(check.split("CMD", 1)[1].strip())
+        if shutil.which("pg_isready"):
+            done = subprocess.run(health, env=local, capture_output=True, text=True, timeout=30)
+            assert done.returncode == 0, f"healthcheck {health}: {done.stdout}{done.stderr}"
+        engine.dispose()
+        wrong.dispose()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=10)
+        shutil.rmtree(run_dir, ignore_errors=True)
