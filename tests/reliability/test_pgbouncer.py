@@ -134,6 +134,16 @@ def test_open_storage_needs_one_server_connection_at_a_time(pg_url: str, private
     print(f"\n[pgbouncer] open_storage + ask + tell behind a pool of 1: {time.monotonic() - started:.1f}s")
 
 
+def test_schema_check_still_refuses_an_old_schema(private_db: str) -> None:
+    """The one-connection schema check keeps Optuna's: an outdated schema is refused with its advice."""
+    engine = engine_of(open_storage(private_db))
+    with engine.begin() as conn:
+        conn.execute(sa.text("UPDATE alembic_version SET version_num = 'v3.0.0.a'"))
+    engine.dispose()
+    with pytest.raises(RuntimeError, match="no longer compatible.*optuna storage upgrade"):
+        open_storage(private_db)
+
+
 def test_racing_workers_through_pgbouncer_budget_finalists_artifacts(pg_url: str, private_db: str,
                                                                        tmp_path: Path) -> None:
     """8 workers, a 3-connection pool: exact budget, one finalist flip, artifacts and heartbeats recorded."""
