@@ -207,7 +207,7 @@ def test_sixty_four_workers_through_pgbouncer(pg_url: str, private_db: str, tmp_
     assert all(len(t.intermediate_values) == EPOCHS for t in finished if t.state == TrialState.COMPLETE)
     state = budget_state(engine_of(open_storage(private_db)), name)
     assert state is not None and (state.claimed, state.settled) == (trials, trials), state
-    assert len(sampler.server) >= 20, f"only {len(sampler.server)} pg_stat_activity samples"
+    assert len(sampler.server) >= 10, f"only {len(sampler.server)} pg_stat_activity samples"
     assert 1 <= max(sampler.server) <= POOL, f"{max(sampler.server)} server connections for a pool of {POOL}"
 
     latency = json.loads(probe_out)
