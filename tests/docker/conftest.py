@@ -28,10 +28,12 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Everything under tests/docker carries the `docker` marker (`-m "not docker"` skips it)."""
+    """Everything under tests/docker is marked `docker` (`-m "not docker"` skips it) and `slow`
+    (minutes of builds and real training: `make test-fast` leaves it out, `make test` runs it)."""
     for item in items:
         if Path(str(item.fspath)).is_relative_to(Path(__file__).parent):
             item.add_marker(pytest.mark.docker)
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session")

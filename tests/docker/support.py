@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import socket
 import subprocess
+import textwrap
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -53,7 +55,7 @@ def shell_blocks(path: Path) -> list[tuple[str | None, str]]:
             while i < len(lines) and lines[i].strip() != "```":
                 body.append(lines[i])
                 i += 1
-            blocks.append((previous if previous.startswith("<!--") else None, "\n".join(body) + "\n"))
+            blocks.append((previous if previous.startswith("<!--") else None, textwrap.dedent("\n".join(body) + "\n")))
         i += 1
     return blocks
 
@@ -70,6 +72,21 @@ def docs_block(path: Path, contains: str) -> str:
     marks = [mark for mark, body in shell_blocks(path) if contains in body]
     assert marks[0] == DOCKER_MARK, f"{path.name}: the block with {contains!r} is not marked {DOCKER_MARK}"
     return found[0]
+
+
+def free_host_ports() -> dict[str, str]:
+    """A free loopback port for every ``*_HOST_PORT`` variable docker-compose.yml publishes with.
+
+    Two stacks (and the services already on this machine) must not race for the defaults.
+    """
+    from tests.test_docker_files import load_compose, variables_in
+
+    ports: dict[str, str] = {}
+    for name in sorted({name for name, _op, _arg in variables_in(load_compose()) if name.endswith("_HOST_PORT")}):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            ports[name] = str(s.getsockname()[1])
+    return ports
 
 
 def wait_for(what: str, check: Callable[[], T | None], timeout: float, every: float = 1.0) -> T:

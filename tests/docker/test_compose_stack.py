@@ -15,9 +15,9 @@ import datetime as dt
 import json
 import os
 import signal
-import subprocess
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from tests.docker.support import Checkout, docs_block, wait_for
+from tests.docker.support import Checkout, docs_block, free_host_ports, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 DOCS = REPO / "docs" / "docker.md"
@@ -77,14 +77,6 @@ services:
 """
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _storage(checkout: Checkout) -> optuna.storages.RDBStorage:
     return optuna.storages.RDBStorage(checkout.host_storage())
 
@@ -110,7 +102,7 @@ def _worker_pid(checkout: Checkout, container: str) -> int:
 
 
 @pytest.fixture(scope="module")
-def stack(checkout: Checkout) -> Checkout:
+def stack(checkout: Checkout) -> Iterator[Checkout]:
     """docs/docker.md sections 2 and 2b, run as written, with .env edited for this machine."""
     checkout.run(docs_block(DOCS, "cp .env.example .env"))
     specs = checkout.root / "test-specs"
@@ -119,8 +111,7 @@ def stack(checkout: Checkout) -> Checkout:
     (checkout.root / "nightly-cpu.yml").write_text(NIGHTLY_CPU_OVERRIDE, encoding="utf-8")
     checkout.set_env(
         COMPOSE_PROJECT_NAME=checkout.project,
-        POSTGRES_HOST_PORT=str(_free_port()),
-        DASHBOARD_HOST_PORT=str(_free_port()),
+        **free_host_ports(),
         SWEEP_STUDY=STUDY,
         SWEEP_SPEC="tiny",
         SWEEP_SPECS_DIR="./test-specs",
@@ -135,7 +126,8 @@ def stack(checkout: Checkout) -> Checkout:
     checkout.compose("--profile", "cpu", "build", "init", timeout=900)
     # Then the docs block itself: build (cached now), `up -d`, `ps`.
     checkout.run(docs_block(DOCS, "docker compose --profile cpu up -d"), timeout=1500)
-    return checkout
+    yield checkout
+    checkout.teardown()  # now, not at the session's end: free the CPUs for the next module
 
 
 def test_images_carry_their_lock_and_record_their_versions(stack: Checkout) -> None:
@@ -285,7 +277,7 @@ def test_sweep_workers_up_ls_down_with_cpu_containers(stack: Checkout) -> None:
     assert sum(counts_toward_budget(t.state, t.user_attrs) for t in _trials(stack)) == TRIALS + 2
     listed = stack.run("sweep workers ls", env={"COLUMNS": "200"}).stdout  # rich: no truncated names
     assert all(name in listed for name in names) and "exited" in listed, listed
-    removed = stack.run(docs_block(DOCS, "sweep workers down"), timeout=180).stdout
+    removed = stack.run(docs_block(DOCS, "set +a\nsweep workers down"), timeout=180).stdout
     assert "Removed 2 worker container(s)" in removed, removed
     left = stack.run(["docker", "ps", "-aq", "--filter", f"label=regsweep.study={STUDY}"]).stdout.split()
     assert left == [], left

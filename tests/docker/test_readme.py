@@ -10,17 +10,16 @@ from pathlib import Path
 
 import optuna
 
-from tests.docker.support import Checkout, docs_block, wait_for
-from tests.docker.test_compose_stack import _free_port
+from tests.docker.support import Checkout, docs_block, free_host_ports, wait_for
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 
 
 def test_readme_cpu_block_starts_the_quick_sweep_on_a_healthy_cpu_worker(fresh_checkout: Checkout) -> None:
     box = fresh_checkout
-    pg_port = _free_port()
-    box.env.update(COMPOSE_PROJECT_NAME=box.project, POSTGRES_HOST_PORT=str(pg_port),
-                   DASHBOARD_HOST_PORT=str(_free_port()))
+    ports = free_host_ports()
+    box.env.update(COMPOSE_PROJECT_NAME=box.project, **ports)
+    pg_port = ports["POSTGRES_HOST_PORT"]
     box.run(docs_block(README, "docker compose --profile cpu up -d"), timeout=1200)
     worker = box.container("worker-cpu")
     wait_for("the README's worker-cpu to become healthy", lambda: box.health(worker) == "healthy", timeout=300, every=2)
