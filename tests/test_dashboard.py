@@ -55,7 +55,8 @@ def dashboard(pg_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     name, artifacts = f"t-dashboard-{uuid.uuid4().hex[:8]}", tmp / "artifacts"
     run_cli("create", str(synthetic_spec(tmp, name, trials=3, epochs=2)), "--storage", pg_url, check=True)
     env = {**os.environ, "PYTHONPATH": str(REPO), "SWEEP_STORAGE": pg_url}
-    worker = subprocess.run([str(BIN / "sweep-worker"), "--study", name, "--artifacts", str(artifacts)], env=env,
+    worker = subprocess.run([str(BIN / "sweep-worker"), "--study", name, "--artifacts", str(artifacts),
+                             "--keep-models"], env=env,
                             cwd=REPO, capture_output=True, text=True, timeout=120, check=False)
     assert worker.returncode == 0, worker.stdout + worker.stderr
     port = _free_port()
@@ -90,7 +91,7 @@ def _trials(d: Dashboard) -> list[dict[str, Any]]:
     return sorted(d.json(f"/api/studies/{d.study_id}")["trials"], key=lambda t: t["number"])
 
 
-def test_api_serves_study_trials_curves_and_checkpoint_artifact(dashboard: Dashboard) -> None:
+def test_api_serves_study_trials_curves_and_kept_model_artifact(dashboard: Dashboard) -> None:
     d = dashboard
     summaries = d.json("/api/studies")["study_summaries"]
     assert [s["study_name"] for s in summaries if s["study_id"] == d.study_id] == [d.study]
@@ -102,11 +103,12 @@ def test_api_serves_study_trials_curves_and_checkpoint_artifact(dashboard: Dashb
         attrs = {a["key"]: a["value"] for a in t["user_attrs"]}
         assert json.loads(attrs["curves"]) == stored[t["number"]].user_attrs["curves"]
         assert len(json.loads(attrs["curves"])["val_accuracy"]) == 2
-        # The trial's latest checkpoint: listed among its artifacts and served byte for byte.
-        checkpoint = stored[t["number"]].user_attrs["checkpoint"]["artifact_id"]
-        assert checkpoint in [a["artifact_id"] for a in t["artifacts"]]
-        status, _, body = d.get(f"/artifacts/{d.study_id}/{t['trial_id']}/{checkpoint}")
-        with store.open_reader(checkpoint) as reader:
+        # The trained model (--keep-models): listed among its artifacts and served byte for byte.
+        model = stored[t["number"]].user_attrs["model"]["artifact_id"]
+        listed = {a["artifact_id"]: a["filename"] for a in t["artifacts"]}
+        assert listed.get(model) == f"trial-{t['number']}-model.keras"
+        status, _, body = d.get(f"/artifacts/{d.study_id}/{t['trial_id']}/{model}")
+        with store.open_reader(model) as reader:
             assert (status, body) == (200, reader.read())
     status, _, _ = d.get(f"/artifacts/{d.study_id}/{trials[0]['trial_id']}/{uuid.uuid4()}")
     assert status == 404
