@@ -28,6 +28,7 @@ from typing import BinaryIO
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from sweep.processes import die_with_parent
 from sweep.study import UNLIMITED, Sweep
 from sweep.summary import sweep_status
 
@@ -49,6 +50,10 @@ def open_worker_log(log_dir: Path, index: int) -> BinaryIO:
         except OSError:  # another live `sweep run` writes this file
             handle.close()
     raise OSError(f"cannot lock a log file for worker {index} in {log_dir}")
+
+
+def _stop_with_sweep_run() -> None:
+    die_with_parent(signal.SIGTERM)
 
 
 def _worker_command() -> list[str]:
@@ -113,8 +118,9 @@ def run_local_workers(
         handle = open_worker_log(log_dir, index)
         handles.append(handle)
         # Own process group: the terminal's Ctrl-C must not reach a worker *and* be forwarded to it.
+        # Out of the group, a kill -9 of `sweep run` would orphan the workers: they get SIGTERM then.
         procs.append(subprocess.Popen(_worker_command(), env=env, stdout=handle, stderr=subprocess.STDOUT,
-                                      start_new_session=True))
+                                      start_new_session=True, preexec_fn=_stop_with_sweep_run))
     logs = sorted({Path(h.name).name for h in handles})
     console.print(f"Started {n_workers} worker(s) on study [bold]{sweep.name}[/]; logs in {log_dir}/"
                   + ("" if logs == [f"worker-{i}.log" for i in range(n_workers)] else f" ({', '.join(logs)})"))

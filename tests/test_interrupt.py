@@ -134,3 +134,24 @@ def test_ctrl_c_on_plain_worker_once_and_twice(pg_url: str, study_name: str, tmp
         assert claimed == 0
         print(f"\n[interrupt] sweep-worker, {times} Ctrl-C: exit {proc.returncode} after {seconds:.1f}s, "
               f"{waiting} re-queued, claimed = settled = {claimed}")
+
+
+def test_kill_9_of_sweep_run_stops_its_workers_and_requeues(pg_url: str, study_name: str, tmp_path: Path) -> None:
+    # The workers run in their own process group (Ctrl-C above); a kill -9 of `sweep run` must
+    # still reach them, or they go on claiming slots that nobody watches.
+    spec = synthetic_spec(tmp_path, study_name, trials=8, epochs=20, epoch_seconds=0.4, dedup=False)
+    log = tmp_path / "run.log"
+    proc = _start([str(BIN / "sweep"), "run", str(spec), "--workers", "2", "--storage", pg_url,
+                   "--log-dir", str(tmp_path / "logs")], pg_url, log)
+    _wait_running(pg_url, study_name, 2, proc, log)
+    workers = [int(p) for p in subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True,
+                                              check=False).stdout.split()]
+    assert len(workers) == 2, workers
+    proc.kill()
+    proc.wait(timeout=10)
+    deadline = time.monotonic() + 60
+    while any(Path(f"/proc/{pid}").exists() and "Z" not in Path(f"/proc/{pid}/stat").read_text().split()[2]
+              for pid in workers):
+        assert time.monotonic() < deadline, f"workers {workers} outlived sweep run by 60 s"
+        time.sleep(0.2)
+    _check_requeued(pg_url, study_name, interrupted=2)

@@ -17,7 +17,6 @@ and starts a fresh one. The child ignores SIGINT/SIGTERM: stopping is the parent
 
 from __future__ import annotations
 
-import ctypes
 import importlib
 import logging
 import multiprocessing as mp
@@ -33,6 +32,7 @@ from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
 
+from sweep.processes import die_with_parent
 from sweep.errors import DataError, TrainerCrashed, TrialError, TrialTimeout, WorkerEnvironmentError
 
 __all__ = ["TrainerProcess", "RemoteTrialError", "TrainingAborted", "resolve_trainer"]
@@ -123,17 +123,8 @@ def resolve_trainer(ref: str) -> Callable[..., dict[str, Any]]:
     return target
 
 
-def _die_with_parent() -> None:
-    # If the worker is kill -9'ed, its child must not keep a GPU busy until its next epoch end.
-    if sys.platform.startswith("linux"):
-        try:
-            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-        except OSError:  # pragma: no cover - exotic libc
-            pass
-
-
 def _child_main(conn: Connection, trainer_ref: str) -> None:
-    _die_with_parent()
+    die_with_parent(signal.SIGKILL)  # a kill -9'ed worker must not leave its child on the GPU
     # Ctrl-C reaches the whole process group; only the parent decides how a trial ends.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
