@@ -104,6 +104,8 @@ def test_workers_service_command_runs_a_study_to_its_budget(pg_url: str, tmp_pat
         SWEEP_STORAGE=pg_url,
         SWEEP_ARTIFACTS=str(artifacts),
         SWEEP_HEARTBEAT_FILE=str(heartbeat),
+        # No GPU here: the GPU requirement itself is what the test below checks.
+        SWEEP_REQUIRE_GPU="0",
     )
     env = {**_clean_env(), **container_env, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
 
