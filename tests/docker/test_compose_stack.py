@@ -35,12 +35,15 @@ TRIALS = 3
 EPOCHS = 3
 
 # Small enough for 2 CPU cores (a few seconds an epoch), big enough to stop a trial mid-way.
+# Only continuous lambdas: no two trials share a config, so none is a reused duplicate (which
+# completes at once, copying its twin's curve) and the trial stopped mid-way really trains.
 SPEC = """
 [study]
 name = "{name}"
 
 [space.kernel]
-kinds = ["none", "l2"]
+kinds = ["l1", "l2"]
+l1 = {{ low = 1e-6, high = 1e-4 }}
 l2 = {{ low = 1e-5, high = 1e-3 }}
 
 [training]
@@ -145,6 +148,12 @@ def test_images_carry_their_lock_and_record_their_versions(stack: Checkout) -> N
         labels = stack.inspect_image(image)["Config"]["Labels"] or {}
         if lock != "base":
             assert labels.get("org.regsweep.lock") == f"requirements/{lock}.lock", labels
+    # TensorFlow itself, unfiltered (the worker's training child filters TF's native log lines):
+    # plain `tensorflow` logged "failed call to cuInit" on every start of the CPU image.
+    probe = stack.run(["docker", "run", "--rm", "--entrypoint", "python", "-e", "CUDA_VISIBLE_DEVICES=-1",
+                       "regsweep-worker-cpu:latest", "-c",
+                       "import tensorflow as tf; print([d.device_type for d in tf.config.list_physical_devices()])"])
+    assert probe.stdout.strip() == "['CPU']" and "cuInit" not in probe.stderr and "cuda" not in probe.stderr.lower(), probe.stderr
 
 
 def test_cpu_profile_up_starts_a_healthy_worker(stack: Checkout) -> None:
@@ -178,7 +187,8 @@ def test_a_stopped_worker_process_goes_unhealthy_and_back(stack: Checkout) -> No
 
 def test_compose_stop_mid_trial_then_start_resumes_from_the_checkpoint(stack: Checkout) -> None:
     def running_after_an_epoch() -> optuna.trial.FrozenTrial | None:
-        running = [t for t in _trials(stack) if t.state == TrialState.RUNNING and t.intermediate_values]
+        running = [t for t in _trials(stack) if t.state == TrialState.RUNNING and t.intermediate_values
+                   and t.user_attrs.get("dedup_of") is None]
         return running[0] if running and max(running[0].intermediate_values) < EPOCHS - 2 else None
 
     victim = wait_for("a trial that finished its first epoch", running_after_an_epoch, timeout=240, every=0.3)
