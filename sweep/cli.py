@@ -109,6 +109,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    from sweep.study import UNLIMITED
     from sweep.summary import sweep_status
 
     sweep = _load(args)
@@ -117,7 +118,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(json.dumps(s.as_json(), indent=2))  # plain print: rich would wrap long strings
         return 0
     counts = ", ".join(f"{k.lower()} {v}" for k, v in sorted(s.counts.items()) if v and k != "FAIL_COUNTED")
-    budget = "unlimited" if s.budget_total is None or s.budget_total >= 2**31 - 1 else str(s.budget_total)
+    budget = "unlimited" if s.budget_total is None or s.budget_total >= UNLIMITED else str(s.budget_total)
     out.print(f"[bold]{s.study}[/]: {counts or 'no trials yet'}; budget {s.finished}/{budget} finished")
     if s.best_value is not None:
         out.print(f"best: {s.best_value:.4f} (trial {s.best_number}: {s.best_label})")
@@ -226,6 +227,7 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
     from sweep.regconfig import RegularizerConfig
     from sweep.space import params_from_config
     from sweep.storage import db_call, engine_of
+    from sweep.study import UNLIMITED
 
     raw = _read_configs(args)  # bad input fails before storage is opened
     sweep = _load(args)
@@ -252,7 +254,7 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
     out.print(f"Enqueued {added} config(s) in [bold]{sweep.name}[/]"
               + (f"; {len(skipped)} skipped: {', '.join(skipped)}" if skipped else ""))
     waiting = sum(1 for t in trials if t.state == TrialState.WAITING)
-    if state is not None and state.total < 2**31 - 1 and waiting > state.left:
+    if state is not None and state.total < UNLIMITED and waiting > state.left:
         out.print(f"note: {waiting} trials wait for {state.left} free budget slot(s); "
                   f"`sweep extend {sweep.name} --trials N` adds slots")
     return 0

@@ -37,6 +37,7 @@ from sweep.report_figures import (
     tutorial_figure,
 )
 from sweep.storage import mask_secrets
+from sweep.study import UNLIMITED
 
 __all__ = ["fmt", "fmt_seconds", "render_html"]
 
@@ -119,7 +120,7 @@ def _summary(data: ReportData, storage: str) -> str:
     kv = [
         ("storage", storage),
         ("deadline", _when(budget.get("deadline"))),
-        ("budget", "until the deadline" if not trials or trials >= 2**31 - 1 else f"{trials} trials"),
+        ("budget", "until the deadline" if not trials or trials >= UNLIMITED else f"{trials} trials"),
         ("training", (f"{data.spec.training.epochs} epochs on {data.spec.training.dataset}, "
                      f"sampler {data.spec.sampler.name}, pruner {data.spec.pruner.name}")),
     ]

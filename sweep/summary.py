@@ -115,14 +115,15 @@ def sweep_status(sweep: Sweep) -> SweepStatus:
     ]
     median = statistics.median(durations) if durations else None
     eta = None
+    # The one budget rule, applied once per trial: it feeds "finished", FAIL_COUNTED and the ETA.
+    counting = [t for t in trials if counts_toward_budget(t.state, t.user_attrs)]
     if state is not None and state.total < UNLIMITED and median is not None:
-        done = sum(1 for t in trials if counts_toward_budget(t.state, t.user_attrs))
-        remaining = max(state.total - done, 0)
+        remaining = max(state.total - len(counting), 0)
         eta = remaining * median / max(len(running), 1)
     reused = [t for t in trials if t.user_attrs.get("dedup_of") is not None]
     epochs_saved = sum(int(t.user_attrs.get("epochs_saved", 0)) for t in reused)
     counts_dict = dict(counts)
-    counts_dict["FAIL_COUNTED"] = sum(1 for t in trials if _counted_failure(t))
+    counts_dict["FAIL_COUNTED"] = sum(1 for t in counting if t.state == TrialState.FAIL)
     return SweepStatus(
         study=study.study_name,
         counts=counts_dict,
@@ -136,13 +137,8 @@ def sweep_status(sweep: Sweep) -> SweepStatus:
         eta_s=eta,
         reused=len(reused),
         epochs_saved=epochs_saved,
-        counted=sum(1 for t in trials if counts_toward_budget(t.state, t.user_attrs)),
+        counted=len(counting),
     )
-
-
-def _counted_failure(trial: FrozenTrial) -> bool:
-    """A FAIL that used its budget slot (the one rule: :func:`sweep.budget.counts_toward_budget`)."""
-    return trial.state == TrialState.FAIL and counts_toward_budget(trial.state, trial.user_attrs)
 
 
 def leaderboard(sweep: Sweep, top: int = 10) -> list[dict[str, Any]]:
