@@ -15,7 +15,9 @@ import sys
 from importlib import metadata
 from typing import Any
 
-__all__ = ["gpu_name", "worker_info", "gpu_problem"]
+from sweep.gpus import NVIDIA_SMI_QUERY
+
+__all__ = ["gpu_name", "worker_info", "gpu_problem", "cuda_hides_all_gpus"]
 
 # Run in a child, so the worker parent stays free of TensorFlow/JAX (and of their CUDA state).
 _GPU_PROBE = {
@@ -24,29 +26,41 @@ _GPU_PROBE = {
 }
 
 
+def cuda_hides_all_gpus() -> bool:
+    """Whether ``CUDA_VISIBLE_DEVICES`` is set to hide every GPU from this process."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    return visible is not None and visible.strip() in ("", "-1")
+
+
+def _nvidia_smi(timeout: float) -> subprocess.CompletedProcess[str]:
+    """The launcher's GPU query (``sweep.gpus.NVIDIA_SMI_QUERY``), run here in the worker."""
+    return subprocess.run(list(NVIDIA_SMI_QUERY), capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def _gpu_rows(output: str) -> list[tuple[str, str]]:
+    """``(index, name)`` per GPU line of the query's output; other lines are ignored."""
+    return [(index.strip(), name.strip()) for index, name in
+            (line.split(",", 1) for line in output.strip().splitlines() if "," in line)]
+
+
 def gpu_name() -> str:
     """Name of the first GPU visible to this process, or ``"cpu"``."""
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if visible is not None and visible.strip() in ("", "-1"):
-        return "cpu"
-    if shutil.which("nvidia-smi") is None:
+    if cuda_hides_all_gpus() or shutil.which("nvidia-smi") is None:
         return "cpu"
     try:
-        out = subprocess.run(
-            ["nvidia-smi", "--query-gpu=index,name", "--format=csv,noheader"],
-            capture_output=True, text=True, timeout=10, check=True,
-        ).stdout
+        result = _nvidia_smi(timeout=10)
     except (OSError, subprocess.SubprocessError):
         return "cpu"
-    rows = [line.split(",", 1) for line in out.strip().splitlines() if "," in line]
+    rows = _gpu_rows(result.stdout) if result.returncode == 0 else []
     if not rows:
         return "cpu"
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     if visible:
         first = visible.split(",")[0].strip()
         for index, name in rows:
-            if index.strip() == first:
-                return name.strip()
-    return rows[0][1].strip()
+            if index == first:
+                return name
+    return rows[0][1]
 
 
 def gpu_problem(timeout: float = 300.0) -> str | None:
@@ -58,21 +72,19 @@ def gpu_problem(timeout: float = 300.0) -> str | None:
     Args:
         timeout: Seconds the backend probe (a child that imports TensorFlow or JAX) may take.
     """
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if visible is not None and visible.strip() in ("", "-1"):
-        return f"CUDA_VISIBLE_DEVICES={visible!r} hides every GPU"
+    if cuda_hides_all_gpus():
+        return f"CUDA_VISIBLE_DEVICES={os.environ['CUDA_VISIBLE_DEVICES']!r} hides every GPU"
     if shutil.which("nvidia-smi") is None:
         return ("nvidia-smi not found: no NVIDIA driver is mounted into this container (is the NVIDIA "
                 "Container Toolkit installed and a GPU requested?)")
     try:
-        result = subprocess.run(["nvidia-smi", "--query-gpu=index,name", "--format=csv,noheader"],
-                                capture_output=True, text=True, timeout=30, check=False)
+        result = _nvidia_smi(timeout=30)
     except (OSError, subprocess.SubprocessError) as error:
         return f"nvidia-smi did not run: {error}"
     if result.returncode != 0:
         detail = (result.stderr or result.stdout).strip().splitlines()
         return f"nvidia-smi failed with exit status {result.returncode}: {detail[0] if detail else 'no output'}"
-    if not [line for line in result.stdout.splitlines() if "," in line]:
+    if not _gpu_rows(result.stdout):
         return "nvidia-smi lists no GPU"
     backend = os.environ.get("KERAS_BACKEND", "tensorflow")
     probe = _GPU_PROBE.get(backend)

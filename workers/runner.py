@@ -32,8 +32,9 @@ from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
 
-from sweep.processes import die_with_parent
 from sweep.errors import DataError, TrainerCrashed, TrialError, TrialTimeout, WorkerEnvironmentError
+from sweep.processes import die_with_parent
+from workers.environment import cuda_hides_all_gpus
 
 __all__ = ["TrainerProcess", "RemoteTrialError", "TrainingAborted", "resolve_trainer"]
 
@@ -88,7 +89,7 @@ def _quiet_native_logs() -> None:
 
     ``TF_CPP_MIN_LOG_LEVEL`` alone is not enough: TensorFlow 2.21 logs through absl before reading it.
     """
-    no_gpu = shutil.which("nvidia-smi") is None or os.environ.get("CUDA_VISIBLE_DEVICES", "x").strip() in ("", "-1")
+    no_gpu = shutil.which("nvidia-smi") is None or cuda_hides_all_gpus()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
         target = os.dup(2)
