@@ -53,7 +53,8 @@ def _free_port() -> int:
 def dashboard(pg_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dashboard]:
     tmp = tmp_path_factory.mktemp("dashboard")
     name, artifacts = f"t-dashboard-{uuid.uuid4().hex[:8]}", tmp / "artifacts"
-    run_cli("create", str(synthetic_spec(tmp, name, trials=3, epochs=2)), "--storage", pg_url, check=True)
+    # Every trial trains (no reused duplicate, which has no model and takes no slot): 3 trials, 3 models.
+    run_cli("create", str(synthetic_spec(tmp, name, trials=3, epochs=2, dedup=False)), "--storage", pg_url, check=True)
     env = {**os.environ, "PYTHONPATH": str(REPO), "SWEEP_STORAGE": pg_url}
     worker = subprocess.run([str(BIN / "sweep-worker"), "--study", name, "--artifacts", str(artifacts),
                              "--keep-models"], env=env,
