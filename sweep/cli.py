@@ -149,9 +149,18 @@ def _print_leaderboard(sweep: Any, top: int) -> None:
     rows = leaderboard(sweep, top)
     pruned = pruned_count(sweep)
     # Light borders and unwrapped penalties: one line per trial even in an 80-column terminal.
-    table = Table(title=f"leaderboard: {sweep.name}", box=box.SIMPLE_HEAD, pad_edge=False)
-    for name in ("#", "trial", "val acc", "kernel", "bias", "activity", "epochs", "seconds"):
-        table.add_column(name, no_wrap=True, justify="right" if name in ("#", "trial", "val acc", "epochs", "seconds") else "left")
+    # Only the penalty texts are cut when space runs out; the numbers keep their full width.
+    table = Table(title=f"leaderboard: {sweep.name}", box=box.SIMPLE_HEAD, pad_edge=False, padding=0)
+    numbers = {"#": 3, "trial": 5, "val acc": 7, "epochs": 6, "seconds": 7}
+    # What the numbers leave, shared by the three penalty columns; the box draws one space
+    # between columns and one at each edge.
+    gaps = len(numbers) + len(PLACEMENTS) + 1
+    penalty_width = max(8, (out.width - sum(numbers.values()) - gaps) // len(PLACEMENTS))
+    for name in ("#", "trial", "val acc", *PLACEMENTS, "epochs", "seconds"):
+        if name in numbers:
+            table.add_column(name, no_wrap=True, justify="right", min_width=numbers[name])
+        else:
+            table.add_column(name, no_wrap=True, overflow="ellipsis", max_width=penalty_width)
     for rank, row in enumerate(rows, 1):
         seconds = "" if row["duration_s"] is None else f"{row['duration_s']:.0f}"
         note = f" (= #{row['reused']})" if row["reused"] is not None else ""

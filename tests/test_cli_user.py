@@ -293,6 +293,24 @@ def test_leaderboard_says_it_hides_pruned_trials(existing: str, tmp_path: Path) 
     assert "2 pruned trial(s) not shown" in result.stdout, result.stdout
 
 
+def test_leaderboard_keeps_accuracy_readable_in_80_columns(existing: str, tmp_path: Path) -> None:
+    """Long penalties on every placement are cut; the accuracy, trial, epochs and seconds never are."""
+    study = optuna.load_study(study_name="there", storage=existing)
+    penalty = {"kind": "l1_l2", "l1": 5.7e-06, "l2": 1.7e-05}
+    study.add_trial(optuna.trial.create_trial(
+        state=TrialState.COMPLETE, value=0.9359, params={"kernel_kind": "none"},
+        distributions={"kernel_kind": optuna.distributions.CategoricalDistribution(["none", "l1", "l2"])},
+        user_attrs={"config": {p: penalty for p in ("kernel", "bias", "activity")}, "epochs_run": 6, "duration_s": 70.2}))
+    result = sweep("best", "there", "--storage", existing, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert max(len(line) for line in lines) <= 80, result.stdout
+    header = next(line for line in lines if "kernel" in line)
+    assert "val acc" in header and "epochs" in header and "seconds" in header, result.stdout
+    row = next(line for line in lines if "0.9359" in line)
+    assert row.split()[:3] == ["1", str(study.trials[-1].number), "0.9359"] and row.split()[-2:] == ["6", "70"], row
+
+
 def test_set_metric_names_at_create(existing: str) -> None:
     """optuna-dashboard names the objective instead of "Objective 0"."""
     assert optuna.load_study(study_name="there", storage=existing).metric_names == ["val_accuracy"]
