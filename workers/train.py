@@ -39,6 +39,7 @@ _DEFAULTS: dict[str, Any] = {
     "dataset": "digits", "input_size": 32, "width": 0.25, "bn_momentum": 0.9, "conv_bias": False,
     "epochs": 5, "batch_size": 64, "optimizer": "sgd", "learning_rate": 0.05, "momentum": 0.9,
     "seed": 0, "val_fraction": 0.2, "limit": None, "mixed_precision": "auto", "jit_compile": "auto",
+    "steps_per_epoch": None,
 }
 
 
@@ -94,23 +95,41 @@ def _optimizer(setup: dict[str, Any]) -> keras.optimizers.Optimizer:
     return keras.optimizers.SGD(lr, momentum=float(setup["momentum"]) if name == "momentum" else 0.0)
 
 
-def _inputs(data: ImageData, batch_size: int, seed: int) -> dict[str, Any]:
-    """Return ``model.fit`` keyword arguments: tf.data with prefetch on TF, arrays elsewhere."""
+def _steps_per_epoch(setup: dict[str, Any]) -> int | None:
+    steps = setup.get("steps_per_epoch")
+    if steps is None:
+        return None
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise TrialError(f"Invalid training.steps_per_epoch: expected an int >= 1, received steps_per_epoch={steps!r}")
+    return steps
+
+
+def _inputs(data: ImageData, batch_size: int, seed: int, steps_per_epoch: int | None) -> dict[str, Any]:
+    """Return ``model.fit`` keyword arguments: tf.data with prefetch on TF, arrays elsewhere.
+
+    With ``steps_per_epoch`` an epoch is that many optimizer steps, cycling through freshly
+    shuffled passes over the training images, however many that takes (what a small bundled
+    data set needs to give a penalty as many steps x learning rate per epoch as a large one).
+    """
     if keras.backend.backend() == "tensorflow":
         import tensorflow as tf
 
-        train = (
-            tf.data.Dataset.from_tensor_slices((data.x_train, data.y_train))
-            .shuffle(len(data.x_train), seed=seed, reshuffle_each_iteration=True)
-            .batch(batch_size)
-            .prefetch(tf.data.AUTOTUNE)
-        )
+        train = tf.data.Dataset.from_tensor_slices((data.x_train, data.y_train)).shuffle(
+            len(data.x_train), seed=seed, reshuffle_each_iteration=True)
+        if steps_per_epoch is not None:
+            train = train.repeat()
+        train = train.batch(batch_size).prefetch(tf.data.AUTOTUNE)
         val = tf.data.Dataset.from_tensor_slices((data.x_val, data.y_val)).batch(batch_size).prefetch(tf.data.AUTOTUNE)
         # The dataset shuffles itself; fit's shuffle would only warn.
-        return {"x": train, "validation_data": val, "shuffle": False}
+        return {"x": train, "validation_data": val, "shuffle": False, "steps_per_epoch": steps_per_epoch}
     # JAX / torch: arrays; x and y must be passed separately, or Keras sees two model inputs.
-    return {"x": data.x_train, "y": data.y_train, "validation_data": (data.x_val, data.y_val),
-            "batch_size": batch_size, "shuffle": True}
+    x, y = data.x_train, data.y_train
+    if steps_per_epoch is not None:
+        # Arrays cannot repeat themselves: tile them to one epoch's worth (fit shuffles them).
+        copies = -(-steps_per_epoch * batch_size // len(x))
+        x, y = np.concatenate([x] * copies), np.concatenate([y] * copies)
+    return {"x": x, "y": y, "validation_data": (data.x_val, data.y_val),
+            "batch_size": batch_size, "shuffle": True, "steps_per_epoch": steps_per_epoch}
 
 
 def reg_loss_on(model: keras.Model, probe: np.ndarray) -> float:
@@ -243,7 +262,7 @@ def train(request: TrainRequest, on_epoch: Callable[[dict[str, Any]], str]) -> d
     Returns:
         ``epochs_run`` (epochs completed, counting resumed ones), ``history`` (this call's
         epochs), ``stopped``, ``sparsity``, ``block_norms``, ``placement_layers``,
-        ``param_count``, ``device``, ``backend``, ``jit_compile``, ``policy``.
+        ``param_count``, ``optimizer_steps``, ``device``, ``backend``, ``jit_compile``, ``policy``.
 
     Raises:
         TrialDiverged: If the loss becomes NaN or infinite.
@@ -255,6 +274,7 @@ def train(request: TrainRequest, on_epoch: Callable[[dict[str, Any]], str]) -> d
     mixed = _choice(setup, "mixed_precision", ("auto", "on", "off"))
     jit_setting = _choice(setup, "jit_compile", ("auto", "on", "off"))
     epochs, batch_size = int(setup["epochs"]), int(setup["batch_size"])
+    steps_per_epoch = _steps_per_epoch(setup)
     if epochs < 1 or batch_size < 1:
         raise TrialError(f"Invalid training: epochs and batch_size must be >= 1, received epochs={epochs}, batch_size={batch_size}")
 
@@ -288,8 +308,9 @@ def train(request: TrainRequest, on_epoch: Callable[[dict[str, Any]], str]) -> d
             )
         model.jit_compile = _jit(jit_setting, gpu)  # a loaded model keeps the saving machine's choice
         # Shuffle seed moves with initial_epoch so a resumed run does not replay epoch 0's order.
-        fit_kwargs = _inputs(data, batch_size, int(request.seed) + request.initial_epoch)
-        reporter = _EpochReporter(on_epoch, data.x_train[:_PROBE_SIZE], len(data.x_train), request.checkpoint_path)
+        fit_kwargs = _inputs(data, batch_size, int(request.seed) + request.initial_epoch, steps_per_epoch)
+        images_per_epoch = steps_per_epoch * batch_size if steps_per_epoch else len(data.x_train)
+        reporter = _EpochReporter(on_epoch, data.x_train[:_PROBE_SIZE], images_per_epoch, request.checkpoint_path)
         logger.info("Trial %d: %s params on %s (%s, jit_compile=%s, policy=%s)", request.trial_number,
                     f"{model.count_params():,}", device, keras.backend.backend(), model.jit_compile,
                     keras.mixed_precision.global_policy().name)
@@ -305,6 +326,8 @@ def train(request: TrainRequest, on_epoch: Callable[[dict[str, Any]], str]) -> d
             "diagnostics_by_epoch": reporter.diagnostics,
             "placement_layers": placement_layers(model),
             "param_count": int(model.count_params()),
+            # Steps taken, resumed ones included: what a penalty's pull scales with (x learning rate).
+            "optimizer_steps": int(keras.ops.convert_to_numpy(model.optimizer.iterations)),
             "device": device,
             "backend": keras.backend.backend(),
             # What "auto" resolved to on this device (benchmarks compare against the other choices).
