@@ -36,7 +36,8 @@ def penalty_text(penalty: dict[str, Any] | None) -> str:
     if penalty.get("kind") == "custom":
         return f"{penalty.get('fn')} x {float(penalty.get('scale', 1.0)):.2g}"
     parts = [f"{k.upper()} {float(penalty[k]):.1e}" for k in ("l1", "l2") if penalty.get(k)]
-    return " + ".join(parts) or "none"
+    text = " + ".join(parts) or "none"
+    return f"{text} (not on the head)" if parts and penalty.get("head") is False else text
 
 
 def _round(value: float) -> float:
@@ -64,6 +65,8 @@ class Penalty:
         l2: L2 factor (kinds ``l2`` and ``l1_l2``).
         fn: ``package.module:function`` for kind ``custom``: takes the weight tensor, returns a scalar.
         scale: Multiplier of the custom function's value.
+        head: Whether the penalty also reaches the Dense head (the ``logits`` layer). The
+            tutorial leaves its head out of the L1 experiment and puts it in the L2 one.
     """
 
     kind: str = "none"
@@ -71,6 +74,7 @@ class Penalty:
     l2: float | None = None
     fn: str | None = None
     scale: float | None = None
+    head: bool = True
 
     def __post_init__(self) -> None:
         if self.kind not in (*BUILTIN_KINDS, "custom"):
@@ -84,13 +88,25 @@ class Penalty:
             raise SpecError(f"Invalid l1: kind {self.kind!r} needs l1, received l1=None")
         if self.kind in ("l2", "l1_l2") and self.l2 is None:
             raise SpecError(f"Invalid l2: kind {self.kind!r} needs l2, received l2=None")
+        if not isinstance(self.head, bool):
+            raise SpecError(f"Invalid head: expected true or false, received head={self.head!r}")
         if self.kind == "custom" and (self.fn is None or not is_custom_kind(self.fn)):
             raise SpecError(
                 f"Invalid fn: expected 'package.module:function' for kind 'custom', received fn={self.fn!r}"
             )
 
     def canonical(self) -> dict[str, Any]:
-        """The smallest dict that trains the same model: inactive parts dropped, lambdas rounded."""
+        """The smallest dict that trains the same model: inactive parts dropped, lambdas rounded.
+
+        ``"head": False`` appears only on an active penalty that leaves the head out, so every
+        config written before the option existed keeps its hash.
+        """
+        canonical = self._canonical_penalty()
+        if not self.head and canonical["kind"] != "none":
+            canonical["head"] = False
+        return canonical
+
+    def _canonical_penalty(self) -> dict[str, Any]:
         l1 = _round(self.l1) if self.kind in ("l1", "l1_l2") and self.l1 else 0.0
         l2 = _round(self.l2) if self.kind in ("l2", "l1_l2") and self.l2 else 0.0
         if self.kind == "custom":
@@ -112,7 +128,7 @@ class Penalty:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Penalty:
         """Inverse of :meth:`canonical` (also accepts non-canonical dicts)."""
-        unknown = set(data) - {"kind", "l1", "l2", "fn", "scale"}
+        unknown = set(data) - {"kind", "l1", "l2", "fn", "scale", "head"}
         if unknown:
             raise SpecError(f"Invalid penalty: unknown keys {sorted(unknown)}, received {data!r}")
         return cls(**data)

@@ -45,12 +45,13 @@ def _lambda(trial: Suggester, name: str, rng: LambdaRange) -> float:
 
 def _penalty(trial: Suggester, placement: str, ps: PlacementSpace) -> Penalty:
     kind = ps.kinds[0] if len(ps.kinds) == 1 else str(trial.suggest_categorical(f"{placement}_kind", ps.kinds))
+    head = ps.reaches_head(kind)
     if is_custom_kind(kind):
         scale = _lambda(trial, f"{placement}_scale", ps.scale) if ps.scale is not None else 1.0
-        return Penalty(kind="custom", fn=kind, scale=scale)
+        return Penalty(kind="custom", fn=kind, scale=scale, head=head)
     l1 = _lambda(trial, f"{placement}_l1", ps.l1) if kind in ("l1", "l1_l2") else None
     l2 = _lambda(trial, f"{placement}_l2", ps.l2) if kind in ("l2", "l1_l2") else None
-    return Penalty(kind=kind, l1=l1, l2=l2)
+    return Penalty(kind=kind, l1=l1, l2=l2, head=head)
 
 
 def suggest_config(trial: Suggester, space: SearchSpace) -> RegularizerConfig:
@@ -170,6 +171,9 @@ def _lambda_param(placement: str, key: str, value: float | None, rng: LambdaRang
 
 def params_from_config(config: RegularizerConfig, space: SearchSpace) -> dict[str, Any]:
     """The Optuna params that make :func:`suggest_config` return ``config`` (for ``sweep enqueue``).
+
+    Whether a penalty reaches the Dense head is not a param: the space's ``head`` decides it from
+    the kind, so a config's own ``head`` is not checked here.
 
     Raises:
         SpecError: The config lies outside the space (kind not allowed, lambda out of range,

@@ -113,7 +113,9 @@ class PlacementSpace(_Strict):
     """Search space of one placement: allowed kinds and their lambdas.
 
     ``tie`` makes this placement use exactly the penalty sampled for another one (the tutorial
-    puts the same regularizer on kernel and bias).
+    puts the same regularizer on kernel and bias). ``head`` lists the kinds whose penalty also
+    reaches the Dense head (default: every kind); the tutorial's is ``["l2"]``: its L1
+    experiment leaves the head unregularized, its L2 experiment does not.
     """
 
     kinds: list[str] = Field(default_factory=lambda: ["none"])
@@ -121,6 +123,19 @@ class PlacementSpace(_Strict):
     l2: LambdaRange = Field(default_factory=lambda: LambdaRange(**_DEFAULT_RANGE))
     scale: LambdaRange | None = None
     tie: Literal["kernel", "bias", "activity"] | None = None
+    head: list[str] | None = None
+
+    @model_validator(mode="after")
+    def _head(self) -> PlacementSpace:
+        if self.head is not None:
+            stray = [kind for kind in self.head if kind not in self.kinds]
+            if stray:
+                raise ValueError(f"head: expected kinds of this placement {self.kinds}, received head={self.head!r}")
+        return self
+
+    def reaches_head(self, kind: str) -> bool:
+        """Whether a penalty of ``kind`` at this placement also regularizes the Dense head."""
+        return self.head is None or kind in self.head
 
     @field_validator("kinds")
     @classmethod
@@ -181,6 +196,9 @@ class TrainingSetup(_Strict):
     conv_bias: bool = False
     epochs: int = Field(5, ge=1, le=10000)
     batch_size: int = Field(64, ge=1, le=65536)
+    # None: one pass over the training images per epoch. Set: an epoch is this many steps,
+    # cycling through reshuffled passes (a small data set then gets a large one's steps x lr).
+    steps_per_epoch: int | None = Field(None, ge=1, le=1_000_000)
     optimizer: Literal["sgd", "momentum", "adam"] = "sgd"
     learning_rate: float = Field(0.05, gt=0, le=10)
     momentum: float = Field(0.9, ge=0, lt=1)
@@ -366,12 +384,13 @@ def parse_spec(data: dict[str, Any], *, source: str = "spec") -> SweepSpec:
         raise SpecError("\n".join(lines) if source == "spec" else f"{source}: " + "\n".join(lines)) from None
 
 
-def load_spec(path: str | Path, *, name: str | None = None) -> SweepSpec:
+def load_spec(path: str | Path, *, name: str | None = None, dataset: str | None = None) -> SweepSpec:
     """Read and validate a TOML spec file.
 
     Args:
         path: The ``.toml`` file.
         name: Overrides ``study.name`` (e.g. a dated name from the scheduler).
+        dataset: Overrides ``training.dataset`` (a preset on the user's own images).
 
     Raises:
         SpecError: Missing file, TOML syntax error, or invalid content.
@@ -389,4 +408,6 @@ def load_spec(path: str | Path, *, name: str | None = None) -> SweepSpec:
         raise SpecError(f"Invalid spec {path}: TOML syntax error: {error}") from None
     if name is not None:
         data.setdefault("study", {})["name"] = name
+    if dataset is not None:
+        data.setdefault("training", {})["dataset"] = dataset
     return parse_spec(data)

@@ -165,8 +165,9 @@ def build_classifier(
     x = layers.GlobalAveragePooling2D(name="head_pool")(x)
     # float32 logits even under mixed_float16: softmax cross-entropy in float16 is unstable.
     outputs = layers.Dense(
-        num_classes, name="logits", dtype="float32",
-        kernel_regularizer=b.regs.kernel, activity_regularizer=b.activity, **b.bias_kwargs(True),
+        num_classes, name="logits", dtype="float32", use_bias=True,
+        kernel_regularizer=b.regs.at_head("kernel"), bias_regularizer=b.regs.at_head("bias"),
+        activity_regularizer=None if "activity" in b.regs.off_head else b.activity,
     )(x)
     return keras.Model(inputs, outputs, name="mobilenetv2_bottleneck")
 

@@ -173,11 +173,17 @@ class RegularizerSet:
             ``depthwise_regularizer``.
         bias: For ``bias_regularizer`` of every layer that has a bias.
         activity: For ``activity_regularizer`` of each block output and the logits layer.
+        off_head: Placements whose penalty leaves out the Dense head (``"head": false``).
     """
 
     kernel: keras.regularizers.Regularizer | None = None
     bias: keras.regularizers.Regularizer | None = None
     activity: keras.regularizers.Regularizer | None = None
+    off_head: tuple[str, ...] = ()
+
+    def at_head(self, placement: str) -> keras.regularizers.Regularizer | None:
+        """The regularizer ``placement`` puts on the Dense head (``None`` where it leaves it out)."""
+        return None if placement in self.off_head else getattr(self, placement)
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any] | None) -> RegularizerSet:
@@ -202,7 +208,15 @@ class RegularizerSet:
             raise TrialError(
                 f"Invalid regularizer config: unknown placement(s) {unknown}, expected {list(PLACEMENTS)}"
             )
-        return cls(**{p: make_regularizer(config.get(p), placement=p) for p in PLACEMENTS})
+        regularizers = {p: make_regularizer(config.get(p), placement=p) for p in PLACEMENTS}
+        off_head = []
+        for p in PLACEMENTS:
+            head = (config.get(p) or {}).get("head", True)  # a Mapping or None: make_regularizer checked it
+            if not isinstance(head, bool):
+                raise TrialError(f"Invalid {p}.head: expected true or false, received head={head!r}")
+            if not head:
+                off_head.append(p)
+        return cls(**regularizers, off_head=tuple(off_head))
 
     def active(self) -> list[str]:
         """Return the placements that carry a penalty, in canonical order."""
