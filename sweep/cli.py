@@ -79,7 +79,7 @@ def cmd_create(args: argparse.Namespace) -> int:
     from sweep.spec import check_deadline_ahead, load_spec
     from sweep.study import budget_total, create_sweep
 
-    spec = load_spec(args.spec, name=args.name)
+    spec = load_spec(args.spec, name=args.name, dataset=args.dataset)
     budget_total(spec)  # a spec without any budget fails here, before storage is touched
     check_deadline_ahead(spec)
     storage, url = _open(args, spec.study.storage)
@@ -95,7 +95,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from sweep.spec import check_deadline_ahead, load_spec
     from sweep.study import create_sweep
 
-    spec = load_spec(args.spec, name=args.name)
+    spec = load_spec(args.spec, name=args.name, dataset=args.dataset)
     check_deadline_ahead(spec)
     artifacts = args.artifacts or os.environ.get("SWEEP_ARTIFACTS")
     extra_env = {"SWEEP_ARTIFACTS": str(Path(prepare_artifacts(artifacts)).resolve())} if artifacts else None
@@ -299,6 +299,10 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 # -- parser --------------------------------------------------------------------------------------
+def _dataset_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dataset", help="training data (overrides training.dataset): digits, dir:PATH, npz:PATH or tfds:NAME")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``sweep`` parser with every sub-command (plugins included)."""
     parser = argparse.ArgumentParser(prog="sweep", description="Regularization sweeps on Optuna + PostgreSQL.")
@@ -308,6 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("create", help="validate a spec and create its study")
     p.add_argument("spec", help="spec file (.toml)")
     p.add_argument("--name", help="study name (overrides study.name)")
+    _dataset_arg(p)
     _storage_arg(p)
     p.set_defaults(handler=cmd_create)
 
@@ -318,6 +323,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top", type=int, default=10, help="leaderboard rows to print")
     p.add_argument("--log-dir", help="folder for worker logs (default regsweep-logs/)")
     p.add_argument("--artifacts", help="artifact folder for the workers' plots and checkpoints (env SWEEP_ARTIFACTS)")
+    _dataset_arg(p)
     _storage_arg(p)
     p.set_defaults(handler=cmd_run)
 
