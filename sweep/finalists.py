@@ -26,7 +26,7 @@ from sweep.spec import SweepSpec
 from sweep.storage import db_call, engine_of
 from sweep.summary import trial_label
 
-__all__ = ["FinalistRow", "open_finalist_phase", "finalist_ranking", "t_quantile_975"]
+__all__ = ["FinalistRow", "open_finalist_phase", "finalist_ranking", "t_quantile_975", "mean_ci", "welch_interval"]
 
 _logger = logging.getLogger(__name__)
 _metadata = sa.MetaData()
@@ -113,15 +113,48 @@ class FinalistRow:
     worse_than_best: bool | None = None
 
 
+def mean_ci(values: list[float]) -> tuple[float, float, float]:
+    """Mean and two-sided 95% Student-t interval of ``values`` (infinite with one value).
+
+    Args:
+        values: One value per seed.
+
+    Returns:
+        ``(mean, low, high)``.
+    """
+    mean = statistics.fmean(values)
+    if len(values) < 2:
+        return mean, -math.inf, math.inf
+    half = t_quantile_975(len(values) - 1) * statistics.stdev(values) / math.sqrt(len(values))
+    return mean, mean - half, mean + half
+
+
+def welch_interval(a: list[float], b: list[float]) -> tuple[float, float, float]:
+    """Mean of ``a`` minus mean of ``b`` with Welch's two-sided 95% interval.
+
+    Args:
+        a: One value per seed.
+        b: One value per seed.
+
+    Returns:
+        ``(difference, low, high)``; infinite bounds when either side has fewer than two values.
+    """
+    diff = statistics.fmean(a) - statistics.fmean(b)
+    if len(a) < 2 or len(b) < 2:
+        return diff, -math.inf, math.inf
+    va, vb = statistics.variance(a) / len(a), statistics.variance(b) / len(b)
+    if va + vb == 0:
+        return diff, diff, diff
+    df = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
+    half = t_quantile_975(df) * math.sqrt(va + vb)
+    return diff, diff - half, diff + half
+
+
 def _welch_ci_excludes_zero(a: list[float], b: list[float]) -> bool | None:
     if len(a) < 2 or len(b) < 2:
         return None
-    va, vb = statistics.variance(a) / len(a), statistics.variance(b) / len(b)
-    diff = statistics.fmean(a) - statistics.fmean(b)
-    if va + vb == 0:
-        return diff != 0
-    df = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
-    return diff - t_quantile_975(df) * math.sqrt(va + vb) > 0
+    diff, low, _ = welch_interval(a, b)
+    return diff != 0 if low == diff else low > 0
 
 
 def finalist_ranking(study: optuna.Study) -> list[FinalistRow]:
@@ -135,8 +168,7 @@ def finalist_ranking(study: optuna.Study) -> list[FinalistRow]:
     rows = []
     for key, group in groups.items():
         values = [float(t.value) for t in group]  # type: ignore[arg-type]
-        mean = statistics.fmean(values)
-        half = t_quantile_975(len(values) - 1) * statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else math.inf
+        mean, ci_low, ci_high = mean_ci(values)
         source = by_number.get(group[0].user_attrs.get("finalist_of", -1))
         rows.append(FinalistRow(
             config_hash=key,
@@ -145,8 +177,8 @@ def finalist_ranking(study: optuna.Study) -> list[FinalistRow]:
             search_value=source.value if source else None,
             values=values,
             mean=mean,
-            ci_low=mean - half,
-            ci_high=mean + half,
+            ci_low=ci_low,
+            ci_high=ci_high,
         ))
     rows.sort(key=lambda r: -r.mean)
     if rows:

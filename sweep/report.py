@@ -19,16 +19,10 @@ from pathlib import Path
 
 from sweep.errors import SpecError
 from sweep.regconfig import PLACEMENTS
-from sweep.report_data import (
-    CURVE_KEYS,
-    CURVE_NAMES,
-    EXPERIMENTS,
-    ReportData,
-    collect,
-    tutorial_rows,
-)
+from sweep.report_data import ReportData, collect
 from sweep.storage import mask_secrets, mask_url
 from sweep.study import Sweep
+from sweep.tutorial import check_order, comparison_table, order_sentences, reg_loss_table, tutorial_results
 
 __all__ = ["cmd_report", "register_cli", "render_markdown", "write_report"]
 
@@ -78,15 +72,16 @@ def render_markdown(data: ReportData, storage: str, html_name: str, top: int = 1
             lines.append("| " + " | ".join(_md(c) for c in cells) + " |")
     else:
         lines.append("No completed trials yet.")
-    experiments = tutorial_rows(data)
-    if experiments:
-        lines += ["", "## Tutorial experiments (final epoch)", "",
-                  "| experiment | trial | " + " | ".join(CURVE_NAMES[k] for k in CURVE_KEYS) + " |",
-                  "|---|---:|" + "---:|" * len(CURVE_KEYS)]
-        for r in experiments:
-            cells = [EXPERIMENTS.get(r.kind("kernel"), r.short), str(r.number),
-                     *(fmt(r.curves[k][-1]) if r.curves.get(k) else "" for k in CURVE_KEYS)]
-            lines.append("| " + " | ".join(_md(c) for c in cells) + " |")
+    results = tutorial_results(data)
+    if results:
+        head, rows = comparison_table(results)
+        lines += ["", "## Tutorial experiments: ours beside the tutorial's", "",
+                  "| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
+        lines += ["| " + " | ".join(_md(c) for c in row) + " |" for row in rows]
+        lines += [""] + [f"- {_md(line)}" for line in order_sentences(check_order(results))]
+        head, rows = reg_loss_table(results)
+        lines += ["", "Regularization loss per epoch:", "", "| " + " | ".join(head) + " |",
+                  "|" + "---:|" * len(head)] + ["| " + " | ".join(row) + " |" for row in rows]
     if data.pruned:
         lines += ["", f"## Pruned ({len(data.pruned)})", "",
                   "Stopped early by the pruner: trials " + ", ".join(str(r.number) for r in data.pruned)]

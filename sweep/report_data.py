@@ -26,7 +26,6 @@ from sweep.summary import trial_label
 __all__ = [
     "CURVE_KEYS",
     "CURVE_NAMES",
-    "EXPERIMENTS",
     "KIND_ORDER",
     "ReportData",
     "TrialRow",
@@ -37,7 +36,6 @@ __all__ = [
     "placement_effects",
     "searched_placements",
     "snapshot",
-    "tutorial_rows",
     "unsearched_notes",
 ]
 
@@ -46,8 +44,6 @@ KIND_ORDER = ("none", "l1", "l2", "l1_l2", "custom")
 CURVE_KEYS = ("loss", "accuracy", "val_loss", "val_accuracy", "reg_loss")
 CURVE_NAMES = {"loss": "loss", "accuracy": "accuracy", "val_loss": "val loss", "val_accuracy": "val accuracy",
                "reg_loss": "reg loss"}
-#: The tutorial's names of its three experiments, by kernel kind.
-EXPERIMENTS = {"none": "no regularizer", "l1": "L1", "l2": "L2"}
 
 
 def compact_label(config: dict[str, Any]) -> str:
@@ -274,28 +270,3 @@ def placement_effects(data: ReportData) -> list[dict[str, Any]]:
             "no_effect": no_effect,
         })
     return out
-
-
-def _is_seed_replication(data: ReportData) -> bool:
-    space = data.spec.space
-    structural = (
-        data.spec.sampler.name == "grid"
-        and set(space.kernel.kinds) == {"none", "l1", "l2"}
-        and space.bias.tie == "kernel"
-    )
-    return structural or data.spec.study.name.startswith("seed-replication")
-
-
-def tutorial_rows(data: ReportData) -> list[TrialRow] | None:
-    """The tutorial's three experiments (kernel none / L1 / L2), when the seed-replication preset ran.
-
-    One trial per kind: the first trained COMPLETE search-phase trial with curves.
-    """
-    if not _is_seed_replication(data):
-        return None
-    chosen: dict[str, TrialRow] = {}
-    for r in sorted(data.trained, key=lambda r: r.number):
-        if r.phase == "search" and r.curves.get("val_accuracy") and r.kind("kernel") not in chosen:
-            chosen[r.kind("kernel")] = r
-    rows = [chosen[k] for k in ("none", "l1", "l2") if k in chosen]
-    return rows or None

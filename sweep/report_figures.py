@@ -19,8 +19,8 @@ from sweep.report_data import (
     TrialRow,
     kind_values,
     searched_placements,
-    tutorial_rows,
 )
+from sweep.tutorial import TUTORIAL_ORDER, TUTORIAL_RUNS, tutorial_results
 
 __all__ = [
     "KIND_COLORS",
@@ -213,14 +213,42 @@ def block_figure(data: ReportData, top: int = 5) -> Figure:
 
 
 def tutorial_figure(data: ReportData) -> Figure:
-    """The tutorial's figures: per-epoch validation accuracy and regularization loss, none vs L1 vs L2."""
-    rows = tutorial_rows(data)
-    if not rows:
+    """Ours beside the tutorial: validation accuracy per epoch and regularization loss (log scale).
+
+    Each of our seeds is a thin line, coloured by experiment; the tutorial's regularization loss is
+    dashed and its final validation accuracy a star at its last epoch.
+    """
+    results = tutorial_results(data)
+    if not results:
         return "The seed-replication experiments have not completed."
-    names = {r.number: {"none": "no regularizer", "l1": "L1", "l2": "L2"}.get(r.kind("kernel"), r.label) for r in rows}
-    return _curve_panels(rows, names, ("accuracy", "val_accuracy", "reg_loss"),
-                         ("training accuracy", "validation accuracy", "regularization loss"), 400,
-                         colors=[KIND_COLORS.get(r.kind("kernel"), "#333") for r in rows])
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("validation accuracy", "regularization loss (log scale)"))
+    by_kind = {kind: [r for r in data.rows if r.state == "COMPLETE" and r.dedup_of is None
+                      and r.kind("kernel") == kind and r.curves.get("val_accuracy")] for kind in results}
+    for kind in TUTORIAL_ORDER:
+        ref, color = TUTORIAL_RUNS[kind], KIND_COLORS.get(kind, "#333")
+        for i, r in enumerate(by_kind.get(kind, [])):
+            ys = r.curves["val_accuracy"]
+            fig.add_trace(go.Scatter(
+                x=list(range(1, len(ys) + 1)), y=ys, mode="lines", name=f"{ref.name}, ours", legendgroup=kind,
+                showlegend=i == 0, line={"color": color, "width": 1.5}, opacity=0.7,
+                hovertemplate=f"{ref.name} seed {r.seed} (trial {r.number})<br>epoch %{{x}}<br>%{{y:.4f}}<extra></extra>",
+            ), row=1, col=1)
+        fig.add_trace(go.Scatter(
+            x=[10], y=[ref.val_accuracy], mode="markers", name=f"{ref.name}, tutorial", legendgroup=f"{kind}-ref",
+            marker={"color": color, "symbol": "star", "size": 13, "line": {"width": 1, "color": "#000"}},
+            hovertemplate=f"{ref.name}, tutorial: %{{y:.4f}} at its last epoch<extra></extra>",
+        ), row=1, col=1)
+        if kind in results and ref.reg_loss:
+            mean = results[kind].mean_reg_loss()
+            fig.add_trace(go.Scatter(x=list(range(1, len(mean) + 1)), y=mean, mode="lines+markers",
+                                     name=f"{ref.name}, ours (mean of seeds)", legendgroup=kind, showlegend=False,
+                                     line={"color": color}, marker={"size": 5}), row=1, col=2)
+            fig.add_trace(go.Scatter(x=list(range(1, len(ref.reg_loss) + 1)), y=list(ref.reg_loss), mode="lines+markers",
+                                     name=f"{ref.name}, tutorial", legendgroup=f"{kind}-ref", showlegend=False,
+                                     line={"color": color, "dash": "dash"}, marker={"size": 5, "symbol": "star"}), row=1, col=2)
+    fig.update_yaxes(type="log", row=1, col=2)
+    fig.update_xaxes(title_text="epoch")
+    return _style(fig, 460, legend_below=True)
 
 
 def _network_totals(epoch: dict[str, Any]) -> tuple[float, float, float]:

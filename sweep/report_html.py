@@ -12,7 +12,6 @@ from sweep.regconfig import PLACEMENTS
 from sweep.report_data import (
     CURVE_KEYS,
     CURVE_NAMES,
-    EXPERIMENTS,
     ReportData,
     TrialRow,
     kind_values,
@@ -20,7 +19,6 @@ from sweep.report_data import (
     placement_effects,
     searched_placements,
     snapshot,
-    tutorial_rows,
     unsearched_notes,
 )
 from sweep.report_figures import (
@@ -37,6 +35,15 @@ from sweep.report_figures import (
     tutorial_figure,
 )
 from sweep.storage import mask_secrets
+from sweep.tutorial import (
+    TUTORIAL_RUNS,
+    check_order,
+    comparison_table,
+    order_sentences,
+    reg_loss_table,
+    tutorial_results,
+    tutorial_rows,
+)
 from sweep.study import UNLIMITED
 
 __all__ = ["fmt", "fmt_seconds", "render_html"]
@@ -187,23 +194,28 @@ def _placements(data: ReportData) -> str:
 
 
 def _tutorial(data: ReportData) -> str:
-    rows = tutorial_rows(data)
-    if rows is None:
+    results = tutorial_results(data)
+    if results is None:
         return ""
-    summary = _table(["experiment", "trial", "epochs", *(CURVE_NAMES[k] for k in CURVE_KEYS)],
-                     [[EXPERIMENTS.get(r.kind("kernel"), r.short), r.number, len(r.curves.get("val_accuracy", [])),
-                       *(fmt(r.curves[k][-1]) if r.curves.get(k) else "" for k in CURVE_KEYS)] for r in rows],
-                     num={1, 2, 3, 4, 5, 6, 7})
+    head, rows = comparison_table(results)
+    order = "".join(f"<li>{_e(line)}</li>" for line in order_sentences(check_order(results)))
+    reg_head, reg_rows = reg_loss_table(results)
     details = []
-    for r in rows:
+    for r in tutorial_rows(data) or []:
         n = len(r.curves.get("val_accuracy", []))
         per_epoch = _table(["epoch", *(CURVE_NAMES[k] for k in CURVE_KEYS)],
                            [[e + 1, *(fmt(_at(r, k, e)) for k in CURVE_KEYS)] for e in range(n)], num=set(range(6)))
-        details.append(f"<details><summary>{_e(EXPERIMENTS.get(r.kind('kernel'), r.short))} (trial {r.number}): "
+        details.append(f"<details><summary>{_e(TUTORIAL_RUNS[r.kind('kernel')].name)} (trial {r.number}, seed {r.seed}): "
                        f"per epoch</summary>{per_epoch}</details>")
-    return _section("tutorial", "Tutorial experiments: none vs L1 vs L2",
-                    "<p>The tutorial's three runs (the penalty on kernels and biases), final epoch:</p>", summary,
-                    "".join(details), _figure("tutorial", tutorial_figure(data)))
+    return _section(
+        "tutorial", "Tutorial experiments: none vs L1 vs L2, ours beside the tutorial",
+        "<p>The tutorial's finding is the order none &gt; L2 &gt; L1 in validation accuracy (0.816 &gt; 0.595 &gt; "
+        "0.333) and regularization losses that fall fast, then level off. Ours: every seed of each experiment "
+        "(the search run and the finalists' fresh seeds), the study's objective value.</p>",
+        _table(head, rows, num={1, 2, 4}), f"<ul>{order}</ul>" if order else "",
+        "<details><summary>Regularization loss per epoch</summary>"
+        f"{_table(reg_head, reg_rows, num=set(range(len(reg_head))))}</details>", "".join(details),
+        _figure("tutorial", tutorial_figure(data)))
 
 
 def _sparsity_note(data: ReportData) -> str:

@@ -143,6 +143,7 @@ def shrink(spec: dict[str, Any]) -> dict[str, Any]:
     training = spec.setdefault("training", {})
     training.update(epochs=1, limit=256, input_size=32, width=0.25)
     training.pop("conv_bias", None)
+    training.pop("steps_per_epoch", None)  # one pass over the 256 images
     if "finalists" in spec:
         spec["finalists"] = {**spec["finalists"], "top_k": 0}
     if spec.get("pruner", {}).get("name") == "hyperband":
@@ -325,7 +326,7 @@ def test_shrink_keeps_a_valid_spec(tmp_path: Path) -> None:
         path = tmp_path / preset.name
         path.write_text(toml_dumps(shrink(tomllib.loads(preset.read_text(encoding="utf-8")))), encoding="utf-8")
         spec, original = load_spec(path), load_spec(preset)
-        assert (spec.training.epochs, spec.training.limit) == (1, 256)
+        assert (spec.training.epochs, spec.training.limit, spec.training.steps_per_epoch) == (1, 256, None)
         assert spec.budget.trials is None or spec.budget.trials <= 2
         assert spec.space == original.space and spec.sampler == original.sampler
 

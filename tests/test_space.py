@@ -92,6 +92,34 @@ def test_grid_is_deduplicated_and_tied() -> None:
     assert all(c.bias == c.kernel for c in configs)
 
 
+def test_head_option_follows_the_kind_and_keeps_old_hashes() -> None:
+    """``head = ["l2"]``: L2 reaches the Dense head, L1 leaves it out (the tutorial's two runs)."""
+    spec = parse_spec({
+        "study": {"name": "x"},
+        "sampler": {"name": "grid"},
+        "space": {"kernel": {"kinds": ["none", "l1", "l2"], "l1": {"values": [1e-3]}, "l2": {"values": [1e-3]},
+                             "head": ["l2"]},
+                  "bias": {"tie": "kernel"}},
+    })
+    configs = {c.kernel.kind: c for c in (config_from_params(p, spec.space) for p in grid_params(spec.space))}
+    assert set(configs) == {"none", "l1", "l2"}
+    assert configs["l1"].canonical()["kernel"] == {"kind": "l1", "l1": 1e-3, "head": False}
+    assert configs["l1"].bias == configs["l1"].kernel  # the tie copies the scope too
+    assert configs["l2"].canonical()["kernel"] == {"kind": "l2", "l2": 1e-3}
+    assert configs["none"].canonical()["kernel"] == {"kind": "none"}
+    # A penalty on the head hashes as before the option existed; leaving the head out differs.
+    on_head = RegularizerConfig(kernel=Penalty("l1", l1=1e-3))
+    assert on_head.config_hash() == RegularizerConfig(kernel=Penalty("l1", l1=1e-3, head=True)).config_hash()
+    assert on_head.config_hash() != configs["l1"].config_hash()
+    assert RegularizerConfig.from_dict(configs["l1"].to_dict()) == configs["l1"]
+    assert configs["l1"].label() == "kernel L1 1.0e-03 (not on the head), bias L1 1.0e-03 (not on the head)"
+    # sweep enqueue: the study's space decides the scope from the kind.
+    params = params_from_config(RegularizerConfig(kernel=Penalty("l1", l1=1e-3), bias=Penalty("l1", l1=1e-3)), spec.space)
+    assert config_from_params(params, spec.space) == configs["l1"]
+    with pytest.raises(SpecError, match=r"^Invalid head: expected true or false, received head='no'$"):
+        Penalty("l1", l1=1e-3, head="no")  # type: ignore[arg-type]
+
+
 def test_params_from_config_inverts_suggest_and_rejects_outside() -> None:
     config = RegularizerConfig(kernel=Penalty("l2", l2=1e-3), bias=Penalty("l2", l2=1e-4))
     params = params_from_config(config, FULL.space)

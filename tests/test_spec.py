@@ -77,6 +77,10 @@ BAD_SPECS = [
      "Invalid training.trainer: expected 'keras' or 'package.module:function', received trainer='tensorflow'"),
     (_spec(training={"optimizer": "rmsprop"}),
      "Invalid training.optimizer: input should be 'sgd', 'momentum' or 'adam', received optimizer='rmsprop'"),
+    (_space(kinds=["none", "l2"], head=["l1"]),
+     "Invalid space.kernel.head: expected kinds of this placement ['none', 'l2'], received head=['l1']"),
+    (_spec(training={"steps_per_epoch": 0}),
+     "Invalid training.steps_per_epoch: input should be greater than or equal to 1, received steps_per_epoch=0"),
 ]
 
 

@@ -128,6 +128,21 @@ def _train_size_probe():
     return load_dataset("digits", image_size=8, seed=SETUP["seed"]).y_train
 
 
+@pytest.mark.slow
+def test_steps_per_epoch_cycles_through_the_images():
+    """64 images, batch 16, 10 steps per epoch: each epoch is 2.5 passes, 160 images, 10 optimizer steps."""
+    setup = {**SETUP, "epochs": 2, "limit": 64, "batch_size": 16, "steps_per_epoch": 10}
+    recorder = Recorder()
+    result = train(TrainRequest(config=NONE, setup=setup, seed=1), recorder)
+    assert result["optimizer_steps"] == 20
+    for call in recorder.calls:
+        assert call["images_per_second"] * call["epoch_seconds"] == pytest.approx(160)
+    plain = train(TrainRequest(config=NONE, setup={**setup, "steps_per_epoch": None}, seed=1), Recorder())
+    assert plain["optimizer_steps"] == 2 * 4  # one pass: 64 / 16
+    with pytest.raises(TrialError, match=r"^Invalid training.steps_per_epoch: expected an int >= 1, received steps_per_epoch=0$"):
+        train(TrainRequest(config=NONE, setup={**setup, "steps_per_epoch": 0}, seed=1), Recorder())
+
+
 def test_invalid_setup_fails_the_trial_before_training():
     with pytest.raises(TrialError, match="Invalid training.optimizer: expected one of .*received optimizer='rmsprop'"):
         train(TrainRequest(config=NONE, setup={**SETUP, "optimizer": "rmsprop"}), Recorder())
