@@ -155,6 +155,22 @@ def test_create_rejects_a_deadline_in_the_past(db: str, tmp_path: Path) -> None:
     assert optuna.get_all_study_names(db) == []
 
 
+def test_dataset_option_runs_a_preset_on_your_own_images(db: str, tmp_path: Path) -> None:
+    """``--dataset`` replaces the preset's data; a missing folder is refused by name, creating nothing."""
+    images = tmp_path / "images"
+    for name in ("cat", "dog"):
+        (images / name).mkdir(parents=True)
+    preset = str(REPO / "sweep" / "presets" / "tutorial-224.toml")
+    missing = tmp_path / "nope"
+    one_error(sweep("create", preset, "--dataset", f"dir:{missing}", "--storage", db, cwd=tmp_path),
+              "training.dataset", f"dir:{missing}", "does not exist")
+    assert optuna.get_all_study_names(db) == []
+    created = sweep("create", preset, "--dataset", f"dir:{images}", "--storage", db, cwd=tmp_path)
+    assert created.returncode == 0, created.stderr
+    spec = optuna.load_study(study_name="tutorial-224", storage=db).user_attrs["spec"]
+    assert spec["training"]["dataset"] == f"dir:{images}" and spec["training"]["input_size"] == 224
+
+
 # -- 5: extend a finished study; truthful enqueue -------------------------------------------------
 def test_extend_a_spent_study_and_enqueue_tells_the_truth(db: str, tmp_path: Path) -> None:
     spec = synthetic_spec(tmp_path, "ext", trials=2, epochs=1)
