@@ -21,7 +21,6 @@ __all__ = [
     "config_from_params",
     "params_from_config",
     "grid_params",
-    "param_names",
 ]
 
 
@@ -129,24 +128,6 @@ def grid_params(space: SearchSpace) -> list[dict[str, Any]]:
             seen.add(digest)
             grid.append(params)
     return grid
-
-
-def param_names(space: SearchSpace) -> list[str]:
-    """All parameter names the space may suggest (for exports and reports)."""
-    names: list[str] = []
-    for p in PLACEMENTS:
-        ps: PlacementSpace = getattr(space, p)
-        if ps.tie is not None:
-            continue
-        if len(ps.kinds) > 1:
-            names.append(f"{p}_kind")
-        if {"l1", "l1_l2"} & set(ps.kinds):
-            names.append(f"{p}_l1")
-        if {"l2", "l1_l2"} & set(ps.kinds):
-            names.append(f"{p}_l2")
-        if any(is_custom_kind(k) for k in ps.kinds) and ps.scale is not None:
-            names.append(f"{p}_scale")
-    return names
 
 
 def _lambda_param(placement: str, key: str, value: float | None, rng: LambdaRange, out: dict[str, Any]) -> None:

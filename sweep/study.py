@@ -225,7 +225,3 @@ def make_pruner(spec: SweepSpec) -> optuna.pruners.BasePruner:
         )
     return optuna.pruners.NopPruner()
 
-
-def study_summary_attrs(study: optuna.Study) -> dict[str, Any]:
-    """The regsweep attrs of a study (spec, budget, version)."""
-    return {k: v for k, v in study.user_attrs.items() if k in ("spec", "budget", "regsweep_version")}

@@ -195,12 +195,6 @@ class TrainerProcess:
         self._trained = 0
         self._ready = False
         self._aborted = False
-        self.restarts = 0
-
-    @property
-    def pid(self) -> int | None:
-        """PID of the current child, if one runs."""
-        return self._process.pid if self._process is not None else None
 
     def start(self) -> None:
         """Start a child now (the worker does this before its first ask, to overlap imports)."""
@@ -311,7 +305,6 @@ class TrainerProcess:
         code = self._process.exitcode
         self._process = None
         self._conn = None
-        self.restarts += 1
         return code
 
     def abort(self) -> None:
