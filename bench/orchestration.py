@@ -125,7 +125,8 @@ def _project_worker(name: str, index: int, trials: int, barrier: Any, out: Any, 
 
     import sweep.budget
     import workers.loop as loop_module
-    from sweep.storage import StorageConfig, open_storage
+    from sweep.budget import ReleaseSlotAndRetry
+    from sweep.storage import GRACE_PERIOD_S, HEARTBEAT_INTERVAL_S, StorageConfig, open_storage
     from workers.runner import TrainerProcess
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -151,7 +152,8 @@ def _project_worker(name: str, index: int, trials: int, barrier: Any, out: Any, 
         def _run_trial(self, trial: Any) -> None:
             timer.wrap("run_trial", super()._run_trial)(trial)
 
-    storage = open_storage(PG_URL, StorageConfig(heartbeat_interval=10, grace_period=60))
+    storage = open_storage(PG_URL, StorageConfig(heartbeat_interval=HEARTBEAT_INTERVAL_S, grace_period=GRACE_PERIOD_S),
+                           stale_trial_callback=ReleaseSlotAndRetry())
     trainer = TimedTrainer(trainer_ref)
     loop = TimedLoop(storage, name, trainer=trainer, worker_index=index, max_trials=trials, poll_interval=0.2)
     loop.study.ask = timer.wrap("ask", loop.study.ask)  # type: ignore[method-assign]

@@ -19,10 +19,19 @@ import time
 from pathlib import Path
 from types import FrameType
 
+from sweep.budget import ReleaseSlotAndRetry
 from sweep.envargs import env_number
 from sweep.errors import RegsweepError, StorageError, StudyNotFoundError
 from sweep.logs import setup_logging
-from sweep.storage import StorageConfig, hide_password_from_ps, mask_secrets, open_storage, resolve_storage_url
+from sweep.storage import (
+    GRACE_PERIOD_S,
+    HEARTBEAT_INTERVAL_S,
+    StorageConfig,
+    hide_password_from_ps,
+    mask_secrets,
+    open_storage,
+    resolve_storage_url,
+)
 from workers.follow import next_open_study
 
 __all__ = ["main", "build_parser"]
@@ -50,9 +59,15 @@ def build_parser() -> argparse.ArgumentParser:
                         "(env SWEEP_KEEP_MODELS=1); checkpoints of finished trials are always deleted")
     p.add_argument("--heartbeat-file", default=env("SWEEP_HEARTBEAT_FILE"), help="file touched on every heartbeat, for container healthchecks (env SWEEP_HEARTBEAT_FILE)")
     p.add_argument("--max-trials", type=int, default=None, help="stop after this many trials of this worker")
-    p.add_argument("--worker-index", **env_number("SWEEP_WORKER_INDEX", "0"), help="index among workers started together (sampler seed offset)")
-    p.add_argument("--heartbeat-interval", **env_number("SWEEP_HEARTBEAT_INTERVAL", "10"), help="seconds between trial heartbeats (default 10)")
-    p.add_argument("--grace-period", **env_number("SWEEP_GRACE_PERIOD", "60"), help="seconds without heartbeat before a trial is stale and re-queued (default 60)")
+    p.add_argument(
+        "--worker-index",
+        **env_number("SWEEP_WORKER_INDEX", "0"),
+        help="index among workers started together (sampler seed offset)",
+    )
+    p.add_argument("--heartbeat-interval", **env_number("SWEEP_HEARTBEAT_INTERVAL", str(HEARTBEAT_INTERVAL_S)),
+                   help=f"seconds between trial heartbeats (default {HEARTBEAT_INTERVAL_S})")
+    p.add_argument("--grace-period", **env_number("SWEEP_GRACE_PERIOD", str(GRACE_PERIOD_S)),
+                   help=f"seconds without heartbeat before a trial is stale and re-queued (default {GRACE_PERIOD_S})")
     p.add_argument("--max-outage", **env_number("SWEEP_MAX_OUTAGE", "900", float),
                    help="seconds a worker waits out an unreachable database before giving up (default 900)")
     p.add_argument("--log-level", default=env("SWEEP_LOG_LEVEL", "INFO"), help="logging level (env SWEEP_LOG_LEVEL)")
@@ -135,6 +150,8 @@ def main(argv: list[str] | None = None) -> int:
             curve_plots = CurveArtifacts(args.artifacts)
             hooks += [curve_plots, DiagnosticArtifacts(curve_plots.store)]
             checkpoints = Checkpoints(curve_plots.store, keep_models=args.keep_models)
+            # A trial this worker finds stale (its worker died): slot back, copy re-queued.
+            stale_trial_callback=ReleaseSlotAndRetry(),
         current: list[WorkerLoop] = []
         finished: list[WorkerLoop] = []
         stopping = threading.Event()

@@ -133,10 +133,12 @@ def test_database_fault_while_sampling_does_not_fail_the_trial(
     from optuna.exceptions import StorageInternalError
 
     from sweep.storage import StorageConfig
+    from sweep.budget import ReleaseSlotAndRetry
     from workers.loop import WorkerLoop
 
     create_synthetic(pg_url, tmp_path, study_name, trials=1, epochs=1, dedup=False)
-    storage = open_storage(pg_url, StorageConfig(heartbeat_interval=1, grace_period=3))
+    storage = open_storage(pg_url, StorageConfig(heartbeat_interval=1, grace_period=3),
+                           stale_trial_callback=ReleaseSlotAndRetry())
     original = storage._set_trial_param
     faults: list[str] = []
 
