@@ -22,7 +22,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from tests.helpers import BIN, REPO, synthetic_spec, write_spec
+from tests.helpers import BIN, REPO, synthetic_spec, worker_env, write_spec
 from tests.reliability.support import fresh_database
 
 TIED = """
@@ -227,7 +227,7 @@ def test_bad_grace_period_env_is_one_line(command: str, existing: str, tmp_path:
 
 
 def test_worker_bad_grace_period_env_is_one_line(tmp_path: Path) -> None:
-    env = {**os.environ, "PYTHONPATH": str(REPO), "SWEEP_GRACE_PERIOD": "abc"}
+    env = worker_env(SWEEP_GRACE_PERIOD="abc")
     result = subprocess.run([str(BIN / "sweep-worker"), "--study", "x", "--storage", "sqlite:///x.db"], cwd=tmp_path,
                             env=env, capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr

@@ -4,7 +4,6 @@ none is cut off, none is left RUNNING, and the workers exit 0 when the window cl
 from __future__ import annotations
 
 import datetime as dt
-import os
 import statistics
 import subprocess
 import threading
@@ -16,7 +15,7 @@ from optuna.trial import TrialState
 
 from sweep.report_night import NightCloser
 from sweep.storage import StorageConfig, open_storage
-from tests.helpers import BIN, REPO, run_cli, synthetic_spec
+from tests.helpers import BIN, REPO, run_cli, synthetic_spec, worker_env
 
 WINDOW_S = 30.0
 
@@ -27,7 +26,7 @@ def test_deadline_stops_sweep_without_cutting_trials(pg_url: str, study_name: st
     spec = synthetic_spec(tmp_path, study_name, trials=1, epochs=3, epoch_seconds=1.0)
     spec.write_text(spec.read_text().replace("trials = 1\n", f'deadline = "{deadline.isoformat()}"\n'))
     run_cli("create", str(spec), "--storage", pg_url, check=True)
-    env = {**os.environ, "PYTHONPATH": str(REPO), "SWEEP_STORAGE": pg_url, "SWEEP_STUDY": study_name}
+    env = worker_env(pg_url, study_name)
     workers = [subprocess.Popen([str(BIN / "sweep-worker"), "--worker-index", str(i)], env=env, cwd=REPO, text=True,
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT) for i in range(2)]
     outputs = [w.communicate(timeout=WINDOW_S + 90)[0] for w in workers]

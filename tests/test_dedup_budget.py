@@ -3,7 +3,6 @@ continued study's budget buys configs that did not run yet. Real workers, real P
 
 from __future__ import annotations
 
-import os
 import subprocess
 from pathlib import Path
 
@@ -12,7 +11,7 @@ from optuna.trial import TrialState
 
 from sweep.budget import budget_state, counts_toward_budget
 from sweep.storage import engine_of, open_storage
-from tests.helpers import BIN, REPO, run_cli, write_spec
+from tests.helpers import BIN, REPO, run_cli, worker_env, write_spec
 
 # Three distinct configs only: none, L1(1e-3), L2(1e-3).
 SPEC = """
@@ -38,7 +37,7 @@ trials = 5
 
 
 def _worker(pg_url: str, study: str, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(REPO), "SWEEP_STORAGE": pg_url, "SWEEP_STUDY": study}
+    env = worker_env(pg_url, study)
     return subprocess.run([str(BIN / "sweep-worker"), *args], env=env, capture_output=True, text=True,
                           timeout=180, cwd=REPO)
 

@@ -360,7 +360,8 @@ def test_connect_without_an_engine_is_a_clear_error(monkeypatch: pytest.MonkeyPa
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sweep")
     subparsers = parser.add_subparsers(dest="command")
-    assert launcher.register_cli(subparsers) is None
+    launcher.register_cli(subparsers)
+    assert list(subparsers.choices) == ["workers"]
     return parser
 
 

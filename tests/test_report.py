@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import uuid
@@ -14,7 +13,7 @@ import pytest
 from optuna.trial import TrialState
 
 from sweep.report_figures import importance_figure
-from tests.helpers import BIN, REPO, run_cli, synthetic_spec, write_spec
+from tests.helpers import BIN, REPO, run_cli, synthetic_spec, worker_env, write_spec
 
 SEARCH_EXTRA = """
 [sampler]
@@ -77,7 +76,7 @@ def studies(pg_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[d
         study.enqueue_trial({"kernel_kind": "l2", "kernel_l2": 1e-4, "activity_kind": "none"}, skip_if_exists=False)
     run_cli("create", str(write_spec(tmp / "seedrep.toml", SEED_REPLICATION.format(name=grid))), "--storage", pg_url,
             check=True)
-    env = {**os.environ, "PYTHONPATH": str(REPO), "SWEEP_STORAGE": pg_url}
+    env = worker_env(pg_url)
     workers = [subprocess.Popen([str(BIN / "sweep-worker"), "--study", name], env=env, cwd=REPO, text=True,
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT) for name in (search, grid)]
     outputs = [w.communicate(timeout=120)[0] for w in workers]

@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -22,11 +21,11 @@ from optuna.trial import TrialState
 
 from sweep.budget import budget_state, counts_toward_budget
 from sweep.storage import engine_of, open_storage
-from tests.helpers import BIN, REPO, run_cli, synthetic_spec, write_spec
+from tests.helpers import BIN, REPO, run_cli, synthetic_spec, worker_env, write_spec
 
 
 def _run_worker(pg_url: str, study: str, cwd: Path, pythonpath: str = str(REPO)) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": pythonpath, "SWEEP_STORAGE": pg_url, "SWEEP_STUDY": study}
+    env = worker_env(pg_url, study, PYTHONPATH=pythonpath)
     return subprocess.run([str(BIN / "sweep-worker")], env=env, capture_output=True, text=True, timeout=300, cwd=cwd)
 
 

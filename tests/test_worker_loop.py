@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import time
@@ -14,11 +13,11 @@ from optuna.trial import TrialState
 
 from sweep.budget import budget_state, counts_toward_budget
 from sweep.storage import engine_of, open_storage
-from tests.helpers import BIN, REPO, run_cli, synthetic_spec
+from tests.helpers import BIN, REPO, run_cli, synthetic_spec, worker_env
 
 
 def _worker(pg_url: str, study: str, *extra: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
-    full_env = {**os.environ, "PYTHONPATH": str(REPO), "SWEEP_STORAGE": pg_url, "SWEEP_STUDY": study, **(env or {})}
+    full_env = worker_env(pg_url, study, **(env or {}))
     return subprocess.Popen([str(BIN / "sweep-worker"), *extra], env=full_env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, cwd=REPO)
 

@@ -26,7 +26,7 @@ from sqlalchemy.engine import make_url
 from sweep.spec import load_spec
 from sweep.study import budget_total
 from tests.helpers import BIN, REPO, run_cli, synthetic_spec
-from tests.reliability.bad_inputs import CASES, EXISTING, Case
+from tests.reliability.bad_inputs import CASES, CREATE, EXISTING, Case
 from tests.reliability.support import (
     fresh_database,
     start_worker,
@@ -108,8 +108,16 @@ def results(pg_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[R
 
 
 def test_table_is_large_enough() -> None:
-    """At least 30 malformed inputs, each with a unique id."""
-    assert len(CASES) >= 30 and len({c.id for c in CASES}) == len(CASES)
+    """At least 30 malformed inputs, each with a unique id, something broken and words its error must name."""
+    ids = [c.id for c in CASES]
+    assert len(CASES) >= 30
+    assert len(set(ids)) == len(ids), sorted({i for i in ids if ids.count(i) > 1})
+    # An empty ``expect`` (or an empty fragment) would let any error line pass.
+    unchecked = [c.id for c in CASES if not c.expect or not all(c.expect)]
+    assert not unchecked, f"cases whose error line is not checked: {unchecked}"
+    # A case with the base spec and the base command line breaks nothing.
+    unbroken = [c.id for c in CASES if c.argv == CREATE and c.spec_text() == Case(c.id, ()).spec_text()]
+    assert not unbroken, f"cases that break nothing: {unbroken}"
 
 
 def test_unbroken_base_spec_is_valid(tmp_path: Path) -> None:
