@@ -18,6 +18,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from sweep.errors import SpecError
+from sweep.refs import split_ref
 from sweep.regconfig import BUILTIN_KINDS, PLACEMENTS, is_custom_kind
 
 if sys.version_info >= (3, 11):
@@ -134,7 +135,7 @@ class PlacementSpace(_Strict):
                 raise ValueError(
                     f"expected none, l1, l2, l1_l2 or 'package.module:function', received kind={kind!r}"
                 )
-            module = kind.split(":", 1)[0]
+            module, _ = split_ref(kind)
             try:
                 found = importlib.util.find_spec(module) is not None
             except (ImportError, ValueError):

@@ -17,7 +17,6 @@ and starts a fresh one. The child ignores SIGINT/SIGTERM: stopping is the parent
 
 from __future__ import annotations
 
-import importlib
 import logging
 import multiprocessing as mp
 import os
@@ -34,6 +33,7 @@ from typing import Any
 
 from sweep.errors import DataError, TrainerCrashed, TrialError, TrialTimeout, WorkerEnvironmentError
 from sweep.processes import die_with_parent
+from sweep.refs import load_ref
 from workers.environment import cuda_hides_all_gpus
 
 __all__ = ["TrainerProcess", "RemoteTrialError", "TrainingAborted", "resolve_trainer"]
@@ -115,13 +115,7 @@ def _quiet_native_logs() -> None:
 
 def resolve_trainer(ref: str) -> Callable[..., dict[str, Any]]:
     """Import a trainer: ``"keras"`` (the bottleneck classifier) or ``"package.module:function"``."""
-    if ref == "keras":
-        ref = "workers.train:train"
-    module_name, _, attr = ref.partition(":")
-    target: Any = importlib.import_module(module_name)
-    for part in attr.split("."):
-        target = getattr(target, part)
-    return target
+    return load_ref("workers.train:train" if ref == "keras" else ref)
 
 
 def _child_main(conn: Connection, trainer_ref: str) -> None:
