@@ -47,12 +47,14 @@ def heartbeat_ages(storage: optuna.storages.RDBStorage, trial_ids: list[int]) ->
 
     def _run() -> dict[int, float]:
         with engine.connect() as conn:
-            now = conn.execute(sa.select(sa.func.now())).scalar()
+            now: object = conn.execute(sa.select(sa.func.now())).scalar()
             rows = conn.execute(
                 sa.select(_HEARTBEATS.c.trial_id, _HEARTBEATS.c.heartbeat).where(_HEARTBEATS.c.trial_id.in_(trial_ids))
             ).all()
         if isinstance(now, str):  # SQLite returns CURRENT_TIMESTAMP as text
             now = dt.datetime.fromisoformat(now)
+        if not isinstance(now, dt.datetime):
+            raise StorageError(f"The database's now() returned {now!r}, not a time")
         now = now.replace(tzinfo=None)  # heartbeats are stored naive, like Optuna compares them
         return {int(r[0]): (now - r[1].replace(tzinfo=None)).total_seconds() for r in rows}
 
@@ -172,7 +174,9 @@ class NightCloser:
                     reason = f"deadline: no heartbeat for {age:.0f}s at the close of the night (worker died or hung)"
                     def _tag(t: FrozenTrial = t, r: str = reason) -> None:
                         storage.set_trial_user_attr(t._trial_id, "fail_reason", r)
-                        storage.set_trial_user_attr(t._trial_id, budget.STOP_CAUSE_ATTR, budget.StopCause.DEADLINE.value)
+                        storage.set_trial_user_attr(
+                            t._trial_id, budget.STOP_CAUSE_ATTR, budget.StopCause.DEADLINE.value
+                        )
 
                     db_call(_tag, what="tag a stale trial")
                     tagged.append(t.number)
@@ -187,7 +191,9 @@ class NightCloser:
                 self.sleep(1.0)  # failed just now by fail_stale_trials; look once more
         if failed:
             failed = sorted(set(failed))
-            _logger.warning("Study %r: failed %d trial(s) left RUNNING at the deadline: %s", study_name, len(failed), failed)
+            _logger.warning(
+                "Study %r: failed %d trial(s) left RUNNING at the deadline: %s", study_name, len(failed), failed
+            )
         self._report(study_name)
         return failed
 

@@ -339,7 +339,9 @@ def cmd_schedule(args: argparse.Namespace) -> int:
         raise SpecError(f"Invalid --workers: expected 0 or more, received workers={args.local_workers}")
     spec = load_spec(args.spec)
     if len(spec.study.name) > 89:  # the dated name must stay a valid study name (100 chars)
-        raise SpecError(f"Invalid study.name: at most 89 characters for nightly studies, received name={spec.study.name!r}")
+        raise SpecError(
+            f"Invalid study.name: at most 89 characters for nightly studies, received name={spec.study.name!r}"
+        )
     schedule = Schedule(cron, until, tz, spec.study.name)
     url = check_storage_url(resolve_storage_url(args.storage, spec.study.storage))
     artifacts = args.artifacts or os.environ.get("SWEEP_ARTIFACTS")
@@ -363,7 +365,7 @@ def cmd_schedule(args: argparse.Namespace) -> int:
     return 0
 
 
-def register_cli(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register_cli(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``sweep schedule`` to the ``sweep`` parser."""
     p = subparsers.add_parser("schedule", help="run a spec every night (cron, time zone) until a deadline")
     p.add_argument("spec", help="spec file (.toml); nightly studies are named <study.name>-YYYY-MM-DD")

@@ -38,8 +38,8 @@ def _lambda(trial: Suggester, name: str, rng: LambdaRange) -> float:
             return rng.values[0]
         return float(trial.suggest_categorical(name, rng.values))
     if rng.low == rng.high:
-        return float(rng.low)  # type: ignore[arg-type]
-    return trial.suggest_float(name, rng.low, rng.high, log=True)  # type: ignore[arg-type]
+        return float(rng.low)  # type: ignore[arg-type]  # LambdaRange._shape: no values means both bounds
+    return trial.suggest_float(name, rng.low, rng.high, log=True)  # type: ignore[arg-type]  # as above
 
 
 def _penalty(trial: Suggester, placement: str, ps: PlacementSpace) -> Penalty:
@@ -141,7 +141,7 @@ def _lambda_param(placement: str, key: str, value: float | None, rng: LambdaRang
         if len(rng.values) > 1:
             out[f"{placement}_{key}"] = value
         return
-    if not (rng.low <= value <= rng.high):  # type: ignore[operator]
+    if not (rng.low <= value <= rng.high):  # type: ignore[operator]  # values is None here: both bounds set
         raise SpecError(
             f"Invalid {placement}.{key}: expected a value in [{rng.low:g}, {rng.high:g}], received {key}={value!r}"
         )

@@ -119,7 +119,9 @@ def test_each_trial_shows_its_learning_curve_png(dashboard: Dashboard) -> None:
     for t in _trials(dashboard):
         pngs = {a["filename"]: a for a in t["artifacts"] if a["mimetype"] == "image/png"}
         curves = pngs[f"trial-{t['number']}-curves.png"]
-        status, content_type, body = dashboard.get(f"/artifacts/{dashboard.study_id}/{t['trial_id']}/{curves['artifact_id']}")
+        status, content_type, body = dashboard.get(
+            f"/artifacts/{dashboard.study_id}/{t['trial_id']}/{curves['artifact_id']}"
+        )
         assert (status, content_type, body[:8]) == (200, "image/png", b"\x89PNG\r\n\x1a\n")
 
 

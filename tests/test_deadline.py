@@ -73,7 +73,9 @@ def test_close_leaves_no_trial_running(pg_url: str, study_name: str, tmp_path: P
     beater = threading.Thread(target=beat, daemon=True)
     beater.start()
     try:
-        closer = NightCloser(pg_url, tmp_path / "reports", heartbeat_interval=1, grace_period=2, poll_s=0.3, drain_s=1.5)
+        closer = NightCloser(
+            pg_url, tmp_path / "reports", heartbeat_interval=1, grace_period=2, poll_s=0.3, drain_s=1.5
+        )
         failed = closer.close(study_name)
     finally:
         stop.set()
@@ -86,7 +88,9 @@ def test_close_leaves_no_trial_running(pg_url: str, study_name: str, tmp_path: P
     assert reasons[silent.number] == "deadline: still RUNNING at the close of the night and never wrote a heartbeat"
     assert reasons[live.number] == "deadline: still running 2s after the close of the night"
     assert trials[done.number].state == TrialState.COMPLETE and "fail_reason" not in trials[done.number].user_attrs
-    assert (tmp_path / "reports" / f"{study_name}.html").exists() and (tmp_path / "reports" / f"{study_name}.md").exists()
+    assert (tmp_path / "reports" / f"{study_name}.html").exists() and (
+        tmp_path / "reports" / f"{study_name}.md"
+    ).exists()
 
 
 def test_prediction_is_pessimistic_and_falls_back_to_previous_nights(pg_url: str, study_name: str) -> None:
@@ -102,4 +106,6 @@ def test_prediction_is_pessimistic_and_falls_back_to_previous_nights(pg_url: str
             value=0.9, user_attrs={"duration_s": seconds, "epochs_run": 3, "worker": {"gpu": "NVIDIA H100"}}))
     tonight = optuna.create_study(study_name=f"{study_name}-2026-11-23", storage=pg_url)
     assert predict_duration(tonight, "NVIDIA H100", 3) == 27.5
-    assert predict_duration(optuna.create_study(study_name=f"{study_name}-other", storage=pg_url), "NVIDIA H100", 3) == 0.0
+    assert (
+        predict_duration(optuna.create_study(study_name=f"{study_name}-other", storage=pg_url), "NVIDIA H100", 3) == 0.0
+    )

@@ -46,10 +46,18 @@ name = "grid"
 """
 
 SECTIONS = {
-    "summary": "Summary", "leaderboard": "Leaderboard", "kinds": "Kind comparison",
-    "placements": "Placement effects", "history": "Optimization history",
-    "importances": "Parameter importances", "curves": "Learning curves of the top trials",
-    "sparsity": "Sparsity vs accuracy", "diagnostics": "Regularizer diagnostics", "failures": "Failures", "dedup": "Deduplication", "finalists": "Finalists",
+    "summary": "Summary",
+    "leaderboard": "Leaderboard",
+    "kinds": "Kind comparison",
+    "placements": "Placement effects",
+    "history": "Optimization history",
+    "importances": "Parameter importances",
+    "curves": "Learning curves of the top trials",
+    "sparsity": "Sparsity vs accuracy",
+    "diagnostics": "Regularizer diagnostics",
+    "failures": "Failures",
+    "dedup": "Deduplication",
+    "finalists": "Finalists",
 }
 #: Sections and the plotly figure each must carry.
 FIGURES = {"kinds": "kinds", "placements": "placements", "history": "history", "importances": "importances",
@@ -117,8 +125,10 @@ def test_report_has_every_section_with_its_figures(pg_url: str, studies: dict[st
     complete = sorted((t for t in trials if t.state == TrialState.COMPLETE), key=lambda t: (-t.value, t.number))
     search = [t for t in complete if t.user_attrs["phase"] == "search"]  # finalist re-runs are ranked apart
     best = search[0]
-    rows = re.findall(r"<tr[^>]*><td class=\"num\">(\d+)</td><td class=\"num\">(\d+)</td><td class=\"num\">([\d.]+)</td>",
-                      sections["leaderboard"])
+    rows = re.findall(
+        r"<tr[^>]*><td class=\"num\">(\d+)</td><td class=\"num\">(\d+)</td><td class=\"num\">([\d.]+)</td>",
+        sections["leaderboard"],
+    )
     assert rows[0] == ("1", str(best.number), f"{best.value:.4f}")
     assert [int(r[1]) for r in rows] == [t.number for t in search[:15]]
     # Counts by state, the failure with its reason, dedup savings and the finalists.
@@ -168,12 +178,20 @@ def test_seed_replication_report_has_the_three_experiment_table(pg_url: str, stu
 
 def test_importances_degrade_to_a_note_with_one_trial() -> None:
     study = optuna.create_study(direction="maximize")
-    study.add_trial(optuna.trial.create_trial(
-        params={"kernel_kind": "l2"}, distributions={"kernel_kind": optuna.distributions.CategoricalDistribution(["none", "l2"])},
-        value=0.9))
+    study.add_trial(
+        optuna.trial.create_trial(
+            params={"kernel_kind": "l2"},
+            distributions={"kernel_kind": optuna.distributions.CategoricalDistribution(["none", "l2"])},
+            value=0.9,
+        )
+    )
     note = importance_figure(study)
     assert isinstance(note, str) and "at least 2 completed trials" in note and "has 1 completed" in note
-    study.add_trial(optuna.trial.create_trial(
-        params={"kernel_kind": "none"}, distributions={"kernel_kind": optuna.distributions.CategoricalDistribution(["none", "l2"])},
-        value=0.8))
+    study.add_trial(
+        optuna.trial.create_trial(
+            params={"kernel_kind": "none"},
+            distributions={"kernel_kind": optuna.distributions.CategoricalDistribution(["none", "l2"])},
+            value=0.8,
+        )
+    )
     assert not isinstance(importance_figure(study), str)  # two trials with a varied param: a figure

@@ -37,7 +37,9 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
-def test_killed_trial_resumes_from_its_checkpoint_on_another_worker(pg_url: str, study_name: str, tmp_path: Path) -> None:
+def test_killed_trial_resumes_from_its_checkpoint_on_another_worker(
+    pg_url: str, study_name: str, tmp_path: Path
+) -> None:
     artifacts = tmp_path / "artifacts"
     run_cli("create", str(synthetic_spec(tmp_path, study_name, trials=1, epochs=6, epoch_seconds=0.7)),
             "--storage", pg_url, check=True)

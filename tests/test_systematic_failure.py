@@ -74,7 +74,9 @@ def test_missing_dataset_folder_is_named_before_any_trial(pg_url: str, study_nam
     assert state is not None and state.claimed == 0, state
 
 
-def test_empty_dataset_mount_stops_the_worker_and_spends_no_budget(pg_url: str, study_name: str, tmp_path: Path) -> None:
+def test_empty_dataset_mount_stops_the_worker_and_spends_no_budget(
+    pg_url: str, study_name: str, tmp_path: Path
+) -> None:
     images = tmp_path / "images"
     (images / "cat").mkdir(parents=True)
     run_cli("create", str(_dir_spec(tmp_path, study_name, images)), "--storage", pg_url, check=True)
@@ -88,7 +90,9 @@ def test_empty_dataset_mount_stops_the_worker_and_spends_no_budget(pg_url: str, 
           f"budget claimed 0 of 6; {errors[0]}")
 
 
-def test_trainer_that_does_not_import_stops_the_worker_and_spends_no_budget(pg_url: str, study_name: str, tmp_path: Path) -> None:
+def test_trainer_that_does_not_import_stops_the_worker_and_spends_no_budget(
+    pg_url: str, study_name: str, tmp_path: Path
+) -> None:
     spec = synthetic_spec(tmp_path, study_name, trials=6)
     spec.write_text(spec.read_text().replace('"workers.synthetic:train"', '"tests.trainers:faulty"'))
     run_cli("create", str(spec), "--storage", pg_url, check=True)

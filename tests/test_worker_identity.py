@@ -34,7 +34,9 @@ trials = 8
 """
 
 
-def test_two_sweep_runs_share_a_study_without_sharing_seeds_or_logs(pg_url: str, study_name: str, tmp_path: Path) -> None:
+def test_two_sweep_runs_share_a_study_without_sharing_seeds_or_logs(
+    pg_url: str, study_name: str, tmp_path: Path
+) -> None:
     spec = write_spec(tmp_path / "spec.toml", SPEC.format(name=study_name))
     # Create first, so the two runs race only over trials (both "continue" the study).
     env = worker_env()

@@ -68,7 +68,9 @@ def test_two_keras_workers_finish_a_six_trial_study(pg_url: str, study_name: str
         curves, epochs = t.user_attrs["curves"], t.user_attrs["epochs_run"]
         for key in ("loss", "accuracy", "val_loss", "val_accuracy", "reg_loss", "epoch_seconds", "images_per_second"):
             assert len(curves[key]) == epochs, key
-        regularized = t.user_attrs["config"]["kernel"]["kind"] != "none" or t.user_attrs["config"]["activity"]["kind"] != "none"
+        regularized = (
+            t.user_attrs["config"]["kernel"]["kind"] != "none" or t.user_attrs["config"]["activity"]["kind"] != "none"
+        )
         assert (min(curves["reg_loss"]) > 0) == regularized
         diag = t.user_attrs["diagnostics"]
         config = t.user_attrs["config"]

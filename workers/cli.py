@@ -51,13 +51,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--follow", metavar="PREFIX",
                    help="run forever: work on the newest open study named PREFIX-* (nightly studies from "
                         "`sweep schedule`), then wait for the next one (env SWEEP_FOLLOW)")
-    p.add_argument("--follow-poll", type=float, default=30.0, help="seconds between looks for a new study with --follow")
-    p.add_argument("--artifacts", default=env("SWEEP_ARTIFACTS"), help="artifact directory for learning-curve plots (env SWEEP_ARTIFACTS)")
+    p.add_argument(
+        "--follow-poll", type=float, default=30.0, help="seconds between looks for a new study with --follow"
+    )
+    p.add_argument(
+        "--artifacts",
+        default=env("SWEEP_ARTIFACTS"),
+        help="artifact directory for learning-curve plots (env SWEEP_ARTIFACTS)",
+    )
     p.add_argument("--keep-models", action="store_true",
                    default=env("SWEEP_KEEP_MODELS", "").lower() in ("1", "true", "yes"),
                    help="with --artifacts: keep the trained model of each COMPLETE trial as trial-N-model.keras "
                         "(env SWEEP_KEEP_MODELS=1); checkpoints of finished trials are always deleted")
-    p.add_argument("--heartbeat-file", default=env("SWEEP_HEARTBEAT_FILE"), help="file touched on every heartbeat, for container healthchecks (env SWEEP_HEARTBEAT_FILE)")
+    p.add_argument(
+        "--heartbeat-file",
+        default=env("SWEEP_HEARTBEAT_FILE"),
+        help="file touched on every heartbeat, for container healthchecks (env SWEEP_HEARTBEAT_FILE)",
+    )
     p.add_argument("--max-trials", type=int, default=None, help="stop after this many trials of this worker")
     p.add_argument(
         "--worker-index",
@@ -135,13 +145,15 @@ def main(argv: list[str] | None = None) -> int:
                   f"usable: {problem}", file=sys.stderr)
             return 3
     try:
-        from workers.loop import WorkerLoop
+        from workers.loop import TrialHook, WorkerLoop
 
         storage = open_storage(
             resolve_storage_url(args.storage),
             StorageConfig(heartbeat_interval=args.heartbeat_interval, grace_period=args.grace_period),
+            # A trial this worker finds stale (its worker died): slot back, copy re-queued.
+            stale_trial_callback=ReleaseSlotAndRetry(),
         )
-        hooks = []
+        hooks: list[TrialHook] = []
         checkpoints = None
         if args.artifacts:
             from workers.artifacts import CurveArtifacts, DiagnosticArtifacts
@@ -150,8 +162,6 @@ def main(argv: list[str] | None = None) -> int:
             curve_plots = CurveArtifacts(args.artifacts)
             hooks += [curve_plots, DiagnosticArtifacts(curve_plots.store)]
             checkpoints = Checkpoints(curve_plots.store, keep_models=args.keep_models)
-            # A trial this worker finds stale (its worker died): slot back, copy re-queued.
-            stale_trial_callback=ReleaseSlotAndRetry(),
         current: list[WorkerLoop] = []
         finished: list[WorkerLoop] = []
         stopping = threading.Event()

@@ -22,6 +22,7 @@ ones (whose re-queued copies it may then take), so a killed worker's last trial 
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import re
@@ -345,7 +346,7 @@ class WorkerLoop:
             self._set(trial, "resumed", {"from_trial": resume.from_trial, "epochs_saved": resume.initial_epoch})
             for step, value in enumerate(resume.curves.get("val_accuracy", [])):
                 if math.isfinite(value):
-                    db_call(lambda s=step, v=value: trial.report(v, s), what="report inherited values")
+                    db_call(functools.partial(trial.report, value, step), what="report inherited values")
         request = TrainRequest(
             config=canonical,
             setup=spec.training.model_dump(mode="json"),

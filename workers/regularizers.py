@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import keras
 
@@ -124,7 +125,9 @@ def _non_negative(placement: str, key: str, value: Any) -> float:
     return float(value)
 
 
-def make_regularizer(penalty: Mapping[str, Any] | None, *, placement: str = "kernel") -> keras.regularizers.Regularizer | None:
+def make_regularizer(
+    penalty: Mapping[str, Any] | None, *, placement: str = "kernel"
+) -> keras.regularizers.Regularizer | None:
     """Build the Keras regularizer for one canonical penalty dict.
 
     Args:

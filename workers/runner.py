@@ -10,9 +10,10 @@ The worker process (which holds the database connection and never imports Keras)
                       trainer does not import on this host
 
 ``kind`` is ``"trial"`` or ``"environment"`` (a :class:`~sweep.errors.DataError` or an import
-error: this host cannot train any trial, see ``sweep.errors``). If the child dies (segfault, OOM kill), hangs past the trial's time limit, or has trained
-``recycle_after`` trials (Keras and allocators keep memory between models), the parent kills it
-and starts a fresh one. The child ignores SIGINT/SIGTERM: stopping is the parent's decision.
+error: this host cannot train any trial, see ``sweep.errors``). If the child dies (segfault, OOM
+kill), hangs past the trial's time limit, or has trained ``recycle_after`` trials (Keras and
+allocators keep memory between models), the parent kills it and starts a fresh one. The child
+ignores SIGINT/SIGTERM: stopping is the parent's decision.
 """
 
 from __future__ import annotations
@@ -160,7 +161,6 @@ def _child_main(conn: Connection, trainer_ref: str) -> None:
 
 def _release_memory() -> None:
     import gc
-    import sys
 
     if "keras" in sys.modules:
         try:

@@ -85,7 +85,11 @@ def _run(case: Case, root: Path, db: str) -> Outcome:
         for key, value in values.items():
             arg = arg.replace(f"{{{key}}}", value)
         argv.append(arg)
-    env = {k: v for k, v in os.environ.items() if k not in ("SWEEP_STORAGE", "OPTUNA_STORAGE", "SWEEP_STUDY", "SWEEP_FOLLOW")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("SWEEP_STORAGE", "OPTUNA_STORAGE", "SWEEP_STUDY", "SWEEP_FOLLOW")
+    }
     env["PYTHONPATH"] = str(REPO)
     started = time.monotonic()
     done = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=cwd, timeout=case.timeout, check=False)
@@ -131,7 +135,9 @@ def test_unbroken_base_spec_is_valid(tmp_path: Path) -> None:
 def test_bad_input_gives_one_clear_error(case: Case, results: Results) -> None:
     """Non-zero exit, one ``error:`` line naming the problem, no traceback, nothing written."""
     out = results.outcomes[case.id]
-    shown = f"exit {out.returncode} after {out.seconds:.1f}s\nstdout: {out.stdout[-1500:]}\nstderr: {out.stderr[-3000:]}"
+    shown = (
+        f"exit {out.returncode} after {out.seconds:.1f}s\nstdout: {out.stdout[-1500:]}\nstderr: {out.stderr[-3000:]}"
+    )
     assert out.returncode != 0, shown
     assert "Traceback" not in out.stderr, shown
     errors = [line for line in out.stderr.splitlines() if _ERROR_LINE.match(line)]
@@ -149,14 +155,20 @@ def test_no_bad_input_created_a_study(results: Results) -> None:
     assert results.studies_after == results.studies_before == {EXISTING}
     assert results.budgets_after == {EXISTING}
     slowest = max(results.outcomes.items(), key=lambda item: item[1].seconds)
-    print(f"\n[bad input] {len(results.outcomes)} inputs, 0 studies created; slowest {slowest[0]} {slowest[1].seconds:.1f}s")
+    print(
+        f"\n[bad input] {len(results.outcomes)} inputs, 0 studies created; "
+        f"slowest {slowest[0]} {slowest[1].seconds:.1f}s"
+    )
 
 
 def test_nan_loss_fails_only_that_trial(pg_url: str, study_name: str, tmp_path: Path) -> None:
     """A trainer whose loss turns NaN at epoch 2 of trial 0: that trial FAILs with the reason, trial 1 completes."""
     spec = synthetic_spec(tmp_path, study_name, trials=2, epochs=3, dedup=False)
-    spec.write_text(spec.read_text().replace('trainer = "workers.synthetic:train"', 'trainer = "tests.trainers:faulty"')
-                    .replace("epoch_seconds = 0.0", 'epoch_seconds = 0.0, fault = "nan", on_trials = "0", at_epoch = 1'))
+    spec.write_text(
+        spec.read_text()
+        .replace('trainer = "workers.synthetic:train"', 'trainer = "tests.trainers:faulty"')
+        .replace("epoch_seconds = 0.0", 'epoch_seconds = 0.0, fault = "nan", on_trials = "0", at_epoch = 1')
+    )
     run_cli("create", str(spec), "--storage", pg_url, check=True)
     with worker_group() as workers:
         workers.append(start_worker(pg_url, study_name, tmp_path / "logs", 0))

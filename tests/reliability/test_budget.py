@@ -54,8 +54,10 @@ def test_racing_workers_finish_exactly_the_budget(pg_url: str, study_name: str, 
     state = budget_state(engine_of(open_storage(pg_url)), study_name)
     assert state is not None and (state.claimed, state.settled) == (BUDGET, BUDGET), state
     per_worker = Counter(t.user_attrs["worker"]["pid"] for t in finished)
-    print(f"\n[budget] {len(finished)}/{BUDGET} finished ({by_state(trials)}), {WORKERS} workers, wall {wall:.1f}s, "
-          f"worker run times {sorted(round(s, 1) for s in ran.values())}, trials per worker {sorted(per_worker.values())}")
+    print(
+        f"\n[budget] {len(finished)}/{BUDGET} finished ({by_state(trials)}), {WORKERS} workers, wall {wall:.1f}s, "
+        f"worker run times {sorted(round(s, 1) for s in ran.values())}, trials per worker {sorted(per_worker.values())}"
+    )
 
 
 _BARE_WORKER = textwrap.dedent("""
