@@ -35,7 +35,10 @@ bench: $(STAMP)
 bench-full: $(STAMP)
 	$(BIN)/python -m bench.run_all --full
 
+# Lint and type check (ruff, mypy: settings in pyproject.toml), then the Dockerfile.
 lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/mypy
 	$(BIN)/hadolint Dockerfile.gpu
 
 # Regenerate requirements/{base,cpu,gpu}.lock (what Dockerfile.gpu installs) from pyproject.toml.
