@@ -312,7 +312,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 # -- parser --------------------------------------------------------------------------------------
 def _dataset_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--dataset", help="training data (overrides training.dataset): digits, dir:PATH, npz:PATH or tfds:NAME")
+    p.add_argument("--dataset",
+                   help="training data (overrides training.dataset): digits, dir:PATH, npz:PATH or tfds:NAME")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -251,7 +251,8 @@ def tutorial_figure(data: ReportData) -> Figure:
             fig.add_trace(go.Scatter(
                 x=list(range(1, len(ys) + 1)), y=ys, mode="lines", name=f"{ref.name}, ours", legendgroup=kind,
                 showlegend=i == 0, line={"color": color, "width": 1.5}, opacity=0.7,
-                hovertemplate=f"{ref.name} seed {r.seed} (trial {r.number})<br>epoch %{{x}}<br>%{{y:.4f}}<extra></extra>",
+                hovertemplate=(f"{ref.name} seed {r.seed} (trial {r.number})<br>epoch %{{x}}<br>%{{y:.4f}}"
+                               "<extra></extra>"),
             ), row=1, col=1)
         fig.add_trace(go.Scatter(
             x=[10], y=[ref.val_accuracy], mode="markers", name=f"{ref.name}, tutorial", legendgroup=f"{kind}-ref",
@@ -263,9 +264,10 @@ def tutorial_figure(data: ReportData) -> Figure:
             fig.add_trace(go.Scatter(x=list(range(1, len(mean) + 1)), y=mean, mode="lines+markers",
                                      name=f"{ref.name}, ours (mean of seeds)", legendgroup=kind, showlegend=False,
                                      line={"color": color}, marker={"size": 5}), row=1, col=2)
-            fig.add_trace(go.Scatter(x=list(range(1, len(ref.reg_loss) + 1)), y=list(ref.reg_loss), mode="lines+markers",
-                                     name=f"{ref.name}, tutorial", legendgroup=f"{kind}-ref", showlegend=False,
-                                     line={"color": color, "dash": "dash"}, marker={"size": 5, "symbol": "star"}), row=1, col=2)
+            fig.add_trace(go.Scatter(x=list(range(1, len(ref.reg_loss) + 1)), y=list(ref.reg_loss),
+                                     mode="lines+markers", name=f"{ref.name}, tutorial", legendgroup=f"{kind}-ref",
+                                     showlegend=False, line={"color": color, "dash": "dash"},
+                                     marker={"size": 5, "symbol": "star"}), row=1, col=2)
     fig.update_yaxes(type="log", row=1, col=2)
     fig.update_xaxes(title_text="epoch")
     return _style(fig, 460, legend_below=True)

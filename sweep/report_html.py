@@ -36,6 +36,7 @@ from sweep.report_figures import (
     tutorial_figure,
 )
 from sweep.storage import mask_secrets
+from sweep.study import UNLIMITED
 from sweep.tutorial import (
     TUTORIAL_RUNS,
     check_order,
@@ -45,7 +46,6 @@ from sweep.tutorial import (
     tutorial_results,
     tutorial_rows,
 )
-from sweep.study import UNLIMITED
 
 __all__ = ["fmt", "fmt_seconds", "render_html"]
 
@@ -208,7 +208,8 @@ def _tutorial(data: ReportData) -> str:
         n = len(r.curves.get("val_accuracy", []))
         per_epoch = _table(["epoch", *(CURVE_NAMES[k] for k in CURVE_KEYS)],
                            [[e + 1, *(fmt(_at(r, k, e)) for k in CURVE_KEYS)] for e in range(n)], num=set(range(6)))
-        details.append(f"<details><summary>{_e(TUTORIAL_RUNS[r.kind('kernel')].name)} (trial {r.number}, seed {r.seed}): "
+        name = TUTORIAL_RUNS[r.kind("kernel")].name
+        details.append(f"<details><summary>{_e(name)} (trial {r.number}, seed {r.seed}): "
                        f"per epoch</summary>{per_epoch}</details>")
     return _section(
         "tutorial", "Tutorial experiments: none vs L1 vs L2, ours beside the tutorial",

@@ -78,7 +78,8 @@ def test_bias_placement_equals_numpy(conv_bias, n_bias_layers):
 def test_a_penalty_that_leaves_out_the_head_spares_the_dense_layer():
     """``"head": false`` (the tutorial's L1 run): every conv and depthwise kernel, not the Dense head."""
     l1 = {"kind": "l1", "l1": 1e-3, "head": False}
-    everywhere = build_classifier(**SMALL, regularizers=RegularizerSet.from_config({"kernel": l1, "bias": l1, "activity": l1}))
+    regularizers = RegularizerSet.from_config({"kernel": l1, "bias": l1, "activity": l1})
+    everywhere = build_classifier(**SMALL, regularizers=regularizers)
     logits = everywhere.get_layer("logits")
     assert logits.kernel_regularizer is None and logits.bias_regularizer is None and logits.activity_regularizer is None
     assert placement_layers(everywhere) == {"kernel": 52, "bias": 0, "activity": 17}
@@ -86,10 +87,11 @@ def test_a_penalty_that_leaves_out_the_head_spares_the_dense_layer():
     _randomize_biases(model)
     kernels = [keras.ops.convert_to_numpy(layer.kernel) for layer in model.layers if hasattr(layer, "kernel")]
     head = keras.ops.convert_to_numpy(model.get_layer("logits").kernel)
-    assert _total(model.losses) == pytest.approx(sum(1e-3 * np.abs(w).sum() for w in kernels) - 1e-3 * np.abs(head).sum(),
-                                                 rel=1e-5)
+    expected = sum(1e-3 * np.abs(w).sum() for w in kernels) - 1e-3 * np.abs(head).sum()
+    assert _total(model.losses) == pytest.approx(expected, rel=1e-5)
     # The same penalty with the head: one more kernel.
-    with_head = build_classifier(**SMALL, regularizers=RegularizerSet.from_config({"kernel": {"kind": "l1", "l1": 1e-3}}))
+    on_head = RegularizerSet.from_config({"kernel": {"kind": "l1", "l1": 1e-3}})
+    with_head = build_classifier(**SMALL, regularizers=on_head)
     assert placement_layers(with_head) == {"kernel": 53, "bias": 0, "activity": 0}
     with pytest.raises(TrialError, match=r"^Invalid kernel.head: expected true or false, received head='no'$"):
         RegularizerSet.from_config({"kernel": {"kind": "l1", "l1": 1e-3, "head": "no"}})

@@ -177,7 +177,8 @@ def test_seed_replication_report_puts_ours_beside_the_tutorial(pg_url: str, stud
     for name, kind, theirs in (("no regularizer", "none", "0.816"), ("L1", "l1", "0.333"), ("L2", "l2", "0.595")):
         assert f'<td>{name}</td><td class="num">{theirs}</td><td class="num">{means[kind]:.3f}</td>' in tutorial
         first = by_kind[kind][0]
-        assert f"<summary>{name} (trial {first.number}, seed {first.user_attrs['seed']}): per epoch</summary>" in tutorial
+        seed = first.user_attrs["seed"]
+        assert f"<summary>{name} (trial {first.number}, seed {seed}): per epoch</summary>" in tutorial
     assert means["l2"] > means["none"]
     assert re.search(r"<li>no regularizer &gt; L2: difference -0\.\d{3} \(Welch 95% CI [^)]*\): NOT reproduced</li>",
                      tutorial)

@@ -116,7 +116,8 @@ def test_head_option_follows_the_kind_and_keeps_old_hashes() -> None:
     assert RegularizerConfig.from_dict(configs["l1"].to_dict()) == configs["l1"]
     assert configs["l1"].label() == "kernel L1 1.0e-03 (not on the head), bias L1 1.0e-03 (not on the head)"
     # sweep enqueue: the study's space decides the scope from the kind.
-    params = params_from_config(RegularizerConfig(kernel=Penalty("l1", l1=1e-3), bias=Penalty("l1", l1=1e-3)), spec.space)
+    l1 = Penalty("l1", l1=1e-3)
+    params = params_from_config(RegularizerConfig(kernel=l1, bias=l1), spec.space)
     assert config_from_params(params, spec.space) == configs["l1"]
     with pytest.raises(SpecError, match=r"^Invalid head: expected true or false, received head='no'$"):
         Penalty("l1", l1=1e-3, head="no")  # type: ignore[arg-type]
