@@ -2,18 +2,22 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
-STAMP   = $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
+STAMP   = $(VENV)/.installed-$(shell cat pyproject.toml requirements/base.lock | sha1sum | cut -c1-12)
 DEMO_STORAGE ?= sqlite:///regsweep.db
 DEMO_NAME    ?= quick-$(shell date +%Y%m%d-%H%M%S)
 
 .PHONY: venv demo test test-fast bench bench-full lint lock clean
 
 # Not --quiet: the first install takes about 90 s (TensorFlow), and a silent terminal reads as hung.
-$(STAMP): pyproject.toml
+# The packages the images share with the venv (optuna, sqlalchemy, ...) are held at the versions of
+# requirements/base.lock (its pins without hashes, as constraints): the suite tests what the scheduler
+# and dashboard containers run, and a new release on PyPI cannot change a fresh clone's results.
+$(STAMP): pyproject.toml requirements/base.lock
 	@echo "Installing regsweep and its worker dependencies (TensorFlow) into $(VENV): about 90 s on a first run"
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --progress-bar on -e ".[worker,dev]"
+	sed -e '/--hash=/d' -e 's/ *\\$$//' -e 's/ *#.*//' -e '/^ *$$/d' requirements/base.lock > $(VENV)/constraints.txt
+	$(BIN)/python -m pip install --progress-bar on -c $(VENV)/constraints.txt -e ".[worker,dev]"
 	rm -f $(VENV)/.installed-* && touch $@
 
 venv: $(STAMP)
@@ -35,7 +39,10 @@ bench: $(STAMP)
 bench-full: $(STAMP)
 	$(BIN)/python -m bench.run_all --full
 
+# Lint and type check (ruff, mypy: settings in pyproject.toml), then the Dockerfile.
 lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/mypy
 	$(BIN)/hadolint Dockerfile.gpu
 
 # Regenerate requirements/{base,cpu,gpu}.lock (what Dockerfile.gpu installs) from pyproject.toml.

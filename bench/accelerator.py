@@ -104,7 +104,7 @@ def _cache_datasets() -> None:
     import workers.train
 
     cached = functools.lru_cache(maxsize=2)(workers.data.load_dataset)
-    workers.data.load_dataset = workers.train.load_dataset = cached  # type: ignore[assignment]
+    workers.data.load_dataset = workers.train.load_dataset = cached
 
 
 def _one(group: tuple[str, int, str, str], batch: int, plan: dict[str, Any]) -> dict[str, Any]:
@@ -146,7 +146,9 @@ def run_matrix(plan: dict[str, Any], budget_s: float, save: Any) -> list[dict[st
             logger.info("accelerator: %s %dx%d batch %d mixed=%s xla=%s", trainer, size, size, batch, mixed, xla)
             try:
                 runs.append(_one(group, batch, plan))
-                logger.info("  %.0f img/s (train only %.0f)", runs[-1]["images_per_s"], runs[-1]["train_only_images_per_s"])
+                logger.info(
+                    "  %.0f img/s (train only %.0f)", runs[-1]["images_per_s"], runs[-1]["train_only_images_per_s"]
+                )
             except Exception as error:  # one failing configuration must not lose the others' figures
                 oom = bool(_OOM.search(str(error)))
                 runs.append({**row, "error": f"{type(error).__name__}: {str(error)[:500]}", "oom": oom})
@@ -194,7 +196,10 @@ def end_to_end(trial: dict[str, Any], timeout_s: float) -> dict[str, Any]:
         spec = Path(tmp, "e2e.toml")
         limit = f"limit = {trial['limit']}" if trial.get("limit") else ""
         spec.write_text(SPEC.format(limit=limit, **{k: v for k, v in trial.items() if k != "limit"}), encoding="utf-8")
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")])}
+        env = {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")]),
+        }
         create = subprocess.run([*_cli("sweep.cli", "sweep"), "create", str(spec), "--storage", url],
                                 capture_output=True, text=True, env=env, timeout=120)
         if create.returncode != 0:
@@ -206,10 +211,17 @@ def end_to_end(trial: dict[str, Any], timeout_s: float) -> dict[str, Any]:
         study = optuna.load_study(study_name="accelerator-e2e", storage=url)
         trials = study.get_trials()
         if worker.returncode != 0 or not trials:
-            return {"error": f"sweep-worker exited {worker.returncode}: {worker.stderr[-1500:]}", "process_s": process_s}
+            return {
+                "error": f"sweep-worker exited {worker.returncode}: {worker.stderr[-1500:]}",
+                "process_s": process_s,
+            }
         t = trials[0]
         attrs = t.user_attrs
-        wall = (t.datetime_complete - t.datetime_start).total_seconds() if t.datetime_complete else None
+        wall = (
+            (t.datetime_complete - t.datetime_start).total_seconds()
+            if t.datetime_complete and t.datetime_start
+            else None
+        )
         curves, gpu = attrs.get("curves", {}), attrs.get("worker", {}).get("gpu")
         seconds = curves.get("epoch_seconds", [])
         steady = min(seconds[1:]) if len(seconds) > 1 else None
@@ -220,15 +232,25 @@ def end_to_end(trial: dict[str, Any], timeout_s: float) -> dict[str, Any]:
         expected = estimate([attrs["duration_s"]]) if attrs.get("duration_s") else None
         return {
             "command": " ".join(Path(c).name if i == 0 else c for i, c in enumerate(command)),
-            "setup": trial, "state": t.state.name, "value": t.value, "fail_reason": attrs.get("fail_reason"),
-            "worker_attr": attrs.get("worker"), "trainer_device": device, "trainer_backend": attrs.get("diagnostics", {}).get("backend"),
+            "setup": trial,
+            "state": t.state.name,
+            "value": t.value,
+            "fail_reason": attrs.get("fail_reason"),
+            "worker_attr": attrs.get("worker"),
+            "trainer_device": device,
+            "trainer_backend": attrs.get("diagnostics", {}).get("backend"),
             # nvidia-smi's name (the parent) vs the backend's (the child): both "cpu", or both a GPU.
             "gpu_attr_matches_device": gpu is not None and device is not None and (gpu == "cpu") == (device == "cpu"),
-            "duration_s": attrs.get("duration_s"), "trial_wall_s": wall, "process_s": round(process_s, 2),
-            "epoch_train_s": seconds, "images_per_s": curves.get("images_per_second"),
-            "predicted_s": predicted, "expected_prediction_s": expected,
+            "duration_s": attrs.get("duration_s"),
+            "trial_wall_s": wall,
+            "process_s": round(process_s, 2),
+            "epoch_train_s": seconds,
+            "images_per_s": curves.get("images_per_second"),
+            "predicted_s": predicted,
+            "expected_prediction_s": expected,
             "prediction_ok": predicted is not None and expected is not None and abs(predicted - expected) < 1e-6,
-            "in_steps_s": in_steps, "first_epoch_tracing_s": tracing,
+            "in_steps_s": in_steps,
+            "first_epoch_tracing_s": tracing,
             "outside_steps_s": round(wall - in_steps, 3) if in_steps and wall else None,
             "in_steps_fraction": round(in_steps / wall, 4) if in_steps and wall else None,
             "train_part_fraction": round(sum(seconds) / wall, 4) if seconds and wall else None,
@@ -257,7 +279,10 @@ def goals(runs: list[dict[str, Any]], e2e: dict[str, Any], plan: dict[str, Any])
                 "ratio": figures["images_per_s"], "train_only_ratio": figures["train_only_images_per_s"],
                 "met": bool(figures["images_per_s"] and figures["images_per_s"] >= need)}
     fraction = e2e.get("in_steps_fraction")
-    out[">= 90% of a trial's wall time in training steps"] = {"fraction": fraction, "met": bool(fraction and fraction >= 0.9)}
+    out[">= 90% of a trial's wall time in training steps"] = {
+        "fraction": fraction,
+        "met": bool(fraction and fraction >= 0.9),
+    }
     return out
 
 
@@ -266,9 +291,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tiny", action="store_true", help="CI size: small images, few images and steps, width 0.25")
     parser.add_argument("--sizes", type=int, nargs="+", help="image sizes (default: 224 32; tiny: 32)")
-    parser.add_argument("--batches", type=int, nargs="+", help="batch sizes, ascending (a group stops at its first OOM)")
-    parser.add_argument("--mixed", nargs="+", choices=("on", "off"), help="mixed precision values (default: on off; tiny: off)")
-    parser.add_argument("--xla", nargs="+", choices=("on", "off"), help="XLA values (default: on off; tiny: Keras' default here)")
+    parser.add_argument(
+        "--batches", type=int, nargs="+", help="batch sizes, ascending (a group stops at its first OOM)"
+    )
+    parser.add_argument(
+        "--mixed", nargs="+", choices=("on", "off"), help="mixed precision values (default: on off; tiny: off)"
+    )
+    parser.add_argument(
+        "--xla", nargs="+", choices=("on", "off"), help="XLA values (default: on off; tiny: Keras' default here)"
+    )
     parser.add_argument("--trial-epochs", type=int, help="epochs of the end-to-end trial")
     parser.add_argument("--budget-s", type=float, default=3600.0, help="start no matrix run after this many seconds")
     parser.add_argument("--trial-timeout-s", type=float, default=600.0)
@@ -297,8 +328,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     slug = re.sub(r"[^a-z0-9]+", "-", device["name"].lower()).strip("-")
     name = f"{slug}-{device['backend']}" + ("-tiny" if args.tiny else "")
     command = "python -m bench.accelerator " + " ".join(argv if argv is not None else sys.argv[1:])
-    payload: dict[str, Any] = {"run_size": size, "keras_backend_env": os.environ.get("KERAS_BACKEND"), "device": device, "plan": plan, "keras_default_jit": default_jit,
-                               "load1_start": load1(), "dataset_cache": True, "runs": [], "end_to_end": e2e, "goals": None}
+    payload: dict[str, Any] = {
+        "run_size": size,
+        "keras_backend_env": os.environ.get("KERAS_BACKEND"),
+        "device": device,
+        "plan": plan,
+        "keras_default_jit": default_jit,
+        "load1_start": load1(),
+        "dataset_cache": True,
+        "runs": [],
+        "end_to_end": e2e,
+        "goals": None,
+    }
 
     def save(runs: list[dict[str, Any]]) -> Path:
         payload["runs"] = runs
@@ -314,9 +355,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     path = save(runs)
     for goal, verdict in payload["goals"].items():
         extra = f" (train only {verdict['train_only_ratio']})" if "train_only_ratio" in verdict else ""
-        print(f"{'met    ' if verdict['met'] else 'NOT met'}  {goal}: {verdict.get('ratio', verdict.get('fraction'))}{extra}")
-    print(f"end-to-end trial: {e2e.get('state', e2e.get('error'))}, worker.gpu={(e2e.get('worker_attr') or {}).get('gpu')!r}, "
-          f"trainer device={e2e.get('trainer_device')!r}, predicted {e2e.get('predicted_s')}s (ok={e2e.get('prediction_ok')})")
+        print(
+            f"{'met    ' if verdict['met'] else 'NOT met'}  {goal}: "
+            f"{verdict.get('ratio', verdict.get('fraction'))}{extra}"
+        )
+    print(
+        f"end-to-end trial: {e2e.get('state', e2e.get('error'))}, "
+        f"worker.gpu={(e2e.get('worker_attr') or {}).get('gpu')!r}, "
+        f"trainer device={e2e.get('trainer_device')!r}, "
+        f"predicted {e2e.get('predicted_s')}s (ok={e2e.get('prediction_ok')})"
+    )
     logger.info("wrote %s", path)
     return json.loads(path.read_text())
 

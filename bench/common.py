@@ -144,7 +144,10 @@ def summarize(values: Iterable[float], scale: float = 1000.0) -> dict[str, float
 
 def write_result(name: str, size: str, payload: dict[str, Any], command: str, keras_too: bool = False,
                  directory: Path = RESULTS) -> Path:
-    """Write ``<directory>/<name>-<size>.json`` (default ``bench/results``) with machine, versions, date, load and command."""
+    """Write ``<directory>/<name>-<size>.json`` (default ``bench/results``).
+
+    It holds the payload with the machine, versions, date, load and command.
+    """
     directory.mkdir(parents=True, exist_ok=True)
     doc = {
         "benchmark": name,

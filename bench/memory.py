@@ -70,7 +70,7 @@ def main() -> None:
         "trainer_rss_mb": rss,
         "trial_in_child": served,
         "max_rss_mb": max(r for r in rss if r is not None),
-        "rss_first_child": [r for r, n in zip(rss, served) if n is not None and r is not None][:10],
+        "rss_first_child": [r for r, n in zip(rss, served, strict=True) if n is not None and r is not None][:10],
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2))

@@ -98,7 +98,9 @@ def _bare_worker(name: str, index: int, trials: int, barrier: Any, out: Any) -> 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     timer = _Timer()
     storage = optuna.storages.RDBStorage(PG_URL)
-    study = optuna.load_study(study_name=name, storage=storage, sampler=optuna.samplers.RandomSampler(seed=7 + 1000 * index))
+    study = optuna.load_study(
+        study_name=name, storage=storage, sampler=optuna.samplers.RandomSampler(seed=7 + 1000 * index)
+    )
     barrier.wait()
     began = time.perf_counter()
     for _ in range(trials):
@@ -125,17 +127,19 @@ def _project_worker(name: str, index: int, trials: int, barrier: Any, out: Any, 
 
     import sweep.budget
     import workers.loop as loop_module
-    from sweep.storage import StorageConfig, open_storage
+    from sweep.budget import ReleaseSlotAndRetry
+    from sweep.storage import GRACE_PERIOD_S, HEARTBEAT_INTERVAL_S, StorageConfig, open_storage
     from workers.runner import TrainerProcess
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     logging.getLogger("workers").setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message="Heartbeat of storage")
     timer = _Timer()
-    sweep.budget.claim = timer.wrap("claim", sweep.budget.claim)  # type: ignore[assignment]
-    sweep.budget.settle = timer.wrap("settle", sweep.budget.settle)  # type: ignore[assignment]
-    loop_module.suggest_config = timer.wrap("suggest", loop_module.suggest_config)  # type: ignore[assignment]
+    sweep.budget.claim = timer.wrap("claim", sweep.budget.claim)
+    sweep.budget.settle = timer.wrap("settle", sweep.budget.settle)
+    loop_module.suggest_config = timer.wrap("suggest", loop_module.suggest_config)
     optuna.storages.fail_stale_trials = timer.wrap("fail_stale", optuna.storages.fail_stale_trials)
+    # Timers patched over methods on purpose: mypy rejects assigning to a method ([method-assign]).
     optuna.trial.Trial.report = timer.wrap("report", optuna.trial.Trial.report)  # type: ignore[method-assign]
     optuna.trial.Trial.set_user_attr = timer.wrap("set_user_attr", optuna.trial.Trial.set_user_attr)  # type: ignore[method-assign]
 
@@ -151,9 +155,11 @@ def _project_worker(name: str, index: int, trials: int, barrier: Any, out: Any, 
         def _run_trial(self, trial: Any) -> None:
             timer.wrap("run_trial", super()._run_trial)(trial)
 
-    storage = open_storage(PG_URL, StorageConfig(heartbeat_interval=10, grace_period=60))
+    storage = open_storage(PG_URL, StorageConfig(heartbeat_interval=HEARTBEAT_INTERVAL_S, grace_period=GRACE_PERIOD_S),
+                           stale_trial_callback=ReleaseSlotAndRetry())
     trainer = TimedTrainer(trainer_ref)
     loop = TimedLoop(storage, name, trainer=trainer, worker_index=index, max_trials=trials, poll_interval=0.2)
+    # As above: this study's ask and tell, timed in place.
     loop.study.ask = timer.wrap("ask", loop.study.ask)  # type: ignore[method-assign]
     loop.study.tell = timer.wrap("tell", loop.study.tell)  # type: ignore[method-assign]
     trainer.start()
@@ -164,7 +170,7 @@ def _project_worker(name: str, index: int, trials: int, barrier: Any, out: Any, 
     ended = time.perf_counter()
     samples = dict(timer.samples)
     claims, asks = samples.get("claim", []), samples.get("ask", [])
-    samples["claim+ask"] = [c + a for c, a in zip(claims, asks)]
+    samples["claim+ask"] = [c + a for c, a in zip(claims, asks, strict=False)]  # a last claim may find no trial to ask
     out.put({"index": index, "began": began, "ended": ended, "samples": samples})
 
 
@@ -276,19 +282,30 @@ def run(procs: list[int], trials_per_proc: dict[int, int], with_real_trial: bool
 
 def table(payload: dict[str, Any]) -> str:
     """A markdown table of the configurations and ratios."""
-    lines = ["| mode | procs | trials/s | ask or claim+ask p50/p95 ms | report or handler p50/p95 ms | tell or tell+settle p50/p95 ms |",
-             "| --- | --- | --- | --- | --- | --- |"]
+    lines = [
+        "| mode | procs | trials/s | ask or claim+ask p50/p95 ms | report or handler p50/p95 ms "
+        "| tell or tell+settle p50/p95 ms |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
     for c in payload["configs"]:
         o = c["ops_ms"]
         keys = ("ask", "report", "tell") if c["mode"] == "optuna" else ("claim+ask", "epoch_handler", "tell+settle")
         cells = [f"{o[k]['p50']:.1f} / {o[k]['p95']:.1f}" for k in keys]
         lines.append(f"| {c['mode']} | {c['procs']} | {c['trials_per_s']:.1f} | " + " | ".join(cells) + " |")
-    lines += ["", "| procs | claim+ask/ask p50 | handler/report p50 | tell+settle/tell p50 | bare/project trials/s | overhead share of real trial |",
-              "| --- | --- | --- | --- | --- | --- |"]
+    lines += [
+        "",
+        "| procs | claim+ask/ask p50 | handler/report p50 | tell+settle/tell p50 | bare/project trials/s "
+        "| overhead share of real trial |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
     shares = payload.get("overhead_share_of_real_trial", {})
     for n, r in payload["ratios"].items():
         s = shares.get(n, {})
-        share = f"{s.get('share_iteration_pct', float('nan')):.2f}% (db ops {s.get('share_db_ops_pct', float('nan')):.2f}%)" if s else "-"
+        share = (
+            f"{s.get('share_iteration_pct', float('nan')):.2f}% (db ops {s.get('share_db_ops_pct', float('nan')):.2f}%)"
+            if s
+            else "-"
+        )
         lines.append(f"| {n} | {r['claim+ask / ask'].get('p50')}x | {r['epoch_handler / report'].get('p50')}x | "
                      f"{r['tell+settle / tell'].get('p50')}x | {r['trial_throughput bare/project']}x | {share} |")
     if "realistic_trial" in payload:

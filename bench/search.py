@@ -24,6 +24,7 @@
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import random
@@ -71,7 +72,7 @@ def _train(config: dict[str, Any], epochs: int, seed: int) -> dict[str, Any]:
         return "continue"
 
     result = train(TrainRequest(config=config, setup={**SETUP, "epochs": epochs}, trial_number=0, seed=seed), on_epoch)
-    walls = [stamps[0] - t0] + [b - a for a, b in zip(stamps, stamps[1:])]
+    walls = [stamps[0] - t0] + [b - a for a, b in itertools.pairwise(stamps)]
     return {"val_accuracy": [round(v, 5) for v in result["history"]["val_accuracy"]],
             "epoch_wall_s": [round(w, 3) for w in walls]}
 
@@ -110,8 +111,14 @@ def _sampler(strategy: str, seed: int) -> optuna.samplers.BaseSampler:
     return optuna.samplers.RandomSampler(seed=seed)
 
 
-def replay(table: dict[str, Any], strategy: str, seed: int, target: float, grid_order: list[dict[str, Any]] | None = None,
-           max_trials: int = 200) -> dict[str, Any]:
+def replay(
+    table: dict[str, Any],
+    strategy: str,
+    seed: int,
+    target: float,
+    grid_order: list[dict[str, Any]] | None = None,
+    max_trials: int = 200,
+) -> dict[str, Any]:
     """Replay one strategy with one seed against the table; stop when ``target`` is reached."""
     from sweep.space import suggest_config
 
@@ -203,14 +210,20 @@ def evaluate(table: dict[str, Any], seeds: int) -> dict[str, Any]:
 
 def table_md(payload: dict[str, Any]) -> str:
     """Markdown table of the strategies."""
-    lines = [f"Grid best {payload['table']['grid_best']:.4f}, seed std {payload['evaluation']['tolerance']:.4f} "
-             f"(target {payload['evaluation']['target']:.4f}); grid = {payload['evaluation']['grid_epochs']} epochs; "
-             f"grid in the project's fixed order reaches it after {payload['evaluation']['grid_fixed_order']['epochs_to_reach']} epochs.",
-             "", "| strategy | reached | epochs to reach mean ± std (min-max) | share of grid epochs | wall s (mean) |",
-             "| --- | --- | --- | --- | --- |"]
+    lines = [
+        f"Grid best {payload['table']['grid_best']:.4f}, seed std {payload['evaluation']['tolerance']:.4f} "
+        f"(target {payload['evaluation']['target']:.4f}); grid = {payload['evaluation']['grid_epochs']} epochs; "
+        "grid in the project's fixed order reaches it after "
+        f"{payload['evaluation']['grid_fixed_order']['epochs_to_reach']} epochs.",
+        "",
+        "| strategy | reached | epochs to reach mean ± std (min-max) | share of grid epochs | wall s (mean) |",
+        "| --- | --- | --- | --- | --- |",
+    ]
     for s, r in payload["evaluation"]["summary"].items():
-        lines.append(f"| {s} | {r['reached']} | {r['epochs_mean']} ± {r['epochs_std']} ({r['epochs_min']}-{r['epochs_max']}) | "
-                     f"{100 * r['share_of_grid_epochs']:.0f}% | {r['wall_s_mean_when_reached']} |")
+        lines.append(
+            f"| {s} | {r['reached']} | {r['epochs_mean']} ± {r['epochs_std']} ({r['epochs_min']}-{r['epochs_max']}) | "
+            f"{100 * r['share_of_grid_epochs']:.0f}% | {r['wall_s_mean_when_reached']} |"
+        )
     return "\n".join(lines)
 
 
@@ -232,8 +245,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         table = build_table(args.epochs, args.noise_seeds)
         RESULTS.mkdir(parents=True, exist_ok=True)
         table_path.write_text(json.dumps(table, indent=1) + "\n")
-    payload = {"table_file": str(Path(table_path).name), "table": {k: v for k, v in table.items() if k != "rows"},
-               "scores": {k: r["score"] for k, r in table["rows"].items()}}
+    payload: dict[str, Any] = {
+        "table_file": str(Path(table_path).name),
+        "table": {k: v for k, v in table.items() if k != "rows"},
+        "scores": {k: r["score"] for k, r in table["rows"].items()},
+    }
     payload["evaluation"] = evaluate(table, args.seeds)
     payload["table"].pop("grid_params", None)
     command = "python -m bench.search " + " ".join(argv if argv is not None else sys.argv[1:])

@@ -24,6 +24,7 @@ training part of each epoch (no validation or per-epoch callbacks).
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import statistics
 import sys
@@ -46,9 +47,9 @@ def _config(kind: str) -> dict[str, Any]:
 
 def _rates(n_train: int, begins: list[float], test_begins: list[float], ends: list[float], t0: float) -> dict[str, Any]:
     """Steady and first-epoch numbers from per-epoch timestamps."""
-    walls = [ends[0] - t0] + [b - a for a, b in zip(ends, ends[1:])]
+    walls = [ends[0] - t0] + [b - a for a, b in itertools.pairwise(ends)]
     steady = walls[1:]
-    trains = [tb - b for b, tb in zip(begins, test_begins)][1:] if test_begins else []
+    trains = [tb - b for b, tb in zip(begins, test_begins, strict=True)][1:] if test_begins else []
     steady_wall = min(steady)  # the fastest steady epoch, as documented and as _worker does
     return {
         "epoch_wall_s": [round(w, 3) for w in walls],
@@ -75,7 +76,7 @@ def _worker(width: float, kind: str, epochs: int, *, image_size: int = 32, batch
     t0 = time.perf_counter()
     result = train(TrainRequest(config=_config(kind), setup=setup_, trial_number=0, seed=0), on_epoch)
     n_train = int(round(result["history"]["images_per_second"][0] * result["history"]["epoch_seconds"][0]))
-    walls = [stamps[0] - t0] + [b - a for a, b in zip(stamps, stamps[1:])]
+    walls = [stamps[0] - t0] + [b - a for a, b in itertools.pairwise(stamps)]
     steady_wall = min(walls[1:])  # the least disturbed epoch: other engineers' jobs share these cores
     train_secs = result["history"]["epoch_seconds"][1:]
     return {
@@ -115,7 +116,9 @@ def _inputs(data: Any, batch: int) -> dict[str, Any]:
                 "batch_size": batch, "shuffle": True}
     import tensorflow as tf
 
-    ds_train = tf.data.Dataset.from_tensor_slices((data.x_train, data.y_train)).shuffle(len(data.x_train), seed=0).batch(batch)
+    ds_train = (
+        tf.data.Dataset.from_tensor_slices((data.x_train, data.y_train)).shuffle(len(data.x_train), seed=0).batch(batch)
+    )
     ds_val = tf.data.Dataset.from_tensor_slices((data.x_val, data.y_val)).batch(batch)
     return {"x": ds_train, "validation_data": ds_val}
 
@@ -166,8 +169,15 @@ def _plain(model_kind: str, width: float, kind: str, epochs: int, jit: Any = "au
     finally:
         keras.mixed_precision.set_global_policy("float32")
     out = _rates(len(data.x_train), begins, test_begins, ends, t0)
-    out.update({"n_train": len(data.x_train), "jit_compile": bool(model.jit_compile), "policy": model.dtype_policy.name,
-                "n_penalties": len(model.losses), "val_accuracy": [round(v, 4) for v in history.history["val_sparse_categorical_accuracy"]]})
+    out.update(
+        {
+            "n_train": len(data.x_train),
+            "jit_compile": bool(model.jit_compile),
+            "policy": model.dtype_policy.name,
+            "n_penalties": len(model.losses),
+            "val_accuracy": [round(v, 4) for v in history.history["val_sparse_categorical_accuracy"]],
+        }
+    )
     return out
 
 
@@ -216,8 +226,12 @@ def run(widths: list[float], epochs: int, repeats: int) -> dict[str, Any]:
                 "worker/plain": round(w["images_per_s"] / p["images_per_s"], 2),
                 "worker/plain train_only": round(w["train_only_images_per_s"] / p["train_only_images_per_s"], 2),
                 "keras_app/plain": round(a["images_per_s"] / p["images_per_s"], 2),
-                "penalty cost plain (1 - x/none)": round(1 - p["images_per_s"] / best[f"plain|{width}|none"]["images_per_s"], 3),
-                "penalty cost worker (1 - x/none)": round(1 - w["images_per_s"] / best[f"worker|{width}|none"]["images_per_s"], 3),
+                "penalty cost plain (1 - x/none)": round(
+                    1 - p["images_per_s"] / best[f"plain|{width}|none"]["images_per_s"], 3
+                ),
+                "penalty cost worker (1 - x/none)": round(
+                    1 - w["images_per_s"] / best[f"worker|{width}|none"]["images_per_s"], 3
+                ),
             }
     return {"batch_size": BATCH, "lambda": LAMBDA, "learning_rate": LR, "repeats": repeats,
             "selection": "best of repeats (least disturbed by other load)", "runs": runs,
@@ -226,15 +240,20 @@ def run(widths: list[float], epochs: int, repeats: int) -> dict[str, Any]:
 
 def table(payload: dict[str, Any]) -> str:
     """A markdown table: images/s per trainer, width and penalty, and the worker/plain ratio."""
-    lines = ["| width | penalty | plain img/s | worker img/s | keras.applications img/s | worker/plain | worker/plain (train only) | first-epoch extra s (plain / worker / app) |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines = [
+        "| width | penalty | plain img/s | worker img/s | keras.applications img/s | worker/plain "
+        "| worker/plain (train only) | first-epoch extra s (plain / worker / app) |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
     for key, r in payload["ratios"].items():
         width, kind = key.split("|")
         b = {t: payload["best"][f"{t}|{width}|{kind}"] for t in ("plain", "worker", "keras_app")}
         lines.append(
             f"| {width} | {kind} | {b['plain']['images_per_s']:.0f} | {b['worker']['images_per_s']:.0f} | "
             f"{b['keras_app']['images_per_s']:.0f} | {r['worker/plain']}x | {r['worker/plain train_only']}x | "
-            f"{b['plain']['first_epoch_extra_s']:.1f} / {b['worker']['first_epoch_extra_s']:.1f} / {b['keras_app']['first_epoch_extra_s']:.1f} |")
+            f"{b['plain']['first_epoch_extra_s']:.1f} / {b['worker']['first_epoch_extra_s']:.1f} / "
+            f"{b['keras_app']['first_epoch_extra_s']:.1f} |"
+        )
     return "\n".join(lines)
 
 

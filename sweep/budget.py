@@ -132,12 +132,6 @@ def _ensure_table(engine: sa.engine.Engine) -> None:
     # One CREATE TABLE IF NOT EXISTS per engine, not per claim: claims are on the hot path.
     if id(engine) not in _tables_ready:
         db_call(lambda: _metadata.create_all(engine, checkfirst=True), what="create the budget table")
-        columns = {c["name"] for c in db_call(lambda: sa.inspect(engine).get_columns(TABLE.name), what="inspect the budget table")}
-        if "settled" not in columns:  # tables from regsweep 0.1.0 development builds
-            def _migrate() -> None:
-                with engine.begin() as conn:
-                    conn.execute(sa.text(f"ALTER TABLE {TABLE.name} ADD COLUMN settled INTEGER NOT NULL DEFAULT 0"))
-            db_call(_migrate, what="add the settled column to the budget table")
         _tables_ready.add(id(engine))
 
 

@@ -8,6 +8,7 @@ Exit status: 0 on success, the error's ``exit_code`` (2 bad input, 3 storage) ot
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib
 import json
 import logging
@@ -102,8 +103,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     storage, url = _open(args, spec.study.storage)
     sweep, created = create_sweep(spec, storage)
     out.print(f"{'Created' if created else 'Continuing'} study [bold]{sweep.name}[/] in {mask_url(url)}")
-    codes = run_local_workers(sweep, url, args.workers, log_dir=Path(args.log_dir) / sweep.name if args.log_dir else None,
-                              extra_env=extra_env)
+    codes = run_local_workers(
+        sweep, url, args.workers, log_dir=Path(args.log_dir) / sweep.name if args.log_dir else None, extra_env=extra_env
+    )
     _print_leaderboard(sweep, args.top)
     return 0 if all(code == 0 for code in codes) else 1
 
@@ -137,8 +139,9 @@ def cmd_status(args: argparse.Namespace) -> int:
             host, pid = r.worker.rsplit(":", 1) if ":" in r.worker else (r.worker, "?")
             # pid first: a cut-off tail loses the domain and GPU name, not what identifies the process.
             worker = f"{pid}@{host.split('.')[0]} {r.gpu}"
-            table.add_row(str(r.number), str(r.epochs_reported), started, *(r.penalties.get(p, "?") for p in PLACEMENTS),
-                          worker)
+            table.add_row(
+                str(r.number), str(r.epochs_reported), started, *(r.penalties.get(p, "?") for p in PLACEMENTS), worker
+            )
         out.print(table, soft_wrap=False)
     return 0
 
@@ -196,10 +199,13 @@ def _read_configs(args: argparse.Namespace) -> list[dict[str, Any]]:
         except FileNotFoundError:
             raise SpecError(f"Invalid --file: file not found, received file={args.file!r}") from None
         except (OSError, UnicodeDecodeError) as error:
-            raise SpecError(f"Invalid --file: cannot read it ({error.__class__.__name__}), received file={args.file!r}") from None
+            raise SpecError(
+                f"Invalid --file: cannot read it ({error.__class__.__name__}), received file={args.file!r}"
+            ) from None
         except json.JSONDecodeError as error:
-            raise SpecError(f"Invalid --file: not JSON ({error.msg} at line {error.lineno}), "
-                            f"received file={args.file!r}") from None
+            raise SpecError(
+                f"Invalid --file: not JSON ({error.msg} at line {error.lineno}), received file={args.file!r}"
+            ) from None
         if not isinstance(loaded, list):
             raise SpecError(f"Invalid --file: expected a JSON list of configs, received a {type(loaded).__name__}, "
                             f"file={args.file!r}")
@@ -225,8 +231,12 @@ def _follow_ties(item: dict[str, Any], space: Any) -> dict[str, Any]:
 def _same_params(a: dict[str, Any], b: dict[str, Any]) -> bool:
     if a.keys() != b.keys():
         return False
-    return all(math.isclose(float(v), float(b[k]), rel_tol=1e-9) if isinstance(v, (int, float)) and not isinstance(v, bool)
-               else v == b[k] for k, v in a.items())
+    return all(
+        math.isclose(float(v), float(b[k]), rel_tol=1e-9)
+        if isinstance(v, (int, float)) and not isinstance(v, bool)
+        else v == b[k]
+        for k, v in a.items()
+    )
 
 
 def cmd_enqueue(args: argparse.Namespace) -> int:
@@ -254,10 +264,12 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
     for p in params:
         match = next((t for t in trials if _same_params(t.system_attrs.get("fixed_params", t.params), p)), None)
         if match is not None:
-            verb = "already queued" if match.state == TrialState.WAITING else f"already tried ({match.state.name.lower()})"
+            verb = (
+                "already queued" if match.state == TrialState.WAITING else f"already tried ({match.state.name.lower()})"
+            )
             skipped.append(f"{verb} as trial {match.number}")
             continue
-        db_call(lambda p=p: sweep.study.enqueue_trial(p), what="enqueue a config")
+        db_call(functools.partial(sweep.study.enqueue_trial, p), what="enqueue a config")
         trials = db_call(lambda: sweep.study.get_trials(deepcopy=False), what="list trials")
         added += 1
     out.print(f"Enqueued {added} config(s) in [bold]{sweep.name}[/]"
@@ -300,7 +312,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 # -- parser --------------------------------------------------------------------------------------
 def _dataset_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--dataset", help="training data (overrides training.dataset): digits, dir:PATH, npz:PATH or tfds:NAME")
+    p.add_argument("--dataset",
+                   help="training data (overrides training.dataset): digits, dir:PATH, npz:PATH or tfds:NAME")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -343,7 +356,11 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "best":
             p.add_argument("--top", type=int, default=10, help="rows (default 10)")
         if name == "enqueue":
-            p.add_argument("--config", action="append", help='canonical config JSON, e.g. \'{"kernel": {"kind": "l2", "l2": 0.001}}\'')
+            p.add_argument(
+                "--config",
+                action="append",
+                help='canonical config JSON, e.g. \'{"kernel": {"kind": "l2", "l2": 0.001}}\'',
+            )
             p.add_argument("--file", help="JSON file with a list of configs")
         if name == "export":
             p.add_argument("--out", required=True, help="CSV file to write")

@@ -167,7 +167,9 @@ def container_name(prefix: str, study: str, gpu: str | None, cpu: str | None = N
         device = "gpu" + (gpu if gpu.isdigit() else gpu.split("-", 1)[-1].replace("-", "")[:8])
     name = _NAME_UNSAFE.sub("-", f"{prefix}-{study}-{device}").strip("-._")
     if not name or not name[0].isalnum():
-        raise LauncherError(f"Invalid --name-prefix: container names must start with a letter or digit, received {prefix!r}")
+        raise LauncherError(
+            f"Invalid --name-prefix: container names must start with a letter or digit, received {prefix!r}"
+        )
     return name
 
 

@@ -86,7 +86,7 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     return 0
 
 
-def register_cli(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register_cli(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``sweep dashboard`` to the ``sweep`` parser."""
     p = subparsers.add_parser("dashboard", help="optuna-dashboard with the trials' learning-curve artifacts")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")

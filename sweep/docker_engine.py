@@ -12,10 +12,21 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from sweep.containers import (
+    LABEL_CPU,
+    LABEL_FOLLOW,
+    LABEL_GPU,
+    LABEL_IMAGE,
+    LABEL_ROLE,
+    LABEL_STUDY,
+    ROLE_WORKER,
+    WorkerInfo,
+    WorkerSpec,
+    _mask,
+    describe,
+    run_kwargs,
+)
 from sweep.errors import LauncherError
-
-from sweep.containers import LABEL_CPU, LABEL_FOLLOW, LABEL_GPU, LABEL_IMAGE, LABEL_ROLE, LABEL_STUDY, ROLE_WORKER
-from sweep.containers import WorkerInfo, WorkerSpec, _mask, describe, run_kwargs
 
 __all__ = ["connect", "up", "ls", "down"]
 

@@ -23,7 +23,6 @@ __all__ = [
     "SpecError",
     "StorageError",
     "StudyNotFoundError",
-    "BudgetExhausted",
     "DataError",
     "TrialError",
     "TrialDiverged",
@@ -67,12 +66,6 @@ class StorageError(RegsweepError):
 
 class StudyNotFoundError(StorageError):
     """The named study does not exist in the storage."""
-
-
-class BudgetExhausted(RegsweepError):
-    """No budget slot is left for another trial (not an error for a worker: it exits 0)."""
-
-    exit_code = 0
 
 
 class DataError(RegsweepError):

@@ -11,6 +11,7 @@ so including it would bias its mean upwards (the winner's curse).
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import statistics
@@ -24,7 +25,7 @@ from sqlalchemy import exc as sa_exc
 from sweep import budget
 from sweep.spec import SweepSpec
 from sweep.storage import db_call, engine_of
-from sweep.summary import trial_label
+from sweep.summary import best_first, trial_label, trial_value
 
 __all__ = ["FinalistRow", "open_finalist_phase", "finalist_ranking", "t_quantile_975", "mean_ci", "welch_interval"]
 
@@ -76,7 +77,7 @@ def open_finalist_phase(study: optuna.Study, spec: SweepSpec) -> bool:
         t for t in db_call(lambda: study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)), what="list trials")
         if t.user_attrs.get("phase", "search") == "search" and t.value is not None
     ]
-    complete.sort(key=lambda t: (-t.value, t.number))  # type: ignore[operator]
+    complete.sort(key=best_first)
     chosen, seen = [], set()
     for t in complete:
         key = t.user_attrs.get("config_hash")
@@ -90,7 +91,7 @@ def open_finalist_phase(study: optuna.Study, spec: SweepSpec) -> bool:
     for t in chosen:
         for s in range(1, spec.finalists.seeds + 1):
             attrs = {"phase": "finalist", "seed": base + s, "finalist_of": t.number}
-            db_call(lambda t=t, attrs=attrs: study.enqueue_trial(t.params, user_attrs=attrs), what="enqueue a finalist")
+            db_call(functools.partial(study.enqueue_trial, t.params, user_attrs=attrs), what="enqueue a finalist")
             count += 1
     budget.extend(engine, study.study_name, count)  # last: only now can workers claim these
     _logger.info("Finalist phase: %d config(s) x %d seeds enqueued", len(chosen), spec.finalists.seeds)
@@ -167,7 +168,7 @@ def finalist_ranking(study: optuna.Study) -> list[FinalistRow]:
             groups.setdefault(t.user_attrs.get("config_hash", "?"), []).append(t)
     rows = []
     for key, group in groups.items():
-        values = [float(t.value) for t in group]  # type: ignore[arg-type]
+        values = [trial_value(t) for t in group]
         mean, ci_low, ci_high = mean_ci(values)
         source = by_number.get(group[0].user_attrs.get("finalist_of", -1))
         rows.append(FinalistRow(

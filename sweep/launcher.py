@@ -109,8 +109,12 @@ def register_cli(subparsers: Any) -> None:
     p_up = actions.add_parser("up", help="start one worker container per GPU (or N CPU-only workers)")
     devices = p_up.add_mutually_exclusive_group(required=True)
     devices.add_argument("--gpus", help="'all' (from nvidia-smi) or ids, e.g. 0,2: one worker per GPU")
-    devices.add_argument("--cpus", type=int, metavar="N",
-                         help="N CPU-only workers: no GPU requested (image built with LOCK=cpu, e.g. regsweep-worker-cpu)")
+    devices.add_argument(
+        "--cpus",
+        type=int,
+        metavar="N",
+        help="N CPU-only workers: no GPU requested (image built with LOCK=cpu, e.g. regsweep-worker-cpu)",
+    )
     p_up.add_argument("--image", required=True, help="worker image built from Dockerfile.gpu")
     target = p_up.add_mutually_exclusive_group()
     target.add_argument("--study", default=None, help="study name (default: $SWEEP_STUDY)")
@@ -182,8 +186,10 @@ def _cmd_up(args: argparse.Namespace, client: Any = None) -> int:
     what = f"studies [bold]{study}-*[/bold]" if args.follow else f"study [bold]{study}[/bold]"
     console.print(f"[bold]{len(names)}[/bold] worker(s) for {what} "
                   f"(storage {mask_url(specs[0].environment['SWEEP_STORAGE'])}):")
-    for spec, name in zip(specs, names):
-        console.print(f"  {spec.device.upper() if spec.gpu is None else 'GPU ' + str(spec.gpu)}: {name}", highlight=False)
+    for spec, name in zip(specs, names, strict=True):
+        console.print(
+            f"  {spec.device.upper() if spec.gpu is None else 'GPU ' + str(spec.gpu)}: {name}", highlight=False
+        )
     return 0
 
 

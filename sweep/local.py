@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
 from sweep.processes import die_with_parent
 from sweep.study import UNLIMITED, Sweep
@@ -171,7 +171,7 @@ def _interrupted_summary(sweep: Sweep, codes: list[int]) -> str:
             f"on the next run), {len(status.running)} running{slots}; workers exited {codes}")
 
 
-def _refresh(progress: Progress, task: int, sweep: Sweep) -> None:
+def _refresh(progress: Progress, task: TaskID, sweep: Sweep) -> None:
     try:
         status = sweep_status(sweep)
     except Exception as error:  # a storage hiccup must not kill the progress display

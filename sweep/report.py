@@ -54,8 +54,10 @@ def render_markdown(data: ReportData, storage: str, html_name: str, top: int = 1
     short = {r.number: r.short for r in data.rows}
     if data.finalists:
         top_f = data.finalists[0]
-        lines.append(f"- winner (finalists): `{_md(short.get(top_f.search_trial, top_f.label))}`, mean **{top_f.mean:.4f}** over "
-                     f"{len(top_f.values)} fresh seeds")
+        lines.append(
+            f"- winner (finalists): `{_md(short.get(top_f.search_trial, top_f.label))}`, "
+            f"mean **{top_f.mean:.4f}** over {len(top_f.values)} fresh seeds"
+        )
     best = data.search[0] if data.search else None
     lines.append(f"- best trial: **{best.value:.4f}** (trial {best.number}: `{best.short}`)" if best else
                  "- best trial: none yet")
@@ -94,8 +96,10 @@ def render_markdown(data: ReportData, storage: str, html_name: str, top: int = 1
     if data.finalists:
         lines += ["", "## Finalists (fresh seeds)", ""]
         for f in data.finalists:
-            lines.append(f"- `{_md(short.get(f.search_trial, f.label))}`: mean {f.mean:.4f} (95% CI {f.ci_low:.4f} .. {f.ci_high:.4f}, "
-                         f"{len(f.values)} seeds)")
+            lines.append(
+                f"- `{_md(short.get(f.search_trial, f.label))}`: mean {f.mean:.4f} "
+                f"(95% CI {f.ci_low:.4f} .. {f.ci_high:.4f}, {len(f.values)} seeds)"
+            )
     lines += ["", f"Full report with figures: [{html_name}]({html_name})", ""]
     return "\n".join(lines)
 
@@ -153,11 +157,13 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-def register_cli(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register_cli(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``sweep report`` to the ``sweep`` parser."""
     p = subparsers.add_parser("report", help="self-contained HTML report (+ markdown summary) of a study")
     p.add_argument("study", help="study name")
-    p.add_argument("--out", default="report.html", help="HTML file to write; report.md goes beside it (default report.html)")
+    p.add_argument(
+        "--out", default="report.html", help="HTML file to write; report.md goes beside it (default report.html)"
+    )
     p.add_argument("--top", type=int, default=15, help="leaderboard rows (default 15)")
     p.add_argument("--storage", help="storage URL (default: SWEEP_STORAGE, OPTUNA_STORAGE, sqlite:///regsweep.db)")
     p.set_defaults(handler=cmd_report)

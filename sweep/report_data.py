@@ -245,7 +245,7 @@ def kind_values(data: ReportData, placement: str) -> dict[str, list[float]]:
     """Validation accuracy of trained COMPLETE trials, grouped by the kind at ``placement``."""
     groups: dict[str, list[float]] = {}
     for r in data.trained:
-        groups.setdefault(r.kind(placement), []).append(float(r.value))  # type: ignore[arg-type]
+        groups.setdefault(r.kind(placement), []).append(float(r.value))  # type: ignore[arg-type]  # trained: COMPLETE
     order = {k: i for i, k in enumerate(KIND_ORDER)}
     return dict(sorted(groups.items(), key=lambda kv: order.get(kv[0], len(order))))
 
@@ -254,8 +254,8 @@ def placement_effects(data: ReportData) -> list[dict[str, Any]]:
     """Per placement: trials with and without a penalty, their median accuracy and the difference."""
     out = []
     for p in PLACEMENTS:
-        on = [float(r.value) for r in data.trained if r.kind(p) != "none"]  # type: ignore[arg-type]
-        off = [float(r.value) for r in data.trained if r.kind(p) == "none"]  # type: ignore[arg-type]
+        on = [float(r.value) for r in data.trained if r.kind(p) != "none"]  # type: ignore[arg-type]  # COMPLETE: valued
+        off = [float(r.value) for r in data.trained if r.kind(p) == "none"]  # type: ignore[arg-type]  # as above
         no_effect = sum(1 for t in data.trials if p in (t.user_attrs.get("no_effect") or []))
         tie = getattr(getattr(data.spec.space, p), "tie", None)
         out.append({

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Any
+from typing import Any, TypeAlias
 
 import optuna
 import plotly.graph_objects as go
@@ -39,7 +39,7 @@ __all__ = [
 
 _logger = logging.getLogger(__name__)
 #: A figure, or a sentence explaining why there is none.
-Figure = go.Figure | str
+Figure: TypeAlias = "go.Figure | str"
 KIND_COLORS = {"none": "#7f7f7f", "l1": "#1f77b4", "l2": "#d62728", "l1_l2": "#9467bd", "custom": "#2ca02c"}
 _LINE_COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf")
 _FONT = {"family": "system-ui, -apple-system, Segoe UI, Roboto, sans-serif", "size": 13}
@@ -67,7 +67,11 @@ def kinds_figure(data: ReportData) -> Figure:
     """Box plots of validation accuracy by kind, one panel per searched placement."""
     placements = searched_placements(data.spec)
     if not data.trained or not placements:
-        return "No completed trials yet." if not data.trained else "No placement is searched: every trial is unregularized."
+        return (
+            "No completed trials yet."
+            if not data.trained
+            else "No placement is searched: every trial is unregularized."
+        )
     fig = make_subplots(rows=1, cols=len(placements), shared_yaxes=True, subplot_titles=placements)
     shown: set[str] = set()
     for col, p in enumerate(placements, 1):
@@ -103,11 +107,21 @@ def placement_figure(data: ReportData) -> Figure:
             rows = [r for r in data.trained if r.kind(p) == kind and r.strength(p)]
             if not rows:
                 continue
-            fig.add_trace(go.Scatter(
-                x=[r.strength(p) for r in rows], y=[r.value for r in rows], mode="markers", name=kind, legendgroup=kind,
-                showlegend=kind not in shown, marker={"color": KIND_COLORS[kind], "size": 8, "opacity": 0.8},
-                text=[_hover(r) for r in rows], hovertemplate="%{text}<br>lambda %{x:.2g}<br>val acc %{y:.4f}<extra></extra>",
-            ), row=1, col=col)
+            fig.add_trace(
+                go.Scatter(
+                    x=[r.strength(p) for r in rows],
+                    y=[r.value for r in rows],
+                    mode="markers",
+                    name=kind,
+                    legendgroup=kind,
+                    showlegend=kind not in shown,
+                    marker={"color": KIND_COLORS[kind], "size": 8, "opacity": 0.8},
+                    text=[_hover(r) for r in rows],
+                    hovertemplate="%{text}<br>lambda %{x:.2g}<br>val acc %{y:.4f}<extra></extra>",
+                ),
+                row=1,
+                col=col,
+            )
             shown.add(kind)
         _log_axis(fig, row=1, col=col)
         fig.update_xaxes(title_text="lambda (l1 + l2)", row=1, col=col)
@@ -179,11 +193,17 @@ def sparsity_figure(data: ReportData) -> Figure:
     fig = go.Figure()
     for kind in dict.fromkeys(r.kind("kernel") for r in rows):
         sub = [r for r in rows if r.kind("kernel") == kind]
-        fig.add_trace(go.Scatter(
-            x=[r.sparsity for r in sub], y=[r.value for r in sub], mode="markers", name=f"kernel {kind}",
-            marker={"color": KIND_COLORS.get(kind, "#333"), "size": 9, "opacity": 0.85},
-            text=[_hover(r) for r in sub], hovertemplate="%{text}<br>sparsity %{x:.3f}<br>val acc %{y:.4f}<extra></extra>",
-        ))
+        fig.add_trace(
+            go.Scatter(
+                x=[r.sparsity for r in sub],
+                y=[r.value for r in sub],
+                mode="markers",
+                name=f"kernel {kind}",
+                marker={"color": KIND_COLORS.get(kind, "#333"), "size": 9, "opacity": 0.85},
+                text=[_hover(r) for r in sub],
+                hovertemplate="%{text}<br>sparsity %{x:.3f}<br>val acc %{y:.4f}<extra></extra>",
+            )
+        )
     top = max(float(r.sparsity or 0.0) for r in rows)
     # Padded range: points at sparsity 0 would otherwise sit half outside the plot on the axis.
     # From 0, as a fraction reads; markers are not clipped, so a point at 0 shows whole on the axis.
@@ -231,7 +251,8 @@ def tutorial_figure(data: ReportData) -> Figure:
             fig.add_trace(go.Scatter(
                 x=list(range(1, len(ys) + 1)), y=ys, mode="lines", name=f"{ref.name}, ours", legendgroup=kind,
                 showlegend=i == 0, line={"color": color, "width": 1.5}, opacity=0.7,
-                hovertemplate=f"{ref.name} seed {r.seed} (trial {r.number})<br>epoch %{{x}}<br>%{{y:.4f}}<extra></extra>",
+                hovertemplate=(f"{ref.name} seed {r.seed} (trial {r.number})<br>epoch %{{x}}<br>%{{y:.4f}}"
+                               "<extra></extra>"),
             ), row=1, col=1)
         fig.add_trace(go.Scatter(
             x=[10], y=[ref.val_accuracy], mode="markers", name=f"{ref.name}, tutorial", legendgroup=f"{kind}-ref",
@@ -243,9 +264,10 @@ def tutorial_figure(data: ReportData) -> Figure:
             fig.add_trace(go.Scatter(x=list(range(1, len(mean) + 1)), y=mean, mode="lines+markers",
                                      name=f"{ref.name}, ours (mean of seeds)", legendgroup=kind, showlegend=False,
                                      line={"color": color}, marker={"size": 5}), row=1, col=2)
-            fig.add_trace(go.Scatter(x=list(range(1, len(ref.reg_loss) + 1)), y=list(ref.reg_loss), mode="lines+markers",
-                                     name=f"{ref.name}, tutorial", legendgroup=f"{kind}-ref", showlegend=False,
-                                     line={"color": color, "dash": "dash"}, marker={"size": 5, "symbol": "star"}), row=1, col=2)
+            fig.add_trace(go.Scatter(x=list(range(1, len(ref.reg_loss) + 1)), y=list(ref.reg_loss),
+                                     mode="lines+markers", name=f"{ref.name}, tutorial", legendgroup=f"{kind}-ref",
+                                     showlegend=False, line={"color": color, "dash": "dash"},
+                                     marker={"size": 5, "symbol": "star"}), row=1, col=2)
     fig.update_yaxes(type="log", row=1, col=2)
     fig.update_xaxes(title_text="epoch")
     return _style(fig, 460, legend_below=True)

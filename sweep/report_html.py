@@ -6,6 +6,7 @@ import datetime as dt
 import html
 import statistics
 from collections.abc import Iterable, Sequence
+from collections.abc import Set as AbstractSet
 from typing import Any
 
 from sweep.regconfig import PLACEMENTS
@@ -35,6 +36,7 @@ from sweep.report_figures import (
     tutorial_figure,
 )
 from sweep.storage import mask_secrets
+from sweep.study import UNLIMITED
 from sweep.tutorial import (
     TUTORIAL_RUNS,
     check_order,
@@ -44,7 +46,6 @@ from sweep.tutorial import (
     tutorial_results,
     tutorial_rows,
 )
-from sweep.study import UNLIMITED
 
 __all__ = ["fmt", "fmt_seconds", "render_html"]
 
@@ -88,7 +89,7 @@ def _e(text: Any) -> str:
     return html.escape(mask_secrets(str(text)), quote=True)
 
 
-def _table(head: Sequence[str], rows: Iterable[Sequence[Any]], num: set[int] = frozenset(),  # type: ignore[assignment]
+def _table(head: Sequence[str], rows: Iterable[Sequence[Any]], num: AbstractSet[int] = frozenset(),
            row_class: Sequence[str] | None = None) -> str:
     cells = "".join(f'<th class="num">{_e(h)}</th>' if i in num else f"<th>{_e(h)}</th>" for i, h in enumerate(head))
     body = []
@@ -173,7 +174,9 @@ def _kinds(data: ReportData) -> str:
     for p in searched_placements(data.spec):
         for kind, values in kind_values(data, p).items():
             rows.append([p, kind, len(values), fmt(statistics.median(values)), fmt(max(values))])
-    table = _table(["placement", "kind", "trials", "median val acc", "best val acc"], rows, num={2, 3, 4}) if rows else ""
+    table = (
+        _table(["placement", "kind", "trials", "median val acc", "best val acc"], rows, num={2, 3, 4}) if rows else ""
+    )
     notes = "".join(f'<p class="note">{_e(n)}</p>' for n in unsearched_notes(data.spec))
     return _section("kinds", "Kind comparison", _figure("kinds", kinds_figure(data)), table, notes)
 
@@ -205,7 +208,8 @@ def _tutorial(data: ReportData) -> str:
         n = len(r.curves.get("val_accuracy", []))
         per_epoch = _table(["epoch", *(CURVE_NAMES[k] for k in CURVE_KEYS)],
                            [[e + 1, *(fmt(_at(r, k, e)) for k in CURVE_KEYS)] for e in range(n)], num=set(range(6)))
-        details.append(f"<details><summary>{_e(TUTORIAL_RUNS[r.kind('kernel')].name)} (trial {r.number}, seed {r.seed}): "
+        name = TUTORIAL_RUNS[r.kind("kernel")].name
+        details.append(f"<details><summary>{_e(name)} (trial {r.number}, seed {r.seed}): "
                        f"per epoch</summary>{per_epoch}</details>")
     return _section(
         "tutorial", "Tutorial experiments: none vs L1 vs L2, ours beside the tutorial",
@@ -247,9 +251,19 @@ def _pruned(data: ReportData) -> str:
     rows = data.pruned
     if not rows:
         return ""
-    table = _table(["trial", "regularizers", "epochs run", "last val accuracy"],
-                   [[r.number, r.short, len(r.curves.get("val_accuracy", [])),
-                     fmt((r.curves.get("val_accuracy") or [None])[-1])] for r in rows], num={0, 2, 3})
+    table = _table(
+        ["trial", "regularizers", "epochs run", "last val accuracy"],
+        [
+            [
+                r.number,
+                r.short,
+                len(r.curves.get("val_accuracy", [])),
+                fmt(r.curves["val_accuracy"][-1] if r.curves.get("val_accuracy") else None),
+            ]
+            for r in rows
+        ],
+        num={0, 2, 3},
+    )
     return _section("pruned", "Pruned", f'<p class="note">{len(rows)} pruned trial(s): the pruner stopped them '
                     "early, so they are not ranked in the leaderboard.</p>", table)
 
@@ -281,10 +295,22 @@ def _finalists(data: ReportData) -> str:
         return ""
     short = {r.number: r.short for r in data.rows}
     verdict = {True: "yes", False: "no (within seed noise)", None: "n/a"}
-    table = _table(["config", "search trial", "search val acc", "seeds", "mean", "95% CI", "worse than best"],
-                   [[short.get(f.search_trial, f.label), f.search_trial, fmt(f.search_value), len(f.values), fmt(f.mean),
-                     f"{f.ci_low:.4f} .. {f.ci_high:.4f}", "(best)" if i == 0 else verdict[f.worse_than_best]]
-                    for i, f in enumerate(data.finalists)], num={1, 2, 3, 4})
+    table = _table(
+        ["config", "search trial", "search val acc", "seeds", "mean", "95% CI", "worse than best"],
+        [
+            [
+                short.get(f.search_trial, f.label),
+                f.search_trial,
+                fmt(f.search_value),
+                len(f.values),
+                fmt(f.mean),
+                f"{f.ci_low:.4f} .. {f.ci_high:.4f}",
+                "(best)" if i == 0 else verdict[f.worse_than_best],
+            ]
+            for i, f in enumerate(data.finalists)
+        ],
+        num={1, 2, 3, 4},
+    )
     return _section("finalists", "Finalists", "<p>The best configs re-run with fresh seeds, ranked by mean "
                     "(the search run is excluded: it was selected for being good).</p>", table)
 

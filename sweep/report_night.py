@@ -28,7 +28,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from sweep import budget
 from sweep.errors import StorageError
-from sweep.storage import StorageConfig, db_call, engine_of, open_storage
+from sweep.storage import GRACE_PERIOD_S, HEARTBEAT_INTERVAL_S, StorageConfig, db_call, engine_of, open_storage
 
 __all__ = ["NightCloser", "fail_trial", "heartbeat_ages"]
 
@@ -47,12 +47,14 @@ def heartbeat_ages(storage: optuna.storages.RDBStorage, trial_ids: list[int]) ->
 
     def _run() -> dict[int, float]:
         with engine.connect() as conn:
-            now = conn.execute(sa.select(sa.func.now())).scalar()
+            now: object = conn.execute(sa.select(sa.func.now())).scalar()
             rows = conn.execute(
                 sa.select(_HEARTBEATS.c.trial_id, _HEARTBEATS.c.heartbeat).where(_HEARTBEATS.c.trial_id.in_(trial_ids))
             ).all()
         if isinstance(now, str):  # SQLite returns CURRENT_TIMESTAMP as text
             now = dt.datetime.fromisoformat(now)
+        if not isinstance(now, dt.datetime):
+            raise StorageError(f"The database's now() returned {now!r}, not a time")
         now = now.replace(tzinfo=None)  # heartbeats are stored naive, like Optuna compares them
         return {int(r[0]): (now - r[1].replace(tzinfo=None)).total_seconds() for r in rows}
 
@@ -91,9 +93,18 @@ class NightCloser:
         drain_s: How long past the close a trial with a live worker may still run.
     """
 
-    def __init__(self, storage_url: str, report_dir: Path, *, heartbeat_interval: int = 10, grace_period: int = 60,
-                 clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.timezone.utc),
-                 sleep: Callable[[float], None] = time.sleep, poll_s: float = 30.0, drain_s: float = 600.0) -> None:
+    def __init__(
+        self,
+        storage_url: str,
+        report_dir: Path,
+        *,
+        heartbeat_interval: int = HEARTBEAT_INTERVAL_S,
+        grace_period: int = GRACE_PERIOD_S,
+        clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.timezone.utc),
+        sleep: Callable[[float], None] = time.sleep,
+        poll_s: float = 30.0,
+        drain_s: float = 600.0,
+    ) -> None:
         self.url, self.report_dir = storage_url, Path(report_dir)
         self.heartbeat_interval, self.grace_period = heartbeat_interval, grace_period
         self.clock, self.sleep, self.poll_s, self.drain_s = clock, sleep, poll_s, drain_s
@@ -138,8 +149,9 @@ class NightCloser:
 
     def close(self, study_name: str) -> list[int]:
         """Leave no trial RUNNING, then write the report; returns the numbers of trials failed here."""
-        config = StorageConfig(heartbeat_interval=self.heartbeat_interval, grace_period=self.grace_period, max_retry=0)
-        storage = open_storage(self.url, config)
+        config = StorageConfig(heartbeat_interval=self.heartbeat_interval, grace_period=self.grace_period)
+        # Past the deadline a stale trial gets its slot back but no copy: nobody would run it.
+        storage = open_storage(self.url, config, stale_trial_callback=budget.ReleaseSlotAndRetry(max_retry=0))
         study = db_call(lambda: optuna.load_study(study_name=study_name, storage=storage), what=f"load {study_name!r}")
         give_up = self.clock() + dt.timedelta(seconds=self.drain_s)
         failed: list[int] = []
@@ -162,7 +174,9 @@ class NightCloser:
                     reason = f"deadline: no heartbeat for {age:.0f}s at the close of the night (worker died or hung)"
                     def _tag(t: FrozenTrial = t, r: str = reason) -> None:
                         storage.set_trial_user_attr(t._trial_id, "fail_reason", r)
-                        storage.set_trial_user_attr(t._trial_id, budget.STOP_CAUSE_ATTR, budget.StopCause.DEADLINE.value)
+                        storage.set_trial_user_attr(
+                            t._trial_id, budget.STOP_CAUSE_ATTR, budget.StopCause.DEADLINE.value
+                        )
 
                     db_call(_tag, what="tag a stale trial")
                     tagged.append(t.number)
@@ -177,7 +191,9 @@ class NightCloser:
                 self.sleep(1.0)  # failed just now by fail_stale_trials; look once more
         if failed:
             failed = sorted(set(failed))
-            _logger.warning("Study %r: failed %d trial(s) left RUNNING at the deadline: %s", study_name, len(failed), failed)
+            _logger.warning(
+                "Study %r: failed %d trial(s) left RUNNING at the deadline: %s", study_name, len(failed), failed
+            )
         self._report(study_name)
         return failed
 

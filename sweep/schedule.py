@@ -31,8 +31,19 @@ from sweep.envargs import env_number
 from sweep.errors import RegsweepError, SpecError
 from sweep.report_night import NightCloser
 from sweep.spec import SweepSpec
+from sweep.storage import GRACE_PERIOD_S, HEARTBEAT_INTERVAL_S
 
-__all__ = ["Night", "NightRunner", "Schedule", "Scheduler", "cmd_schedule", "parse_cron", "parse_tz", "parse_until", "register_cli"]
+__all__ = [
+    "Night",
+    "NightRunner",
+    "Schedule",
+    "Scheduler",
+    "cmd_schedule",
+    "parse_cron",
+    "parse_tz",
+    "parse_until",
+    "register_cli",
+]
 
 _logger = logging.getLogger(__name__)
 _UNTIL = re.compile(r"^(\d{1,2}):(\d{2})(?::(\d{2}))?$")
@@ -275,7 +286,7 @@ class NightRunner:
 
     def __init__(self, spec: SweepSpec, storage_url: str, *, workers: int = 0, artifacts: str | None = None,
                  report_dir: Path = Path("regsweep-reports"), log_dir: Path = Path("regsweep-logs"),
-                 heartbeat_interval: int = 10, grace_period: int = 60,
+                 heartbeat_interval: int = HEARTBEAT_INTERVAL_S, grace_period: int = GRACE_PERIOD_S,
                  clock: Callable[[], dt.datetime] = _utcnow, sleep: Callable[[float], None] = time.sleep) -> None:
         self.spec, self.url, self.workers, self.artifacts = spec, storage_url, workers, artifacts
         self.log_dir = log_dir
@@ -328,7 +339,9 @@ def cmd_schedule(args: argparse.Namespace) -> int:
         raise SpecError(f"Invalid --workers: expected 0 or more, received workers={args.local_workers}")
     spec = load_spec(args.spec)
     if len(spec.study.name) > 89:  # the dated name must stay a valid study name (100 chars)
-        raise SpecError(f"Invalid study.name: at most 89 characters for nightly studies, received name={spec.study.name!r}")
+        raise SpecError(
+            f"Invalid study.name: at most 89 characters for nightly studies, received name={spec.study.name!r}"
+        )
     schedule = Schedule(cron, until, tz, spec.study.name)
     url = check_storage_url(resolve_storage_url(args.storage, spec.study.storage))
     artifacts = args.artifacts or os.environ.get("SWEEP_ARTIFACTS")
@@ -352,7 +365,7 @@ def cmd_schedule(args: argparse.Namespace) -> int:
     return 0
 
 
-def register_cli(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register_cli(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``sweep schedule`` to the ``sweep`` parser."""
     p = subparsers.add_parser("schedule", help="run a spec every night (cron, time zone) until a deadline")
     p.add_argument("spec", help="spec file (.toml); nightly studies are named <study.name>-YYYY-MM-DD")
@@ -366,10 +379,16 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:  # type: ignor
     p.add_argument("--report-dir", help="where each night's report goes (env SWEEP_REPORT_DIR; "
                                         "default ARTIFACTS/reports or ./regsweep-reports)")
     p.add_argument("--log-dir", default="regsweep-logs", help="local workers' logs (default regsweep-logs/)")
-    p.add_argument("--heartbeat-interval", **env_number("SWEEP_HEARTBEAT_INTERVAL", "10"),
-                   help="workers' heartbeat interval in seconds (env SWEEP_HEARTBEAT_INTERVAL, default 10)")
-    p.add_argument("--grace-period", **env_number("SWEEP_GRACE_PERIOD", "60"),
-                   help="seconds without heartbeat before a trial is stale (env SWEEP_GRACE_PERIOD, default 60)")
+    p.add_argument(
+        "--heartbeat-interval",
+        **env_number("SWEEP_HEARTBEAT_INTERVAL", str(HEARTBEAT_INTERVAL_S)),
+        help=f"workers' heartbeat interval in seconds (env SWEEP_HEARTBEAT_INTERVAL, default {HEARTBEAT_INTERVAL_S})",
+    )
+    p.add_argument(
+        "--grace-period",
+        **env_number("SWEEP_GRACE_PERIOD", str(GRACE_PERIOD_S)),
+        help=f"seconds without heartbeat before a trial is stale (env SWEEP_GRACE_PERIOD, default {GRACE_PERIOD_S})",
+    )
     p.add_argument("--once", action="store_true", help="run one night (the current or the next), then exit")
     p.add_argument("--storage", help="storage URL (default: SWEEP_STORAGE, OPTUNA_STORAGE, spec, sqlite:///regsweep.db)")
     p.set_defaults(handler=cmd_schedule)

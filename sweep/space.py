@@ -21,7 +21,6 @@ __all__ = [
     "config_from_params",
     "params_from_config",
     "grid_params",
-    "param_names",
 ]
 
 
@@ -39,8 +38,8 @@ def _lambda(trial: Suggester, name: str, rng: LambdaRange) -> float:
             return rng.values[0]
         return float(trial.suggest_categorical(name, rng.values))
     if rng.low == rng.high:
-        return float(rng.low)  # type: ignore[arg-type]
-    return trial.suggest_float(name, rng.low, rng.high, log=True)  # type: ignore[arg-type]
+        return float(rng.low)  # type: ignore[arg-type]  # LambdaRange._shape: no values means both bounds
+    return trial.suggest_float(name, rng.low, rng.high, log=True)  # type: ignore[arg-type]  # as above
 
 
 def _penalty(trial: Suggester, placement: str, ps: PlacementSpace) -> Penalty:
@@ -132,24 +131,6 @@ def grid_params(space: SearchSpace) -> list[dict[str, Any]]:
     return grid
 
 
-def param_names(space: SearchSpace) -> list[str]:
-    """All parameter names the space may suggest (for exports and reports)."""
-    names: list[str] = []
-    for p in PLACEMENTS:
-        ps: PlacementSpace = getattr(space, p)
-        if ps.tie is not None:
-            continue
-        if len(ps.kinds) > 1:
-            names.append(f"{p}_kind")
-        if {"l1", "l1_l2"} & set(ps.kinds):
-            names.append(f"{p}_l1")
-        if {"l2", "l1_l2"} & set(ps.kinds):
-            names.append(f"{p}_l2")
-        if any(is_custom_kind(k) for k in ps.kinds) and ps.scale is not None:
-            names.append(f"{p}_scale")
-    return names
-
-
 def _lambda_param(placement: str, key: str, value: float | None, rng: LambdaRange, out: dict[str, Any]) -> None:
     if value is None:
         raise SpecError(f"Invalid {placement}.{key}: kind needs {key}, received {key}=None")
@@ -161,7 +142,7 @@ def _lambda_param(placement: str, key: str, value: float | None, rng: LambdaRang
         if len(rng.values) > 1:
             out[f"{placement}_{key}"] = value
         return
-    if not (rng.low <= value <= rng.high):  # type: ignore[operator]
+    if not (rng.low <= value <= rng.high):  # type: ignore[operator]  # values is None here: both bounds set
         raise SpecError(
             f"Invalid {placement}.{key}: expected a value in [{rng.low:g}, {rng.high:g}], received {key}={value!r}"
         )

@@ -12,12 +12,14 @@ import importlib.util
 import math
 import re
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from sweep.errors import SpecError
+from sweep.refs import split_ref
 from sweep.regconfig import BUILTIN_KINDS, PLACEMENTS, is_custom_kind
 
 if sys.version_info >= (3, 11):
@@ -96,14 +98,14 @@ class LambdaRange(_Strict):
             raise ValueError("expected low and high (a log range) or values (a list)")
         if has_range and (self.low is None or self.high is None):
             raise ValueError(f"a range needs both bounds, received low={self.low!r}, high={self.high!r}")
-        if has_range and self.low > self.high:  # type: ignore[operator]
+        if has_range and self.low > self.high:  # type: ignore[operator]  # both set: checked just above
             raise ValueError(f"expected low <= high, received low={self.low!r}, high={self.high!r}")
         return self
 
     @property
     def choices(self) -> list[float]:
         """Grid values (a range contributes its two ends)."""
-        return list(self.values) if self.values is not None else [self.low, self.high]  # type: ignore[list-item]
+        return list(self.values) if self.values is not None else [self.low, self.high]  # type: ignore[list-item]  # see _shape
 
 
 _DEFAULT_RANGE = {"low": 1e-6, "high": 1e-2}
@@ -149,7 +151,7 @@ class PlacementSpace(_Strict):
                 raise ValueError(
                     f"expected none, l1, l2, l1_l2 or 'package.module:function', received kind={kind!r}"
                 )
-            module = kind.split(":", 1)[0]
+            module, _ = split_ref(kind)
             try:
                 found = importlib.util.find_spec(module) is not None
             except (ImportError, ValueError):
@@ -325,7 +327,7 @@ class SweepSpec(_Strict):
         return data
 
 
-def _format(error: dict[str, Any]) -> str:
+def _format(error: Mapping[str, Any]) -> str:
     loc = [str(x) for x in error["loc"] if not str(x).startswith("function-")]
     where = ".".join(loc) or "spec"
     msg = error["msg"]
@@ -403,7 +405,9 @@ def load_spec(path: str | Path, *, name: str | None = None, dataset: str | None 
     except IsADirectoryError:
         raise SpecError(f"Invalid spec: expected a .toml file, received a directory, path={str(path)!r}") from None
     except (OSError, UnicodeDecodeError) as error:
-        raise SpecError(f"Invalid spec: cannot read the file ({error.__class__.__name__}), received path={str(path)!r}") from None
+        raise SpecError(
+            f"Invalid spec: cannot read the file ({error.__class__.__name__}), received path={str(path)!r}"
+        ) from None
     except tomllib.TOMLDecodeError as error:
         raise SpecError(f"Invalid spec {path}: TOML syntax error: {error}") from None
     if name is not None:

@@ -33,6 +33,8 @@ from sweep.errors import SpecError, StorageError
 __all__ = [
     "DEFAULT_STORAGE",
     "POOL_SIZE",
+    "HEARTBEAT_INTERVAL_S",
+    "GRACE_PERIOD_S",
     "StorageConfig",
     "resolve_storage_url",
     "mask_url",
@@ -54,6 +56,11 @@ DEFAULT_STORAGE = "sqlite:///regsweep.db"
 #: Connections one worker process may hold: the trial loop and the heartbeat thread.
 #: 16 workers therefore stay under 32 connections (checked against pg_stat_activity in tests).
 POOL_SIZE = 2
+
+#: Defaults of a worker's heartbeat (``--heartbeat-interval``) and of the seconds without one after
+#: which its trial is stale (``--grace-period``); ``sweep schedule`` closes a night with the same.
+HEARTBEAT_INTERVAL_S = 10
+GRACE_PERIOD_S = 60
 
 _SUPPORTED = ("postgresql", "sqlite", "mysql")
 _PASSWORD_IN_URL = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.\-]*://[^:/@\s]+:)(?P<pw>[^@\s]+)(?P<at>@)")
@@ -187,12 +194,11 @@ def _default_driver(url: str) -> str:
 
 
 class StorageConfig:
-    """How a process connects: heartbeat, stale-trial retry and pool settings.
+    """How a process connects: heartbeat and pool settings.
 
     Args:
         heartbeat_interval: Seconds between heartbeats of a running trial (None disables them).
         grace_period: Seconds without a heartbeat after which a RUNNING trial is stale.
-        max_retry: How often a stale trial is re-queued (Optuna's RetryHeartbeatStaleTrialCallback).
         pool_size: Connections kept per process (Postgres/MySQL only).
         connect_timeout: Seconds to wait for a connection before the attempt fails.
         open_attempts: Tries to open the storage: workers wait out a database that is still
@@ -203,14 +209,12 @@ class StorageConfig:
         self,
         heartbeat_interval: int | None = None,
         grace_period: int | None = None,
-        max_retry: int = 2,
         pool_size: int = POOL_SIZE,
         connect_timeout: int = 10,
         open_attempts: int = 8,
     ) -> None:
         self.heartbeat_interval = heartbeat_interval
         self.grace_period = grace_period
-        self.max_retry = max_retry
         self.pool_size = pool_size
         self.connect_timeout = connect_timeout
         self.open_attempts = open_attempts
@@ -237,12 +241,21 @@ def _engine_kwargs(url: str, config: StorageConfig) -> dict[str, Any]:
     return kwargs
 
 
-def open_storage(url: str, config: StorageConfig | None = None) -> optuna.storages.RDBStorage:
+def open_storage(
+    url: str,
+    config: StorageConfig | None = None,
+    *,
+    stale_trial_callback: Callable[[optuna.Study, optuna.trial.FrozenTrial], None] | None = None,
+) -> optuna.storages.RDBStorage:
     """Open (and if needed initialise) the Optuna RDB storage at ``url``.
 
     Args:
         url: Storage URL (see :func:`resolve_storage_url`).
         config: Heartbeat and pool settings; defaults suit the CLI (no heartbeat).
+        stale_trial_callback: What ``optuna.storages.fail_stale_trials`` does with each trial this
+            process fails as stale (Optuna's ``heartbeat_stale_trial_callback``); needs a heartbeat.
+            Workers pass :class:`sweep.budget.ReleaseSlotAndRetry` (slot back, copy re-queued),
+            the night closer ``ReleaseSlotAndRetry(max_retry=0)``; None: the trial is only failed.
 
     Returns:
         An ``optuna.storages.RDBStorage``.
@@ -253,11 +266,6 @@ def open_storage(url: str, config: StorageConfig | None = None) -> optuna.storag
     """
     url = _default_driver(check_storage_url(url))
     config = config or StorageConfig()
-    callback = None
-    if config.heartbeat_interval is not None:
-        from sweep.budget import ReleaseSlotAndRetry  # budget imports this module
-
-        callback = ReleaseSlotAndRetry(max_retry=config.max_retry)
 
     def _open() -> optuna.storages.RDBStorage:
         storage = optuna.storages.RDBStorage(
@@ -265,7 +273,7 @@ def open_storage(url: str, config: StorageConfig | None = None) -> optuna.storag
             engine_kwargs=_engine_kwargs(url, config),
             heartbeat_interval=config.heartbeat_interval,
             grace_period=config.grace_period,
-            heartbeat_stale_trial_callback=callback,
+            heartbeat_stale_trial_callback=stale_trial_callback,
             # Optuna's own check holds a transaction open while it takes a second connection for
             # alembic: behind a transaction pooler, processes starting together each held one
             # server connection and waited for another until the pool was exhausted (64 workers,

@@ -8,13 +8,13 @@ The others see the existing study and wait for that attr.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
 import time
 import warnings
 from dataclasses import dataclass
-from typing import Any
 
 import optuna
 
@@ -113,7 +113,7 @@ def create_sweep(spec: SweepSpec, storage: optuna.storages.BaseStorage) -> tuple
         budget.ensure_budget(engine_of(storage), name, total)
         if spec.sampler.name == "grid":
             for params in grid_params(spec.space):
-                db_call(lambda p=params: study.enqueue_trial(p), what="enqueue a grid point")
+                db_call(functools.partial(study.enqueue_trial, params), what="enqueue a grid point")
         db_call(lambda: study.set_user_attr("regsweep_version", VERSION), what="write study attrs")
         with warnings.catch_warnings():  # set_metric_names is "experimental" in Optuna 5
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -225,7 +225,3 @@ def make_pruner(spec: SweepSpec) -> optuna.pruners.BasePruner:
         )
     return optuna.pruners.NopPruner()
 
-
-def study_summary_attrs(study: optuna.Study) -> dict[str, Any]:
-    """The regsweep attrs of a study (spec, budget, version)."""
-    return {k: v for k, v in study.user_attrs.items() if k in ("spec", "budget", "regsweep_version")}

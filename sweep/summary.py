@@ -19,9 +19,29 @@ from sweep.regconfig import PLACEMENTS, RegularizerConfig, penalty_text
 from sweep.storage import db_call, engine_of
 from sweep.study import UNLIMITED, Sweep
 
-__all__ = ["SweepStatus", "RunningTrial", "sweep_status", "leaderboard", "pruned_count", "export_csv", "trial_label"]
+__all__ = ["SweepStatus", "RunningTrial", "sweep_status", "leaderboard", "pruned_count", "export_csv", "trial_label",
+           "trial_value", "best_first"]
 
 _COUNTED = (TrialState.COMPLETE, TrialState.PRUNED)
+
+
+def trial_value(trial: FrozenTrial) -> float:
+    """The objective value of a COMPLETE trial (callers keep only trials that have one).
+
+    Args:
+        trial: A trial with a value.
+
+    Raises:
+        ValueError: The trial has no value (a filter upstream let it through).
+    """
+    if trial.value is None:
+        raise ValueError(f"trial {trial.number} ({trial.state.name}) has no value")
+    return float(trial.value)
+
+
+def best_first(trial: FrozenTrial) -> tuple[float, int]:
+    """Sort key of a ranking: the highest value first, ties to the earlier trial."""
+    return (-trial_value(trial), trial.number)
 
 
 def trial_label(trial: FrozenTrial) -> str:
@@ -90,7 +110,7 @@ def sweep_status(sweep: Sweep) -> SweepStatus:
     counts = Counter(t.state.name for t in trials)
     state = budget_state(engine_of(study._storage), study.study_name)
     complete = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
-    best = max(complete, key=lambda t: t.value, default=None)  # type: ignore[arg-type,return-value]
+    best = max(complete, key=trial_value, default=None)
     running = []
     for t in trials:
         if t.state != TrialState.RUNNING:
@@ -144,7 +164,7 @@ def sweep_status(sweep: Sweep) -> SweepStatus:
 def leaderboard(sweep: Sweep, top: int = 10) -> list[dict[str, Any]]:
     """Best COMPLETE trials first: number, value, label, epochs, duration, config hash."""
     trials = [t for t in _trials(sweep.study) if t.state == TrialState.COMPLETE and t.value is not None]
-    trials.sort(key=lambda t: (-t.value, t.number))  # type: ignore[operator]
+    trials.sort(key=best_first)
     rows = []
     for t in trials[:top]:
         rows.append(

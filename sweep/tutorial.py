@@ -9,6 +9,7 @@ none > L2 > L1, with margins larger than the seed noise, and regularization loss
 
 from __future__ import annotations
 
+import itertools
 import math
 import statistics
 from dataclasses import dataclass, field
@@ -120,7 +121,7 @@ def check_order(results: dict[str, KindResult], order: tuple[str, ...] = TUTORIA
         One :class:`OrderCheck` per adjacent pair that both have values.
     """
     checks = []
-    for better, worse in zip(order, order[1:]):
+    for better, worse in itertools.pairwise(order):
         a, b = results.get(better), results.get(worse)
         if a is None or b is None or not a.values or not b.values:
             continue

@@ -48,6 +48,23 @@ def synthetic_spec(tmp_path: Path, name: str, *, trials: int = 6, epochs: int = 
     return write_spec(tmp_path / f"{name}.toml", body + extra)
 
 
+def worker_env(storage: str | None = None, study: str | None = None, **extra: str) -> dict[str, str]:
+    """The environment a test starts ``sweep-worker`` (or ``sweep``) in: this checkout importable,
+    storage and study passed as ``sweep run`` passes them to its workers.
+
+    Args:
+        storage: ``SWEEP_STORAGE`` (None: left as the test process has it).
+        study: ``SWEEP_STUDY`` (None: left as the test process has it).
+        **extra: More variables, e.g. ``KERAS_BACKEND="jax"``; they win over the ones above.
+    """
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    if storage is not None:
+        env["SWEEP_STORAGE"] = storage
+    if study is not None:
+        env["SWEEP_STUDY"] = study
+    return {**env, **extra}
+
+
 def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 300, check: bool = False
             ) -> subprocess.CompletedProcess[str]:
     """Run ``sweep`` as a user would (a real subprocess) and capture its output."""

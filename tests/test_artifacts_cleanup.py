@@ -4,7 +4,6 @@ not list its parent's files, and with ``--keep-models`` exactly one model per CO
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import time
@@ -14,11 +13,11 @@ import optuna
 from optuna.artifacts import get_all_artifact_meta
 from optuna.trial import TrialState
 
-from tests.helpers import BIN, REPO, run_cli, synthetic_spec
+from tests.helpers import BIN, REPO, run_cli, synthetic_spec, worker_env
 
 
 def _worker(pg_url: str, study: str, artifacts: Path, *args: str) -> subprocess.Popen[str]:
-    env = {**os.environ, "PYTHONPATH": str(REPO), "SWEEP_STORAGE": pg_url, "SWEEP_STUDY": study}
+    env = worker_env(pg_url, study)
     return subprocess.Popen([str(BIN / "sweep-worker"), "--artifacts", str(artifacts), *args], env=env, cwd=REPO,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 

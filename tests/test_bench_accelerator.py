@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys
@@ -11,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import REPO
+from tests.helpers import REPO, worker_env
 
 
 @pytest.mark.slow
 def test_accelerator_bench_tiny_measures_every_combination(tmp_path: Path) -> None:
-    env = {**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    env = worker_env(TF_CPP_MIN_LOG_LEVEL="3")
     done = subprocess.run([sys.executable, "-m", "bench.accelerator", "--tiny", "--out", str(tmp_path)],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -29,8 +28,14 @@ def test_accelerator_bench_tiny_measures_every_combination(tmp_path: Path) -> No
     assert doc["versions"]["keras"] and doc["commit"] and doc["machine"]["cpus"] >= 1
 
     runs = doc["runs"]
-    expected = {(t, s, b, m, x) for t in ("keras_app", "plain", "worker") for s in plan["sizes"] for b in plan["batches"]
-                for m in plan["mixed"] for x in plan["xla"]}
+    expected = {
+        (t, s, b, m, x)
+        for t in ("keras_app", "plain", "worker")
+        for s in plan["sizes"]
+        for b in plan["batches"]
+        for m in plan["mixed"]
+        for x in plan["xla"]
+    }
     expected |= {(t, s, b, m, "auto") for t, m in (("worker", "auto"), ("plain", "off"))
                  for s in plan["sizes"] for b in plan["batches"]}
     measured = {(r["trainer"], r["image_size"], r["batch"], r["mixed"], r["xla"]): r for r in runs}

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import subprocess
 from pathlib import Path
 
@@ -15,7 +14,7 @@ from optuna.trial import TrialState
 
 from sweep.budget import StopCause, budget_state, counts_toward_budget
 from sweep.storage import engine_of, open_storage
-from tests.helpers import BIN, REPO, run_cli, synthetic_spec
+from tests.helpers import BIN, REPO, run_cli, synthetic_spec, worker_env
 
 
 @pytest.mark.parametrize(
@@ -53,7 +52,7 @@ def test_deadline_stop_is_released_and_status_agrees(pg_url: str, study_name: st
     spec = synthetic_spec(tmp_path, study_name, trials=1, epochs=30, epoch_seconds=1.0)
     spec.write_text(spec.read_text().replace("trials = 1\n", f'deadline = "{deadline.isoformat()}"\n'))
     run_cli("create", str(spec), "--storage", pg_url, check=True)
-    env = {**os.environ, "PYTHONPATH": str(REPO), "SWEEP_STORAGE": pg_url, "SWEEP_STUDY": study_name}
+    env = worker_env(pg_url, study_name)
     worker = subprocess.run([str(BIN / "sweep-worker"), "--heartbeat-interval", "1", "--grace-period", "3"],
                             env=env, capture_output=True, text=True, timeout=120, cwd=REPO)
     assert worker.returncode == 0, worker.stderr[-3000:]

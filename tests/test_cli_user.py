@@ -22,7 +22,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from tests.helpers import BIN, REPO, synthetic_spec, write_spec
+from tests.helpers import BIN, REPO, synthetic_spec, worker_env, write_spec
 from tests.reliability.support import fresh_database
 
 TIED = """
@@ -88,7 +88,9 @@ def _free_port() -> int:
 def test_dashboard_creates_a_missing_artifacts_folder(tmp_path: Path) -> None:
     """The README's ``sweep dashboard --artifacts ./regsweep-artifacts`` on a fresh machine serves."""
     url = f"sqlite:///{tmp_path / 'regsweep.db'}"
-    assert sweep("create", str(synthetic_spec(tmp_path, "dash", trials=1)), "--storage", url, cwd=tmp_path).returncode == 0
+    assert (
+        sweep("create", str(synthetic_spec(tmp_path, "dash", trials=1)), "--storage", url, cwd=tmp_path).returncode == 0
+    )
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if k not in ("SWEEP_STORAGE", "OPTUNA_STORAGE")}
     server = subprocess.Popen([str(BIN / "sweep"), "dashboard", "--artifacts", "./regsweep-artifacts", "--port",
@@ -140,8 +142,15 @@ def test_enqueue_kernel_only_follows_the_tied_bias(db: str, tmp_path: Path) -> N
     assert [t.system_attrs["fixed_params"] for t in trials] == [{"kernel_kind": "l2", "kernel_l2": 0.001,
                                                                 "activity_kind": "none"}]
     # A bias that contradicts the tie is still refused, by name.
-    clash = sweep("enqueue", "tied", "--config", '{"kernel": {"kind": "l2", "l2": 0.001}, "bias": {"kind": "l1", "l1": 0.1}}',
-                  "--storage", db, cwd=tmp_path)
+    clash = sweep(
+        "enqueue",
+        "tied",
+        "--config",
+        '{"kernel": {"kind": "l2", "l2": 0.001}, "bias": {"kind": "l1", "l1": 0.1}}',
+        "--storage",
+        db,
+        cwd=tmp_path,
+    )
     one_error(clash, "bias", "tied to kernel")
 
 
@@ -211,7 +220,9 @@ def test_extend_a_spent_study_and_enqueue_tells_the_truth(db: str, tmp_path: Pat
 @pytest.fixture
 def existing(db: str, tmp_path: Path) -> str:
     """A created study in the private database."""
-    assert sweep("create", str(synthetic_spec(tmp_path, "there", trials=2)), "--storage", db, cwd=tmp_path).returncode == 0
+    assert (
+        sweep("create", str(synthetic_spec(tmp_path, "there", trials=2)), "--storage", db, cwd=tmp_path).returncode == 0
+    )
     return db
 
 
@@ -243,7 +254,7 @@ def test_bad_grace_period_env_is_one_line(command: str, existing: str, tmp_path:
 
 
 def test_worker_bad_grace_period_env_is_one_line(tmp_path: Path) -> None:
-    env = {**os.environ, "PYTHONPATH": str(REPO), "SWEEP_GRACE_PERIOD": "abc"}
+    env = worker_env(SWEEP_GRACE_PERIOD="abc")
     result = subprocess.run([str(BIN / "sweep-worker"), "--study", "x", "--storage", "sqlite:///x.db"], cwd=tmp_path,
                             env=env, capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
@@ -256,7 +267,9 @@ def _running_trial(db: str) -> None:
     trial = study.ask()
     trial.set_user_attr("config", {"kernel": {"kind": "l1_l2", "l1": 1.23457e-05, "l2": 0.000123457},
                                    "bias": {"kind": "none"}, "activity": {"kind": "l2", "l2": 1.23457e-07}})
-    trial.set_user_attr("worker", {"host": "gpu-host-number-07.example.org", "pid": 1234567, "gpu": "NVIDIA H100 80GB HBM3"})
+    trial.set_user_attr(
+        "worker", {"host": "gpu-host-number-07.example.org", "pid": 1234567, "gpu": "NVIDIA H100 80GB HBM3"}
+    )
     trial.report(0.5, 0)
     trial.report(0.6, 1)
 
@@ -300,10 +313,16 @@ def test_enqueue_error_names_the_placement(existing: str, tmp_path: Path) -> Non
 def test_leaderboard_says_it_hides_pruned_trials(existing: str, tmp_path: Path) -> None:
     study = optuna.load_study(study_name="there", storage=existing)
     for state, value in ((TrialState.COMPLETE, 0.9), (TrialState.PRUNED, None), (TrialState.PRUNED, None)):
-        study.add_trial(optuna.trial.create_trial(state=state, value=value, params={"kernel_kind": "none"},
-                                                  distributions={"kernel_kind": optuna.distributions.CategoricalDistribution(["none", "l1", "l2"])},
-                                                  intermediate_values={0: 0.5},
-                                                  user_attrs={"config": {"kernel": {"kind": "none"}}}))
+        study.add_trial(
+            optuna.trial.create_trial(
+                state=state,
+                value=value,
+                params={"kernel_kind": "none"},
+                distributions={"kernel_kind": optuna.distributions.CategoricalDistribution(["none", "l1", "l2"])},
+                intermediate_values={0: 0.5},
+                user_attrs={"config": {"kernel": {"kind": "none"}}},
+            )
+        )
     result = sweep("best", "there", "--storage", existing, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "2 pruned trial(s) not shown" in result.stdout, result.stdout
@@ -313,10 +332,19 @@ def test_leaderboard_keeps_accuracy_readable_in_80_columns(existing: str, tmp_pa
     """Long penalties on every placement are cut; the accuracy, trial, epochs and seconds never are."""
     study = optuna.load_study(study_name="there", storage=existing)
     penalty = {"kind": "l1_l2", "l1": 5.7e-06, "l2": 1.7e-05}
-    study.add_trial(optuna.trial.create_trial(
-        state=TrialState.COMPLETE, value=0.9359, params={"kernel_kind": "none"},
-        distributions={"kernel_kind": optuna.distributions.CategoricalDistribution(["none", "l1", "l2"])},
-        user_attrs={"config": {p: penalty for p in ("kernel", "bias", "activity")}, "epochs_run": 6, "duration_s": 70.2}))
+    study.add_trial(
+        optuna.trial.create_trial(
+            state=TrialState.COMPLETE,
+            value=0.9359,
+            params={"kernel_kind": "none"},
+            distributions={"kernel_kind": optuna.distributions.CategoricalDistribution(["none", "l1", "l2"])},
+            user_attrs={
+                "config": {p: penalty for p in ("kernel", "bias", "activity")},
+                "epochs_run": 6,
+                "duration_s": 70.2,
+            },
+        )
+    )
     result = sweep("best", "there", "--storage", existing, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()

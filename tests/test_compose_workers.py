@@ -151,7 +151,9 @@ FAKE_NVIDIA_SMI = "#!/bin/sh\necho '0, NVIDIA H100 80GB HBM3'\n"
     ("driver", "reason"),
     [("none", "nvidia-smi not found"), ("unusable", "tensorflow finds no GPU although nvidia-smi lists one")],
 )
-def test_gpu_worker_without_a_gpu_exits_before_claiming_a_trial(pg_url: str, tmp_path: Path, driver: str, reason: str) -> None:
+def test_gpu_worker_without_a_gpu_exits_before_claiming_a_trial(
+    pg_url: str, tmp_path: Path, driver: str, reason: str
+) -> None:
     """The GPU `workers` service, on this GPU-less machine: exit 3 naming the reason, study untouched.
 
     Before SWEEP_REQUIRE_GPU, it trained the whole budget on CPU and looked healthy.
@@ -168,7 +170,9 @@ def test_gpu_worker_without_a_gpu_exits_before_claiming_a_trial(pg_url: str, tmp
     container_env = {**image_env(target), **environment_dict(service)}
     assert container_env.get("SWEEP_REQUIRE_GPU") == "1", "the GPU services must require their GPU"
     heartbeat = tmp_path / "heartbeat"
-    container_env.update(SWEEP_STORAGE=pg_url, SWEEP_ARTIFACTS=str(tmp_path / "artifacts"), SWEEP_HEARTBEAT_FILE=str(heartbeat))
+    container_env.update(
+        SWEEP_STORAGE=pg_url, SWEEP_ARTIFACTS=str(tmp_path / "artifacts"), SWEEP_HEARTBEAT_FILE=str(heartbeat)
+    )
     path = f"{BIN}{os.pathsep}/usr/bin:/bin"
     if driver == "unusable":
         fake = tmp_path / "driver"

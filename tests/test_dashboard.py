@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
 import time
@@ -19,7 +18,7 @@ import optuna
 import pytest
 from optuna.artifacts import FileSystemArtifactStore
 
-from tests.helpers import BIN, REPO, run_cli, synthetic_spec
+from tests.helpers import BIN, REPO, run_cli, synthetic_spec, worker_env
 
 
 @dataclass
@@ -55,7 +54,7 @@ def dashboard(pg_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     name, artifacts = f"t-dashboard-{uuid.uuid4().hex[:8]}", tmp / "artifacts"
     # Every trial trains (no reused duplicate, which has no model and takes no slot): 3 trials, 3 models.
     run_cli("create", str(synthetic_spec(tmp, name, trials=3, epochs=2, dedup=False)), "--storage", pg_url, check=True)
-    env = {**os.environ, "PYTHONPATH": str(REPO), "SWEEP_STORAGE": pg_url}
+    env = worker_env(pg_url)
     worker = subprocess.run([str(BIN / "sweep-worker"), "--study", name, "--artifacts", str(artifacts),
                              "--keep-models"], env=env,
                             cwd=REPO, capture_output=True, text=True, timeout=120, check=False)
@@ -120,7 +119,9 @@ def test_each_trial_shows_its_learning_curve_png(dashboard: Dashboard) -> None:
     for t in _trials(dashboard):
         pngs = {a["filename"]: a for a in t["artifacts"] if a["mimetype"] == "image/png"}
         curves = pngs[f"trial-{t['number']}-curves.png"]
-        status, content_type, body = dashboard.get(f"/artifacts/{dashboard.study_id}/{t['trial_id']}/{curves['artifact_id']}")
+        status, content_type, body = dashboard.get(
+            f"/artifacts/{dashboard.study_id}/{t['trial_id']}/{curves['artifact_id']}"
+        )
         assert (status, content_type, body[:8]) == (200, "image/png", b"\x89PNG\r\n\x1a\n")
 
 

@@ -68,7 +68,9 @@ def test_dir_source_reads_class_folders(tmp_path):
     assert data.class_names == ["blue", "green", "red"] and data.num_classes == 3
     assert len(data.x_train) + len(data.x_val) == 16 and data.x_val.shape[1:] == (16, 16, 3)
     assert set(data.y_val) == {0, 1, 2}
-    colour_means = [(x.mean(axis=(0, 1)), y) for x, y in zip(data.x_train, data.y_train) if x[..., 0].std() == 0]
+    colour_means = [
+        (x.mean(axis=(0, 1)), y) for x, y in zip(data.x_train, data.y_train, strict=True) if x[..., 0].std() == 0
+    ]
     colour_means = [(m, y) for m, y in colour_means if not np.allclose(m, m[0])]  # drop the grey image
     assert len(colour_means) >= 8
     for mean, y in colour_means:

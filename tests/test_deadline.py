@@ -4,7 +4,6 @@ none is cut off, none is left RUNNING, and the workers exit 0 when the window cl
 from __future__ import annotations
 
 import datetime as dt
-import os
 import statistics
 import subprocess
 import threading
@@ -16,7 +15,7 @@ from optuna.trial import TrialState
 
 from sweep.report_night import NightCloser
 from sweep.storage import StorageConfig, open_storage
-from tests.helpers import BIN, REPO, run_cli, synthetic_spec
+from tests.helpers import BIN, REPO, run_cli, synthetic_spec, worker_env
 
 WINDOW_S = 30.0
 
@@ -27,7 +26,7 @@ def test_deadline_stops_sweep_without_cutting_trials(pg_url: str, study_name: st
     spec = synthetic_spec(tmp_path, study_name, trials=1, epochs=3, epoch_seconds=1.0)
     spec.write_text(spec.read_text().replace("trials = 1\n", f'deadline = "{deadline.isoformat()}"\n'))
     run_cli("create", str(spec), "--storage", pg_url, check=True)
-    env = {**os.environ, "PYTHONPATH": str(REPO), "SWEEP_STORAGE": pg_url, "SWEEP_STUDY": study_name}
+    env = worker_env(pg_url, study_name)
     workers = [subprocess.Popen([str(BIN / "sweep-worker"), "--worker-index", str(i)], env=env, cwd=REPO, text=True,
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT) for i in range(2)]
     outputs = [w.communicate(timeout=WINDOW_S + 90)[0] for w in workers]
@@ -74,7 +73,9 @@ def test_close_leaves_no_trial_running(pg_url: str, study_name: str, tmp_path: P
     beater = threading.Thread(target=beat, daemon=True)
     beater.start()
     try:
-        closer = NightCloser(pg_url, tmp_path / "reports", heartbeat_interval=1, grace_period=2, poll_s=0.3, drain_s=1.5)
+        closer = NightCloser(
+            pg_url, tmp_path / "reports", heartbeat_interval=1, grace_period=2, poll_s=0.3, drain_s=1.5
+        )
         failed = closer.close(study_name)
     finally:
         stop.set()
@@ -87,7 +88,9 @@ def test_close_leaves_no_trial_running(pg_url: str, study_name: str, tmp_path: P
     assert reasons[silent.number] == "deadline: still RUNNING at the close of the night and never wrote a heartbeat"
     assert reasons[live.number] == "deadline: still running 2s after the close of the night"
     assert trials[done.number].state == TrialState.COMPLETE and "fail_reason" not in trials[done.number].user_attrs
-    assert (tmp_path / "reports" / f"{study_name}.html").exists() and (tmp_path / "reports" / f"{study_name}.md").exists()
+    assert (tmp_path / "reports" / f"{study_name}.html").exists() and (
+        tmp_path / "reports" / f"{study_name}.md"
+    ).exists()
 
 
 def test_prediction_is_pessimistic_and_falls_back_to_previous_nights(pg_url: str, study_name: str) -> None:
@@ -103,4 +106,6 @@ def test_prediction_is_pessimistic_and_falls_back_to_previous_nights(pg_url: str
             value=0.9, user_attrs={"duration_s": seconds, "epochs_run": 3, "worker": {"gpu": "NVIDIA H100"}}))
     tonight = optuna.create_study(study_name=f"{study_name}-2026-11-23", storage=pg_url)
     assert predict_duration(tonight, "NVIDIA H100", 3) == 27.5
-    assert predict_duration(optuna.create_study(study_name=f"{study_name}-other", storage=pg_url), "NVIDIA H100", 3) == 0.0
+    assert (
+        predict_duration(optuna.create_study(study_name=f"{study_name}-other", storage=pg_url), "NVIDIA H100", 3) == 0.0
+    )

@@ -3,7 +3,6 @@ continued study's budget buys configs that did not run yet. Real workers, real P
 
 from __future__ import annotations
 
-import os
 import subprocess
 from pathlib import Path
 
@@ -12,7 +11,7 @@ from optuna.trial import TrialState
 
 from sweep.budget import budget_state, counts_toward_budget
 from sweep.storage import engine_of, open_storage
-from tests.helpers import BIN, REPO, run_cli, write_spec
+from tests.helpers import BIN, REPO, run_cli, worker_env, write_spec
 
 # Three distinct configs only: none, L1(1e-3), L2(1e-3).
 SPEC = """
@@ -38,13 +37,15 @@ trials = 5
 
 
 def _worker(pg_url: str, study: str, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(REPO), "SWEEP_STORAGE": pg_url, "SWEEP_STUDY": study}
+    env = worker_env(pg_url, study)
     return subprocess.run([str(BIN / "sweep-worker"), *args], env=env, capture_output=True, text=True,
                           timeout=180, cwd=REPO)
 
 
 def test_duplicates_take_no_budget_slot_in_a_continued_study(pg_url: str, study_name: str, tmp_path: Path) -> None:
-    run_cli("create", str(write_spec(tmp_path / "s.toml", SPEC.format(name=study_name))), "--storage", pg_url, check=True)
+    run_cli(
+        "create", str(write_spec(tmp_path / "s.toml", SPEC.format(name=study_name))), "--storage", pg_url, check=True
+    )
     first = _worker(pg_url, study_name, "--max-trials", "2")  # a first session, then the study is continued
     assert first.returncode == 0, first.stderr[-3000:]
     second = _worker(pg_url, study_name)
@@ -64,6 +65,8 @@ def test_duplicates_take_no_budget_slot_in_a_continued_study(pg_url: str, study_
     assert "search space looks exhausted" in second.stderr
     state = budget_state(engine_of(open_storage(pg_url)), study_name)
     assert state is not None and (state.claimed, state.settled, state.total) == (5, 5, 5), state
-    print(f"\n[dedup] {len(trials)} trials: {len(trained)} distinct configs trained, {len(uncounted)} reused duplicates "
-          f"took no slot, {len(reused) - len(uncounted)} counted after the space was exhausted; claimed "
-          f"{state.claimed} = settled {state.settled} of {state.total}")
+    print(
+        f"\n[dedup] {len(trials)} trials: {len(trained)} distinct configs trained, {len(uncounted)} reused duplicates "
+        f"took no slot, {len(reused) - len(uncounted)} counted after the space was exhausted; claimed "
+        f"{state.claimed} = settled {state.settled} of {state.total}"
+    )

@@ -329,7 +329,9 @@ def build_target(service: dict[str, Any], stages: list[Stage]) -> str:
 # Compose file: schema
 
 
-def docker_compose_config(env_file: Path = ENV_EXAMPLE, *args: str, env: dict[str, str] | None = None) -> dict[str, Any]:
+def docker_compose_config(
+    env_file: Path = ENV_EXAMPLE, *args: str, env: dict[str, str] | None = None
+) -> dict[str, Any]:
     """The real ``docker compose config --format json`` of the repository's compose file.
 
     Needs only the docker CLI with its compose plugin (no engine); skips without it, fails in CI.
@@ -428,7 +430,9 @@ def test_gpu_ids_unique_across_services() -> None:
         seen: dict[str, str] = {}
         for name in active:
             for gpu in _gpu_claims(services[name]):
-                clash = seen.get(gpu) or seen.get("all") or (next(iter(seen.values())) if gpu == "all" and seen else None)
+                clash = (
+                    seen.get(gpu) or seen.get("all") or (next(iter(seen.values())) if gpu == "all" and seen else None)
+                )
                 assert clash is None, f"profile {profile or '(none)'}: GPU {gpu} claimed by {clash} and {name}"
                 seen[gpu] = name
 
@@ -492,7 +496,8 @@ def test_workers_service_reserves_one_gpu_and_waits_for_init() -> None:
     env = environment_dict(workers)
     assert {"SWEEP_STORAGE", "SWEEP_STUDY", "SWEEP_ARTIFACTS"} <= env.keys(), sorted(env)
     assert re.match(r"^postgresql(\+psycopg2)?://[^:@]+:[^@]+@pgbouncer:6432/\w+$", env["SWEEP_STORAGE"]), (
-        "SWEEP_STORAGE must reach the compose service `pgbouncer` (the pooler in front of `postgres`) with the .env credentials"
+        "SWEEP_STORAGE must reach the compose service `pgbouncer` (the pooler in front of `postgres`) "
+        "with the .env credentials"
     )
     assert any(str(v).split(":")[1] == env["SWEEP_ARTIFACTS"] for v in workers["volumes"]), workers["volumes"]
 
@@ -510,7 +515,7 @@ def test_per_gpu_worker_services_pin_distinct_devices() -> None:
         )
     # Distinct sampler seeds: equal SWEEP_WORKER_INDEX values make workers propose the same configs.
     indices = [environment_dict(s).get("SWEEP_WORKER_INDEX") for s in per_gpu.values()]
-    assert None not in indices and len(set(indices)) == len(indices), dict(zip(per_gpu, indices))
+    assert None not in indices and len(set(indices)) == len(indices), dict(zip(per_gpu, indices, strict=True))
     cpu = services["worker-cpu"]
     assert not gpu_devices(cpu) and cpu["profiles"] == ["cpu"]
 
@@ -654,7 +659,9 @@ def test_gpu_lock_holds_the_cuda_tensorflow_was_built_against() -> None:
         assert pins.get(name) == version, f"gpu.lock has {name}=={pins.get(name)}, constraints say {version}"
     # tensorflow-cpu carries no CUDA code: the CPU image never calls cuInit.
     cpu = read_lock(LOCKS / "cpu.lock")
-    assert "tensorflow-cpu" in cpu and "tensorflow" not in cpu and not any(n.startswith("nvidia-") for n in cpu), sorted(cpu)
+    assert "tensorflow-cpu" in cpu and "tensorflow" not in cpu and not any(n.startswith("nvidia-") for n in cpu), (
+        sorted(cpu)
+    )
 
 
 def test_dockerfile_installs_only_from_the_locks() -> None:
@@ -874,12 +881,16 @@ def test_dockerignore_keeps_env_and_venv_out_of_the_context() -> None:
             for source in args.split()[:-1]:
                 if source.startswith("--"):
                     continue
-                for path in [source.replace("${LOCK}", lock.stem) for lock in LOCKS.glob("*.lock")] if "${LOCK}" in source else [source]:
+                for path in (
+                    [source.replace("${LOCK}", lock.stem) for lock in LOCKS.glob("*.lock")]
+                    if "${LOCK}" in source
+                    else [source]
+                ):
                     path = path.rstrip("/")
-                    assert any(fnmatch.fnmatch(path, a) or fnmatch.fnmatch(a, path) or fnmatch.fnmatch(path.split("/")[0], a)
-                               for a in allowed), (
-                        f"COPY {path} is excluded by .dockerignore"
-                    )
+                    assert any(
+                        fnmatch.fnmatch(path, a) or fnmatch.fnmatch(a, path) or fnmatch.fnmatch(path.split("/")[0], a)
+                        for a in allowed
+                    ), f"COPY {path} is excluded by .dockerignore"
                     assert "${" in path or list(REPO.glob(path)), f"COPY {path}: no such file in the repository"
 
 
@@ -905,7 +916,9 @@ def _container_argv(service: dict[str, Any]) -> list[str]:
     return entrypoint + as_argv(service.get("command"))
 
 
-@pytest.mark.parametrize("name", ["init", "workers", "worker-gpu0", "worker-cpu", "worker-nightly", "dashboard", "scheduler"])
+@pytest.mark.parametrize(
+    "name", ["init", "workers", "worker-gpu0", "worker-cpu", "worker-nightly", "dashboard", "scheduler"]
+)
 def test_compose_command_lines_parse_with_the_project_clis(name: str) -> None:
     """Each service's entrypoint + command is accepted by the real argparse parser it reaches."""
     argv = _container_argv(resolved_compose()["services"][name])

@@ -349,6 +349,7 @@ def test_document_blocks_run(doc: Path, work: Path, pg_url: str) -> None:
     total = sum(r.seconds for r in results)
     print(f"\n[docs-test] {doc.name}: {len(results)} block(s) in {total:.0f}s")
     for r in results:
-        shown = f"{r.block.where} exit {r.code} after {r.seconds:.0f}s\n{r.block.script()}\n--- output ---\n{r.output[-6000:]}"
+        shown = (f"{r.block.where} exit {r.code} after {r.seconds:.0f}s\n{r.block.script()}\n"
+                 f"--- output ---\n{r.output[-6000:]}")
         assert r.code == 0, shown
         assert "Traceback" not in r.output, shown

@@ -19,11 +19,11 @@ from optuna.trial import FrozenTrial, TrialState
 
 from sweep.budget import budget_state, counts_toward_budget
 from sweep.storage import engine_of, open_storage
-from tests.helpers import BIN, REPO, run_cli, synthetic_spec
+from tests.helpers import BIN, run_cli, synthetic_spec, worker_env
 
 
 def _start(args: list[str], pg_url: str, log: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-    full_env = {**os.environ, "PYTHONPATH": str(REPO), "SWEEP_STORAGE": pg_url, "PYTHONUNBUFFERED": "1", **(env or {})}
+    full_env = worker_env(pg_url, PYTHONUNBUFFERED="1", **(env or {}))
     with open(log, "wb") as handle:
         # Its own process group, like a shell job: killpg then reaches it as a terminal's Ctrl-C would.
         return subprocess.Popen(args, env=full_env, stdout=handle, stderr=subprocess.STDOUT, cwd=log.parent,

@@ -10,7 +10,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from tests.helpers import BIN, REPO, run_cli, write_spec
+from tests.helpers import BIN, run_cli, worker_env, write_spec
 
 SPEC = """
 [study]
@@ -37,8 +37,10 @@ trials = 1
 def test_worker_trains_with_the_jax_backend(pg_url: str, study_name: str, tmp_path: Path) -> None:
     if os.environ.get("CI", "").lower() != "true":  # CI installs the dev extra, which carries jax
         pytest.importorskip("jax")
-    run_cli("create", str(write_spec(tmp_path / "jax.toml", SPEC.format(name=study_name))), "--storage", pg_url, check=True)
-    env = {**os.environ, "PYTHONPATH": str(REPO), "SWEEP_STORAGE": pg_url, "SWEEP_STUDY": study_name, "KERAS_BACKEND": "jax"}
+    run_cli(
+        "create", str(write_spec(tmp_path / "jax.toml", SPEC.format(name=study_name))), "--storage", pg_url, check=True
+    )
+    env = worker_env(pg_url, study_name, KERAS_BACKEND="jax")
     worker = subprocess.run([str(BIN / "sweep-worker")], env=env, capture_output=True, text=True, timeout=600)
     assert worker.returncode == 0, worker.stderr[-3000:]
     trial = optuna.load_study(study_name=study_name, storage=pg_url).get_trials()[0]

@@ -82,7 +82,9 @@ def render(overlay: str) -> list[dict[str, Any]]:
 def _named(doc: dict[str, Any], name: str) -> bool:
     # A generated ConfigMap carries a content hash suffix (kustomize rewrites its references).
     actual = doc["metadata"]["name"]
-    return actual == name or (doc["kind"] == "ConfigMap" and re.fullmatch(rf"{re.escape(name)}-[a-z0-9]{{10}}", actual) is not None)
+    return actual == name or (
+        doc["kind"] == "ConfigMap" and re.fullmatch(rf"{re.escape(name)}-[a-z0-9]{{10}}", actual) is not None
+    )
 
 
 def find(docs: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
@@ -126,7 +128,10 @@ def sources(docs: list[dict[str, Any]], overrides: dict[str, dict[str, str]] | N
         if doc["kind"] in ("ConfigMap", "Secret"):
             kind = doc["kind"]
             base = next((n for n in (overrides or {}) if _named(doc, n)), None)
-            data = {**data_of([doc], kind, doc["metadata"]["name"]), **((overrides or {}).get(base, {}) if base else {})}
+            data = {
+                **data_of([doc], kind, doc["metadata"]["name"]),
+                **((overrides or {}).get(base, {}) if base else {}),
+            }
             maps[kind == "Secret"][doc["metadata"]["name"]] = data
     return maps
 
@@ -236,12 +241,17 @@ def test_pods_run_non_root_read_only_with_resources(overlay: str) -> None:
         mounted_tmp = {v["name"] for v in spec.get("volumes", []) if "emptyDir" in v}
         for c in containers(doc):
             security = c.get("securityContext", {})
-            if security.get("readOnlyRootFilesystem") is not True or security.get("allowPrivilegeEscalation") is not False:
+            if (
+                security.get("readOnlyRootFilesystem") is not True
+                or security.get("allowPrivilegeEscalation") is not False
+            ):
                 problems.append(f"{where}/{c['name']}: readOnlyRootFilesystem / allowPrivilegeEscalation")
             if security.get("capabilities", {}).get("drop") != ["ALL"]:
                 problems.append(f"{where}/{c['name']}: capabilities not dropped")
             resources = c.get("resources", {})
-            if not {"cpu", "memory"} <= set(resources.get("requests", {})) or "memory" not in resources.get("limits", {}):
+            if not {"cpu", "memory"} <= set(resources.get("requests", {})) or "memory" not in resources.get(
+                "limits", {}
+            ):
                 problems.append(f"{where}/{c['name']}: requests cpu+memory and a memory limit")
             if not any(m["mountPath"] == "/tmp" and m["name"] in mounted_tmp for m in c.get("volumeMounts", [])):
                 problems.append(f"{where}/{c['name']}: no writable /tmp (emptyDir) on a read-only root")
@@ -278,7 +288,9 @@ def test_gpu_overlay_gives_each_worker_pod_one_gpu_spread_over_nodes() -> None:
         spread = pod_spec(doc)["topologySpreadConstraints"]  # type: ignore[index]
         assert [s["topologyKey"] for s in spread] == ["kubernetes.io/hostname"], spread
         # ...counting this workload's own pods.
-        assert spread[0]["labelSelector"]["matchLabels"].items() <= doc["spec"]["template"]["metadata"]["labels"].items()
+        assert (
+            spread[0]["labelSelector"]["matchLabels"].items() <= doc["spec"]["template"]["metadata"]["labels"].items()
+        )
         assert {e["name"]: e.get("value") for e in worker["env"]}["SWEEP_REQUIRE_GPU"] == "1"
         # No other container of the pod asks for a GPU (N GPUs = N pods).
         assert all("nvidia.com/gpu" not in str(c.get("resources")) for c in containers(doc) if c is not worker)
@@ -423,7 +435,9 @@ class Pod:
         env = {k: self.local(v) for k, v in raw.items()}
         if argv and argv[0] in ("sweep", "sweep-worker", "python"):
             argv[0] = str(BIN / argv[0])
-        clean = {k: v for k, v in os.environ.items() if not k.startswith(("SWEEP_", "PGBOUNCER_")) and k != "OPTUNA_STORAGE"}
+        clean = {
+            k: v for k, v in os.environ.items() if not k.startswith(("SWEEP_", "PGBOUNCER_")) and k != "OPTUNA_STORAGE"
+        }
         return argv, {**clean, **env, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
                       "PYTHONPATH": str(REPO)}
 
@@ -450,13 +464,20 @@ def test_containers_run_their_exact_commands_against_local_postgres(pg_url: str,
         bouncer_port = free_port()
         with fresh_database(pg_url) as database_url:
             database = database_url.rsplit("/", 1)[1]
-            pod = Pod(docs, mounts,
-                      # The Secret's values: the test server's superuser (trust auth), a throwaway password
-                      # that PgBouncer's scram-sha-256 still checks on the client side, a scratch database.
-                      secret={"POSTGRES_USER": "postgres", "POSTGRES_PASSWORD": uuid.uuid4().hex, "POSTGRES_DB": database},
-                      config={"REGSWEEP_DB_HOST": server.split(":")[0], "REGSWEEP_DB_PORT": server.split(":")[1],
-                              "SWEEP_STUDY": "k8s-contract", "SWEEP_SPEC_PATH": "/specs/contract.toml"},
-                      hosts={"pgbouncer:6432": f"127.0.0.1:{bouncer_port}"})
+            pod = Pod(
+                docs,
+                mounts,
+                # The Secret's values: the test server's superuser (trust auth), a throwaway password
+                # that PgBouncer's scram-sha-256 still checks on the client side, a scratch database.
+                secret={"POSTGRES_USER": "postgres", "POSTGRES_PASSWORD": uuid.uuid4().hex, "POSTGRES_DB": database},
+                config={
+                    "REGSWEEP_DB_HOST": server.split(":")[0],
+                    "REGSWEEP_DB_PORT": server.split(":")[1],
+                    "SWEEP_STUDY": "k8s-contract",
+                    "SWEEP_SPEC_PATH": "/specs/contract.toml",
+                },
+                hosts={"pgbouncer:6432": f"127.0.0.1:{bouncer_port}"},
+            )
 
             # PgBouncer: the Deployment's container (ENTRYPOINT start.sh), listening on a free port.
             bouncer_c = container(find(docs, "Deployment", "pgbouncer"), "pgbouncer")
@@ -498,7 +519,9 @@ def test_containers_run_their_exact_commands_against_local_postgres(pg_url: str,
                 worker_c = container(workers, "worker")
                 argv, env = pod.prepare(worker_c)
                 ran = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
-                assert ran.returncode == 0, f"{argv}:\n{ran.stdout[-2000:]}\n{ran.stderr[-4000:]}\n{log.read_text()[-2000:]}"
+                assert ran.returncode == 0, (
+                    f"{argv}:\n{ran.stdout[-2000:]}\n{ran.stderr[-4000:]}\n{log.read_text()[-2000:]}"
+                )
                 study = optuna.load_study(study_name="k8s-contract", storage=database_url)
                 states = [t.state.name for t in study.trials]
                 assert states.count("COMPLETE") == 4 and len(states) == 4, states

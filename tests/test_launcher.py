@@ -122,7 +122,9 @@ def test_all_without_nvidia_smi_is_a_clear_error() -> None:
         launcher.parse_gpus("all", available=lambda: launcher.query_gpus(missing))
 
     def failing(cmd: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
-        return subprocess.CompletedProcess(cmd, 9, stdout="", stderr="NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver.\n")
+        return subprocess.CompletedProcess(
+            cmd, 9, stdout="", stderr="NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver.\n"
+        )
 
     with pytest.raises(LauncherError, match="exit status 9: NVIDIA-SMI has failed"):
         launcher.parse_gpus("all", available=lambda: launcher.query_gpus(failing))
@@ -183,7 +185,9 @@ def test_sqlite_storage_is_rejected_and_loopback_warns(caplog: pytest.LogCapture
 
 
 class FakeContainer:
-    def __init__(self, name: str, labels: dict[str, str], status: str = "running", client: FakeClient | None = None) -> None:
+    def __init__(
+        self, name: str, labels: dict[str, str], status: str = "running", client: FakeClient | None = None
+    ) -> None:
         self.name, self.labels, self.status = name, labels, status
         self.short_id = f"id{abs(hash(name)) % 10**6:06d}"
         self.stopped = self.removed = False
@@ -266,7 +270,10 @@ def test_ls_and_down_find_workers_by_labels() -> None:
     unrelated = FakeContainer("postgres", {"com.docker.compose.service": "postgres"})
     client = FakeClient([FakeContainer(s.name, dict(s.labels)) for s in (a0, a2, b0)] + [unrelated])
     infos = launcher.ls(client, study="night-1")
-    assert [(i.study, i.gpu, i.image) for i in infos] == [("night-1", "0", "regsweep-worker:1.0"), ("night-1", "2", "regsweep-worker:1.0")]
+    assert [(i.study, i.gpu, i.image) for i in infos] == [
+        ("night-1", "0", "regsweep-worker:1.0"),
+        ("night-1", "2", "regsweep-worker:1.0"),
+    ]
     assert launcher.down(client, study="night-1") == [a0.name, a2.name]
     assert [i.name for i in launcher.ls(client)] == [b0.name]
     assert not unrelated.removed
@@ -333,7 +340,9 @@ def test_cpus_start_cpu_only_workers_without_a_gpu_request() -> None:
         launcher.build_cpu_worker_specs(0, image="img", study="s", storage=STORAGE)
 
 
-def test_cli_cpus_and_gpus_exclude_each_other(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_cpus_and_gpus_exclude_each_other(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.setenv("SWEEP_STORAGE", STORAGE)
     args = _parser().parse_args(["workers", "up", "--cpus", "2", "--image", "img:1", "--study", "night-1"])
     client = FakeClient()
@@ -360,14 +369,23 @@ def test_connect_without_an_engine_is_a_clear_error(monkeypatch: pytest.MonkeyPa
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sweep")
     subparsers = parser.add_subparsers(dest="command")
-    assert launcher.register_cli(subparsers) is None
+    launcher.register_cli(subparsers)
+    assert list(subparsers.choices) == ["workers"]
     return parser
 
 
 def test_register_cli_adds_workers_up_ls_down() -> None:
     parser = _parser()
-    up = parser.parse_args(["workers", "up", "--gpus", "0,2", "--image", "img:1", "--study", "s", "--restart", "on-failure:2"])
-    assert (up.gpus, up.image, up.study, up.restart, up.name_prefix) == ("0,2", "img:1", "s", "on-failure:2", "regsweep")
+    up = parser.parse_args(
+        ["workers", "up", "--gpus", "0,2", "--image", "img:1", "--study", "s", "--restart", "on-failure:2"]
+    )
+    assert (up.gpus, up.image, up.study, up.restart, up.name_prefix) == (
+        "0,2",
+        "img:1",
+        "s",
+        "on-failure:2",
+        "regsweep",
+    )
     assert up.handler is launcher._cmd_up
     assert parser.parse_args(["workers", "ls"]).handler is launcher._cmd_ls
     down = parser.parse_args(["workers", "down", "--study", "s"])

@@ -78,7 +78,8 @@ def test_bias_placement_equals_numpy(conv_bias, n_bias_layers):
 def test_a_penalty_that_leaves_out_the_head_spares_the_dense_layer():
     """``"head": false`` (the tutorial's L1 run): every conv and depthwise kernel, not the Dense head."""
     l1 = {"kind": "l1", "l1": 1e-3, "head": False}
-    everywhere = build_classifier(**SMALL, regularizers=RegularizerSet.from_config({"kernel": l1, "bias": l1, "activity": l1}))
+    regularizers = RegularizerSet.from_config({"kernel": l1, "bias": l1, "activity": l1})
+    everywhere = build_classifier(**SMALL, regularizers=regularizers)
     logits = everywhere.get_layer("logits")
     assert logits.kernel_regularizer is None and logits.bias_regularizer is None and logits.activity_regularizer is None
     assert placement_layers(everywhere) == {"kernel": 52, "bias": 0, "activity": 17}
@@ -86,10 +87,11 @@ def test_a_penalty_that_leaves_out_the_head_spares_the_dense_layer():
     _randomize_biases(model)
     kernels = [keras.ops.convert_to_numpy(layer.kernel) for layer in model.layers if hasattr(layer, "kernel")]
     head = keras.ops.convert_to_numpy(model.get_layer("logits").kernel)
-    assert _total(model.losses) == pytest.approx(sum(1e-3 * np.abs(w).sum() for w in kernels) - 1e-3 * np.abs(head).sum(),
-                                                 rel=1e-5)
+    expected = sum(1e-3 * np.abs(w).sum() for w in kernels) - 1e-3 * np.abs(head).sum()
+    assert _total(model.losses) == pytest.approx(expected, rel=1e-5)
     # The same penalty with the head: one more kernel.
-    with_head = build_classifier(**SMALL, regularizers=RegularizerSet.from_config({"kernel": {"kind": "l1", "l1": 1e-3}}))
+    on_head = RegularizerSet.from_config({"kernel": {"kind": "l1", "l1": 1e-3}})
+    with_head = build_classifier(**SMALL, regularizers=on_head)
     assert placement_layers(with_head) == {"kernel": 53, "bias": 0, "activity": 0}
     with pytest.raises(TrialError, match=r"^Invalid kernel.head: expected true or false, received head='no'$"):
         RegularizerSet.from_config({"kernel": {"kind": "l1", "l1": 1e-3, "head": "no"}})
@@ -103,7 +105,7 @@ def test_activity_placement_equals_numpy_of_block_outputs(kind):
     # The output layer of block i is its residual Add, or its projection BN when there is none.
     outputs = [f"block_{i}_add" if f"block_{i}_add" in names else f"block_{i}_project_bn" for i in range(17)]
     outputs.append("logits")
-    assert sorted(l.name for l in model.layers if l.activity_regularizer is not None) == sorted(outputs)
+    assert sorted(layer.name for layer in model.layers if layer.activity_regularizer is not None) == sorted(outputs)
     assert "block_2_add" in names and "block_1_add" not in names  # 24->24 residual, 16->24 s2 not
 
     probe = np.random.default_rng(0).random((4, 32, 32, 3), dtype=np.float32)
@@ -164,7 +166,9 @@ def test_invalid_penalties_are_trial_errors(config, message):
 
 
 def test_none_builds_no_regularizers():
-    regs = RegularizerSet.from_config({"kernel": {"kind": "none"}, "bias": {"kind": "none"}, "activity": {"kind": "none"}})
+    regs = RegularizerSet.from_config(
+        {"kernel": {"kind": "none"}, "bias": {"kind": "none"}, "activity": {"kind": "none"}}
+    )
     assert regs.active() == []
     model = build_classifier(**SMALL, regularizers=regs)
     assert placement_layers(model) == {"kernel": 0, "bias": 0, "activity": 0}
@@ -181,7 +185,7 @@ def test_layer_names_group_into_blocks():
 
 def test_bn_momentum_and_conv_bias_are_applied():
     model = build_classifier(**SMALL, bn_momentum=0.8, conv_bias=True)
-    assert {l.momentum for l in model.layers if isinstance(l, keras.layers.BatchNormalization)} == {0.8}
+    assert {layer.momentum for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)} == {0.8}
     assert model.get_layer("block_7_expand").use_bias and model.get_layer("block_7_depthwise").use_bias
 
 
@@ -189,7 +193,9 @@ def test_mixed_precision_keeps_float32_logits_and_activity_penalty():
     previous = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy("mixed_float16")
     try:
-        model = build_classifier(**SMALL, regularizers=RegularizerSet.from_config({"activity": {"kind": "l2", "l2": 1e-3}}))
+        model = build_classifier(
+            **SMALL, regularizers=RegularizerSet.from_config({"activity": {"kind": "l2", "l2": 1e-3}})
+        )
         probe = np.ones((2, 32, 32, 3), dtype=np.float32)
         assert keras.ops.convert_to_numpy(model(probe)).dtype == np.float32
         assert isinstance(model.get_layer("block_1_project_bn").activity_regularizer, Float32Activity)

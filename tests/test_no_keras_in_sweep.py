@@ -25,7 +25,18 @@ def _sweep_without_keras(*args: str) -> subprocess.CompletedProcess[str]:
 def test_every_sweep_command_parses_without_keras() -> None:
     result = _sweep_without_keras("--help")
     assert result.returncode == 0, result.stderr
-    for command in ("create", "run", "status", "best", "enqueue", "export", "workers", "schedule", "report", "dashboard"):
+    for command in (
+        "create",
+        "run",
+        "status",
+        "best",
+        "enqueue",
+        "export",
+        "workers",
+        "schedule",
+        "report",
+        "dashboard",
+    ):
         assert command in result.stdout
         sub = _sweep_without_keras(command, "--help")
         assert sub.returncode == 0, (command, sub.stderr)
@@ -33,7 +44,11 @@ def test_every_sweep_command_parses_without_keras() -> None:
 
 def test_create_status_and_export_run_without_keras(pg_url: str, study_name: str, tmp_path: Path) -> None:
     spec = synthetic_spec(tmp_path, study_name, trials=2)
-    for args in (("create", str(spec)), ("status", study_name), ("export", study_name, "--out", str(tmp_path / "t.csv"))):
+    for args in (
+        ("create", str(spec)),
+        ("status", study_name),
+        ("export", study_name, "--out", str(tmp_path / "t.csv")),
+    ):
         result = _sweep_without_keras(*args, "--storage", pg_url)
         assert result.returncode == 0, (args, result.stderr)
     assert (tmp_path / "t.csv").read_text().startswith("number,state,value")

@@ -25,8 +25,14 @@ def test_orthogonal_is_zero_for_orthonormal_filters_and_positive_otherwise() -> 
 
 def test_the_readme_kind_regularizes_every_kernel() -> None:
     """``"workers.penalties:orthogonal"`` as a spec kind: one scaled penalty per kernel of the classifier."""
-    model = build_classifier(input_shape=(32, 32, 3), num_classes=10, width=0.25, regularizers=RegularizerSet.from_config(
-        {"kernel": {"kind": "custom", "fn": "workers.penalties:orthogonal", "scale": 0.5}}))
+    model = build_classifier(
+        input_shape=(32, 32, 3),
+        num_classes=10,
+        width=0.25,
+        regularizers=RegularizerSet.from_config(
+            {"kernel": {"kind": "custom", "fn": "workers.penalties:orthogonal", "scale": 0.5}}
+        ),
+    )
     kernels = [v for v in model.weights if v.name == "kernel"]
     assert len(model.losses) == len(kernels) == 53
     expected = sum(0.5 * float(keras.ops.convert_to_numpy(orthogonal(k.value))) for k in kernels)

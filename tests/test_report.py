@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 import statistics
 import subprocess
@@ -15,7 +14,7 @@ import pytest
 from optuna.trial import TrialState
 
 from sweep.report_figures import importance_figure
-from tests.helpers import BIN, REPO, run_cli, synthetic_spec, write_spec
+from tests.helpers import BIN, REPO, run_cli, synthetic_spec, worker_env, write_spec
 
 SEARCH_EXTRA = """
 [sampler]
@@ -52,10 +51,18 @@ seeds = 2
 """
 
 SECTIONS = {
-    "summary": "Summary", "leaderboard": "Leaderboard", "kinds": "Kind comparison",
-    "placements": "Placement effects", "history": "Optimization history",
-    "importances": "Parameter importances", "curves": "Learning curves of the top trials",
-    "sparsity": "Sparsity vs accuracy", "diagnostics": "Regularizer diagnostics", "failures": "Failures", "dedup": "Deduplication", "finalists": "Finalists",
+    "summary": "Summary",
+    "leaderboard": "Leaderboard",
+    "kinds": "Kind comparison",
+    "placements": "Placement effects",
+    "history": "Optimization history",
+    "importances": "Parameter importances",
+    "curves": "Learning curves of the top trials",
+    "sparsity": "Sparsity vs accuracy",
+    "diagnostics": "Regularizer diagnostics",
+    "failures": "Failures",
+    "dedup": "Deduplication",
+    "finalists": "Finalists",
 }
 #: Sections and the plotly figure each must carry.
 FIGURES = {"kinds": "kinds", "placements": "placements", "history": "history", "importances": "importances",
@@ -82,7 +89,7 @@ def studies(pg_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[d
         study.enqueue_trial({"kernel_kind": "l2", "kernel_l2": 1e-4, "activity_kind": "none"}, skip_if_exists=False)
     run_cli("create", str(write_spec(tmp / "seedrep.toml", SEED_REPLICATION.format(name=grid))), "--storage", pg_url,
             check=True)
-    env = {**os.environ, "PYTHONPATH": str(REPO), "SWEEP_STORAGE": pg_url}
+    env = worker_env(pg_url)
     workers = [subprocess.Popen([str(BIN / "sweep-worker"), "--study", name], env=env, cwd=REPO, text=True,
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT) for name in (search, grid)]
     outputs = [w.communicate(timeout=120)[0] for w in workers]
@@ -123,8 +130,10 @@ def test_report_has_every_section_with_its_figures(pg_url: str, studies: dict[st
     complete = sorted((t for t in trials if t.state == TrialState.COMPLETE), key=lambda t: (-t.value, t.number))
     search = [t for t in complete if t.user_attrs["phase"] == "search"]  # finalist re-runs are ranked apart
     best = search[0]
-    rows = re.findall(r"<tr[^>]*><td class=\"num\">(\d+)</td><td class=\"num\">(\d+)</td><td class=\"num\">([\d.]+)</td>",
-                      sections["leaderboard"])
+    rows = re.findall(
+        r"<tr[^>]*><td class=\"num\">(\d+)</td><td class=\"num\">(\d+)</td><td class=\"num\">([\d.]+)</td>",
+        sections["leaderboard"],
+    )
     assert rows[0] == ("1", str(best.number), f"{best.value:.4f}")
     assert [int(r[1]) for r in rows] == [t.number for t in search[:15]]
     # Counts by state, the failure with its reason, dedup savings and the finalists.
@@ -168,7 +177,8 @@ def test_seed_replication_report_puts_ours_beside_the_tutorial(pg_url: str, stud
     for name, kind, theirs in (("no regularizer", "none", "0.816"), ("L1", "l1", "0.333"), ("L2", "l2", "0.595")):
         assert f'<td>{name}</td><td class="num">{theirs}</td><td class="num">{means[kind]:.3f}</td>' in tutorial
         first = by_kind[kind][0]
-        assert f"<summary>{name} (trial {first.number}, seed {first.user_attrs['seed']}): per epoch</summary>" in tutorial
+        seed = first.user_attrs["seed"]
+        assert f"<summary>{name} (trial {first.number}, seed {seed}): per epoch</summary>" in tutorial
     assert means["l2"] > means["none"]
     assert re.search(r"<li>no regularizer &gt; L2: difference -0\.\d{3} \(Welch 95% CI [^)]*\): NOT reproduced</li>",
                      tutorial)
@@ -187,12 +197,20 @@ def test_seed_replication_report_puts_ours_beside_the_tutorial(pg_url: str, stud
 
 def test_importances_degrade_to_a_note_with_one_trial() -> None:
     study = optuna.create_study(direction="maximize")
-    study.add_trial(optuna.trial.create_trial(
-        params={"kernel_kind": "l2"}, distributions={"kernel_kind": optuna.distributions.CategoricalDistribution(["none", "l2"])},
-        value=0.9))
+    study.add_trial(
+        optuna.trial.create_trial(
+            params={"kernel_kind": "l2"},
+            distributions={"kernel_kind": optuna.distributions.CategoricalDistribution(["none", "l2"])},
+            value=0.9,
+        )
+    )
     note = importance_figure(study)
     assert isinstance(note, str) and "at least 2 completed trials" in note and "has 1 completed" in note
-    study.add_trial(optuna.trial.create_trial(
-        params={"kernel_kind": "none"}, distributions={"kernel_kind": optuna.distributions.CategoricalDistribution(["none", "l2"])},
-        value=0.8))
+    study.add_trial(
+        optuna.trial.create_trial(
+            params={"kernel_kind": "none"},
+            distributions={"kernel_kind": optuna.distributions.CategoricalDistribution(["none", "l2"])},
+            value=0.8,
+        )
+    )
     assert not isinstance(importance_figure(study), str)  # two trials with a varied param: a figure

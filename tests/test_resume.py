@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import time
@@ -13,11 +12,11 @@ from optuna.trial import TrialState
 
 from sweep.budget import budget_state
 from sweep.storage import engine_of, open_storage
-from tests.helpers import BIN, REPO, run_cli, synthetic_spec
+from tests.helpers import BIN, run_cli, synthetic_spec, worker_env
 
 
 def _worker(pg_url: str, study: str, artifacts: Path) -> subprocess.Popen[str]:
-    env = {**os.environ, "PYTHONPATH": str(REPO), "SWEEP_STORAGE": pg_url, "SWEEP_STUDY": study}
+    env = worker_env(pg_url, study)
     return subprocess.Popen(
         [str(BIN / "sweep-worker"), "--artifacts", str(artifacts), "--heartbeat-interval", "1", "--grace-period", "3"],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -38,7 +37,9 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
-def test_killed_trial_resumes_from_its_checkpoint_on_another_worker(pg_url: str, study_name: str, tmp_path: Path) -> None:
+def test_killed_trial_resumes_from_its_checkpoint_on_another_worker(
+    pg_url: str, study_name: str, tmp_path: Path
+) -> None:
     artifacts = tmp_path / "artifacts"
     run_cli("create", str(synthetic_spec(tmp_path, study_name, trials=1, epochs=6, epoch_seconds=0.7)),
             "--storage", pg_url, check=True)
@@ -69,7 +70,9 @@ def test_killed_trial_resumes_from_its_checkpoint_on_another_worker(pg_url: str,
     killed, resumed = trials
     saved = resumed.user_attrs["resumed"]["epochs_saved"]
     assert resumed.user_attrs["resumed"]["from_trial"] == killed.number
-    assert saved >= 3 and saved == len(killed.intermediate_values) or saved == len(killed.intermediate_values) - 1
+    # The kill may land between an epoch's report and its checkpoint: the last reported epoch or the one before.
+    reported = len(killed.intermediate_values)
+    assert saved >= 3 and saved in (reported - 1, reported), (saved, reported)
     assert resumed.user_attrs["epochs_run"] == 6
     assert len(resumed.user_attrs["curves"]["val_accuracy"]) == 6
     assert sorted(resumed.intermediate_values) == list(range(6))

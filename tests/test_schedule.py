@@ -74,7 +74,12 @@ def test_fires_at_local_time_across_autumn_dst_change() -> None:
         local = n.deadline.astimezone(BERLIN)
         assert (local.date(), local.time()) == (n.firing.date() + dt.timedelta(days=1), dt.time(7, 0))
     # The night spanning the change is an hour longer.
-    assert [(n.deadline.astimezone(UTC) - n.firing.astimezone(UTC)) / dt.timedelta(hours=1) for n in nights] == [9, 10, 9, 9]
+    assert [(n.deadline.astimezone(UTC) - n.firing.astimezone(UTC)) / dt.timedelta(hours=1) for n in nights] == [
+        9,
+        10,
+        9,
+        9,
+    ]
     assert max(clock.sleeps) <= 60  # sleeps in short chunks, so a wake-up from suspend is noticed
 
 
@@ -223,4 +228,6 @@ def test_storage_errors_retry_the_night_and_never_stop_the_scheduler(caplog: pyt
     firing = dt.datetime(2026, 10, 24, 22, 0, tzinfo=BERLIN)
     assert attempts[0] == firing and 0 < (attempts[1] - firing).total_seconds() <= 60  # retried within a minute
     assert [r.message.split(":")[0] for r in caplog.records] == [
-        "Could not check or close past night nightly-2026-10-23", "Night nightly-2026-10-24 failed, retrying within 60s"]
+        "Could not check or close past night nightly-2026-10-23",
+        "Night nightly-2026-10-24 failed, retrying within 60s",
+    ]

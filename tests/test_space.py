@@ -70,7 +70,9 @@ def test_no_effect_placement_hashes_like_none() -> None:
 
 
 def test_round_trip_and_validation_messages() -> None:
-    config = RegularizerConfig(kernel=Penalty("l1_l2", l1=1e-4, l2=1e-3), activity=Penalty("custom", fn="math:fsum", scale=0.5))
+    config = RegularizerConfig(
+        kernel=Penalty("l1_l2", l1=1e-4, l2=1e-3), activity=Penalty("custom", fn="math:fsum", scale=0.5)
+    )
     assert RegularizerConfig.from_dict(config.to_dict()) == RegularizerConfig.from_dict(config.canonical())
     with pytest.raises(SpecError, match=r"^Invalid l2: expected a non-negative float, received l2=-1$"):
         Penalty("l2", l2=-1)
@@ -114,7 +116,8 @@ def test_head_option_follows_the_kind_and_keeps_old_hashes() -> None:
     assert RegularizerConfig.from_dict(configs["l1"].to_dict()) == configs["l1"]
     assert configs["l1"].label() == "kernel L1 1.0e-03 (not on the head), bias L1 1.0e-03 (not on the head)"
     # sweep enqueue: the study's space decides the scope from the kind.
-    params = params_from_config(RegularizerConfig(kernel=Penalty("l1", l1=1e-3), bias=Penalty("l1", l1=1e-3)), spec.space)
+    l1 = Penalty("l1", l1=1e-3)
+    params = params_from_config(RegularizerConfig(kernel=l1, bias=l1), spec.space)
     assert config_from_params(params, spec.space) == configs["l1"]
     with pytest.raises(SpecError, match=r"^Invalid head: expected true or false, received head='no'$"):
         Penalty("l1", l1=1e-3, head="no")  # type: ignore[arg-type]
@@ -141,6 +144,8 @@ def test_no_effect_is_learned_only_from_trials_that_set_the_penalty() -> None:
     unset = trial({"kernel": {"kind": "l2", "l2": 1e-3}, "bias": {"kind": "none"}, "activity": {"kind": "none"}},
                   {"kernel": 53, "bias": 0, "activity": 0})
     assert learned_no_effect([unset]) == ()  # 0 layers because nothing was set there
-    reached_nothing = trial({"kernel": {"kind": "none"}, "bias": {"kind": "l2", "l2": 1e-3}, "activity": {"kind": "none"}},
-                            {"kernel": 0, "bias": 0, "activity": 0})
+    reached_nothing = trial(
+        {"kernel": {"kind": "none"}, "bias": {"kind": "l2", "l2": 1e-3}, "activity": {"kind": "none"}},
+        {"kernel": 0, "bias": 0, "activity": 0},
+    )
     assert learned_no_effect([unset, reached_nothing]) == ("bias",)

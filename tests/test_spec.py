@@ -41,7 +41,8 @@ BAD_SPECS = [
     (_spec(training={"dataset": "dir:/nonexistent/images"}),
      "Invalid training.dataset: dir path does not exist, received dataset='dir:/nonexistent/images'"),
     (_spec(training={"epochs": "ten"}),
-     "Invalid training.epochs: input should be a valid integer, unable to parse string as an integer, received epochs='ten'"),
+     "Invalid training.epochs: input should be a valid integer, unable to parse string as an integer, "
+     "received epochs='ten'"),
     (_spec(training={"epochs": 0}),
      "Invalid training.epochs: input should be greater than or equal to 1, received epochs=0"),
     (_spec(sampler={"name": "cmaes"}),
@@ -84,7 +85,8 @@ BAD_SPECS = [
 ]
 
 
-@pytest.mark.parametrize("data, message", BAD_SPECS, ids=[m.split(":")[0][8:] + f"-{i}" for i, (_, m) in enumerate(BAD_SPECS)])
+@pytest.mark.parametrize("data, message", BAD_SPECS,
+                         ids=[m.split(":")[0][8:] + f"-{i}" for i, (_, m) in enumerate(BAD_SPECS)])
 def test_bad_spec_gives_exact_message(data: dict, message: str) -> None:
     with pytest.raises(SpecError) as info:
         parse_spec(data)
@@ -112,4 +114,5 @@ def test_presets_are_valid(path: Path) -> None:
 def test_public_dict_drops_storage_password() -> None:
     spec = parse_spec(_spec(study={"name": "x", "storage": "postgresql://u:hunter2@h/db"}))
     assert "hunter2" not in str(spec.public_dict())
-    assert parse_spec(spec.public_dict()) == spec.model_copy(update={"study": spec.study.model_copy(update={"storage": None})})
+    without_storage = spec.model_copy(update={"study": spec.study.model_copy(update={"storage": None})})
+    assert parse_spec(spec.public_dict()) == without_storage

@@ -88,10 +88,16 @@ def test_same_name_different_spec_is_rejected(storage_url: str, study_name: str,
 
 def test_bad_spec_creates_no_study(pg_url: str, study_name: str, tmp_path: Path) -> None:
     bad = tmp_path / "bad.toml"
-    bad.write_text(f'[study]\nname = "{study_name}"\n[space.kernel]\nkinds = ["l2"]\nl2 = {{ low = -1, high = 1 }}\n[budget]\ntrials = 3\n')
+    bad.write_text(
+        f'[study]\nname = "{study_name}"\n[space.kernel]\nkinds = ["l2"]\nl2 = {{ low = -1, high = 1 }}\n'
+        "[budget]\ntrials = 3\n"
+    )
     result = run_cli("create", str(bad), "--storage", pg_url)
     assert result.returncode == 2
-    assert result.stderr.strip() == "sweep: error: Invalid space.kernel.l2.low: expected a positive float, received low=-1.0"
+    assert (
+        result.stderr.strip()
+        == "sweep: error: Invalid space.kernel.l2.low: expected a positive float, received low=-1.0"
+    )
     assert study_name not in [s.study_name for s in optuna.get_all_study_summaries(pg_url)]
 
 

@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -22,11 +21,11 @@ from optuna.trial import TrialState
 
 from sweep.budget import budget_state, counts_toward_budget
 from sweep.storage import engine_of, open_storage
-from tests.helpers import BIN, REPO, run_cli, synthetic_spec, write_spec
+from tests.helpers import BIN, REPO, run_cli, synthetic_spec, worker_env, write_spec
 
 
 def _run_worker(pg_url: str, study: str, cwd: Path, pythonpath: str = str(REPO)) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": pythonpath, "SWEEP_STORAGE": pg_url, "SWEEP_STUDY": study}
+    env = worker_env(pg_url, study, PYTHONPATH=pythonpath)
     return subprocess.run([str(BIN / "sweep-worker")], env=env, capture_output=True, text=True, timeout=300, cwd=cwd)
 
 
@@ -75,7 +74,9 @@ def test_missing_dataset_folder_is_named_before_any_trial(pg_url: str, study_nam
     assert state is not None and state.claimed == 0, state
 
 
-def test_empty_dataset_mount_stops_the_worker_and_spends_no_budget(pg_url: str, study_name: str, tmp_path: Path) -> None:
+def test_empty_dataset_mount_stops_the_worker_and_spends_no_budget(
+    pg_url: str, study_name: str, tmp_path: Path
+) -> None:
     images = tmp_path / "images"
     (images / "cat").mkdir(parents=True)
     run_cli("create", str(_dir_spec(tmp_path, study_name, images)), "--storage", pg_url, check=True)
@@ -89,7 +90,9 @@ def test_empty_dataset_mount_stops_the_worker_and_spends_no_budget(pg_url: str, 
           f"budget claimed 0 of 6; {errors[0]}")
 
 
-def test_trainer_that_does_not_import_stops_the_worker_and_spends_no_budget(pg_url: str, study_name: str, tmp_path: Path) -> None:
+def test_trainer_that_does_not_import_stops_the_worker_and_spends_no_budget(
+    pg_url: str, study_name: str, tmp_path: Path
+) -> None:
     spec = synthetic_spec(tmp_path, study_name, trials=6)
     spec.write_text(spec.read_text().replace('"workers.synthetic:train"', '"tests.trainers:faulty"'))
     run_cli("create", str(spec), "--storage", pg_url, check=True)

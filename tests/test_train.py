@@ -139,7 +139,8 @@ def test_steps_per_epoch_cycles_through_the_images():
         assert call["images_per_second"] * call["epoch_seconds"] == pytest.approx(160)
     plain = train(TrainRequest(config=NONE, setup={**setup, "steps_per_epoch": None}, seed=1), Recorder())
     assert plain["optimizer_steps"] == 2 * 4  # one pass: 64 / 16
-    with pytest.raises(TrialError, match=r"^Invalid training.steps_per_epoch: expected an int >= 1, received steps_per_epoch=0$"):
+    message = r"^Invalid training.steps_per_epoch: expected an int >= 1, received steps_per_epoch=0$"
+    with pytest.raises(TrialError, match=message):
         train(TrainRequest(config=NONE, setup={**setup, "steps_per_epoch": 0}, seed=1), Recorder())
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from pathlib import Path
 
@@ -28,7 +29,7 @@ def test_the_tutorials_published_numbers_are_its_finding() -> None:
     assert values == sorted(values, reverse=True) == [0.8164, 0.5945, 0.3328]
     for kind in ("l1", "l2"):
         reg = TUTORIAL_RUNS[kind].reg_loss
-        assert len(reg) == 10 and all(a > b for a, b in zip(reg, reg[1:]))
+        assert len(reg) == 10 and all(a > b for a, b in itertools.pairwise(reg))
     assert TUTORIAL_RUNS["l2"].reg_loss[0] == pytest.approx(2.9584365)
 
 
@@ -43,7 +44,8 @@ def test_order_holds_only_beyond_seed_noise() -> None:
     assert first.difference == pytest.approx(0.16) and 0 < first.low < 0.16 < first.high
     assert (second.better, second.worse, second.holds) == ("l2", "l1", False) and second.difference > 0
     lines = order_sentences([first, second])
-    assert lines[0].startswith("no regularizer > L2: difference +0.160") and lines[0].endswith("reproduced, beyond seed noise")
+    assert lines[0].startswith("no regularizer > L2: difference +0.160")
+    assert lines[0].endswith("reproduced, beyond seed noise")
     assert lines[1].endswith("same direction, but within seed noise")
     reversed_ = check_order({"none": KindResult("none", [0.5, 0.51]), "l2": KindResult("l2", [0.9, 0.91])})
     assert reversed_[0].holds is False and order_sentences(reversed_)[0].endswith("NOT reproduced")
@@ -75,7 +77,8 @@ def test_tables_put_ours_beside_the_tutorial() -> None:
 def test_seed_replication_preset_is_the_tutorials_experiment() -> None:
     """λ = 1e-3, its placements (L2 reaches the Dense head, L1 does not), SGD, 10 epochs, 3 seeds each."""
     spec = load_spec(PRESETS / "seed-replication.toml")
-    configs = {c.kernel.kind: c.canonical() for c in (config_from_params(p, spec.space) for p in grid_params(spec.space))}
+    grid = [config_from_params(p, spec.space) for p in grid_params(spec.space)]
+    configs = {c.kernel.kind: c.canonical() for c in grid}
     assert configs == {
         "none": {"kernel": {"kind": "none"}, "bias": {"kind": "none"}, "activity": {"kind": "none"}},
         "l1": {"kernel": {"kind": "l1", "l1": 1e-3, "head": False}, "bias": {"kind": "l1", "l1": 1e-3, "head": False},

@@ -3,14 +3,13 @@ sampler seeds (so not the same configs) and distinct log files. Real processes, 
 
 from __future__ import annotations
 
-import os
 import subprocess
 from pathlib import Path
 
 import optuna
 from optuna.trial import TrialState
 
-from tests.helpers import BIN, REPO, write_spec
+from tests.helpers import BIN, worker_env, write_spec
 
 SPEC = """
 dedup = false
@@ -35,10 +34,12 @@ trials = 8
 """
 
 
-def test_two_sweep_runs_share_a_study_without_sharing_seeds_or_logs(pg_url: str, study_name: str, tmp_path: Path) -> None:
+def test_two_sweep_runs_share_a_study_without_sharing_seeds_or_logs(
+    pg_url: str, study_name: str, tmp_path: Path
+) -> None:
     spec = write_spec(tmp_path / "spec.toml", SPEC.format(name=study_name))
     # Create first, so the two runs race only over trials (both "continue" the study).
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env = worker_env()
     subprocess.run([str(BIN / "sweep"), "create", str(spec), "--storage", pg_url], env=env, check=True,
                    capture_output=True, cwd=tmp_path)
     runs = [subprocess.Popen([str(BIN / "sweep"), "run", str(spec), "--workers", "1", "--storage", pg_url],

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 from pathlib import Path
@@ -13,7 +12,7 @@ from optuna.artifacts import get_all_artifact_meta
 from optuna.trial import TrialState
 
 from sweep.budget import counts_toward_budget
-from tests.helpers import BIN, REPO, run_cli, write_spec
+from tests.helpers import BIN, run_cli, worker_env, write_spec
 
 TINY = """
 [study]
@@ -47,8 +46,10 @@ trial_timeout_s = 600
 
 @pytest.mark.slow
 def test_two_keras_workers_finish_a_six_trial_study(pg_url: str, study_name: str, tmp_path: Path) -> None:
-    run_cli("create", str(write_spec(tmp_path / "tiny.toml", TINY.format(name=study_name))), "--storage", pg_url, check=True)
-    env = {**os.environ, "PYTHONPATH": str(REPO), "SWEEP_STORAGE": pg_url, "SWEEP_STUDY": study_name}
+    run_cli(
+        "create", str(write_spec(tmp_path / "tiny.toml", TINY.format(name=study_name))), "--storage", pg_url, check=True
+    )
+    env = worker_env(pg_url, study_name)
     artifacts = tmp_path / "artifacts"
     procs = [subprocess.Popen([str(BIN / "sweep-worker"), "--worker-index", str(i), "--artifacts", str(artifacts),
                                "--keep-models"],
@@ -67,7 +68,9 @@ def test_two_keras_workers_finish_a_six_trial_study(pg_url: str, study_name: str
         curves, epochs = t.user_attrs["curves"], t.user_attrs["epochs_run"]
         for key in ("loss", "accuracy", "val_loss", "val_accuracy", "reg_loss", "epoch_seconds", "images_per_second"):
             assert len(curves[key]) == epochs, key
-        regularized = t.user_attrs["config"]["kernel"]["kind"] != "none" or t.user_attrs["config"]["activity"]["kind"] != "none"
+        regularized = (
+            t.user_attrs["config"]["kernel"]["kind"] != "none" or t.user_attrs["config"]["activity"]["kind"] != "none"
+        )
         assert (min(curves["reg_loss"]) > 0) == regularized
         diag = t.user_attrs["diagnostics"]
         config = t.user_attrs["config"]

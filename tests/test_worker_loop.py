@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import time
@@ -14,11 +13,11 @@ from optuna.trial import TrialState
 
 from sweep.budget import budget_state, counts_toward_budget
 from sweep.storage import engine_of, open_storage
-from tests.helpers import BIN, REPO, run_cli, synthetic_spec
+from tests.helpers import BIN, REPO, run_cli, synthetic_spec, worker_env
 
 
 def _worker(pg_url: str, study: str, *extra: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
-    full_env = {**os.environ, "PYTHONPATH": str(REPO), "SWEEP_STORAGE": pg_url, "SWEEP_STUDY": study, **(env or {})}
+    full_env = worker_env(pg_url, study, **(env or {}))
     return subprocess.Popen([str(BIN / "sweep-worker"), *extra], env=full_env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, cwd=REPO)
 
@@ -29,7 +28,9 @@ def _create(pg_url: str, tmp_path: Path, name: str, **kw: object) -> optuna.Stud
 
 
 
-def _faulty_spec(tmp_path: Path, name: str, fault: str, on_trials: str, *, trials: int = 4, timeout: float | None = None) -> Path:
+def _faulty_spec(
+    tmp_path: Path, name: str, fault: str, on_trials: str, *, trials: int = 4, timeout: float | None = None
+) -> Path:
     # Each trial must really train: a reused duplicate would never reach its injected fault.
     path = synthetic_spec(tmp_path, name, trials=trials, epochs=3, dedup=False)
     text = path.read_text().replace(
@@ -49,7 +50,9 @@ def test_two_workers_finish_study_with_curves(pg_url: str, study_name: str, tmp_
     trials = study.get_trials()
     # A reused duplicate (dedup_of) trains nothing and gives its slot back: 6 trials count.
     assert len([t for t in trials if counts_toward_budget(t.state, t.user_attrs)]) == 6
-    assert all(t.user_attrs.get("dedup_of") is not None for t in trials if not counts_toward_budget(t.state, t.user_attrs))
+    assert all(
+        t.user_attrs.get("dedup_of") is not None for t in trials if not counts_toward_budget(t.state, t.user_attrs)
+    )
     assert {t.state for t in trials} <= {TrialState.COMPLETE, TrialState.PRUNED}
     for t in trials:
         curves = t.user_attrs["curves"]
@@ -95,7 +98,9 @@ def test_nan_and_timeout_fail_only_their_trial(pg_url: str, study_name: str, tmp
     assert trials[0].user_attrs["fail_reason"] == "TrialDiverged: loss became nan at epoch 2"
 
     hang = f"{study_name}-hang"
-    run_cli("create", str(_faulty_spec(tmp_path, hang, "hang", "0", trials=2, timeout=4)), "--storage", pg_url, check=True)
+    run_cli(
+        "create", str(_faulty_spec(tmp_path, hang, "hang", "0", trials=2, timeout=4)), "--storage", pg_url, check=True
+    )
     code, output, trials = _run_one_worker(pg_url, hang)
     assert code == 0, output
     assert trials[0].state == TrialState.FAIL and trials[1].state == TrialState.COMPLETE

@@ -4,12 +4,11 @@ ExperimentalWarnings. The trainer really imports TensorFlow in the training chil
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 from pathlib import Path
 
-from tests.helpers import BIN, REPO, run_cli, synthetic_spec
+from tests.helpers import BIN, REPO, run_cli, synthetic_spec, worker_env
 
 NOISE = re.compile(r"^[IWEF]\d{4} \d\d:\d\d:\d+\.\d+|absl::InitializeLog|cuInit|ExperimentalWarning|"
                    r"This TensorFlow binary is optimized|oneDNN custom operations")
@@ -19,7 +18,7 @@ def test_worker_output_has_no_tensorflow_or_optuna_noise(pg_url: str, study_name
     spec = synthetic_spec(tmp_path, study_name, trials=2, epochs=2, pruner="hyperband", dedup=False)
     spec.write_text(spec.read_text().replace('"workers.synthetic:train"', '"tests.trainers:with_tensorflow"'))
     run_cli("create", str(spec), "--storage", pg_url, check=True)
-    env = {**os.environ, "PYTHONPATH": str(REPO), "SWEEP_STORAGE": pg_url, "SWEEP_STUDY": study_name}
+    env = worker_env(pg_url, study_name)
     env.pop("TF_CPP_MIN_LOG_LEVEL", None)
     result = subprocess.run([str(BIN / "sweep-worker"), "--artifacts", str(tmp_path / "artifacts")], env=env,
                             capture_output=True, text=True, timeout=300, cwd=REPO)

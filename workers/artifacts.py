@@ -95,7 +95,7 @@ class DiagnosticArtifacts:
         blocks = list(epochs[-1]["blocks"])
         fig, axes = plt.subplots(1, 3, figsize=(13, 3.8), dpi=100)
         for ax, key, title in zip(axes, ("l2", "sparsity", "activation"),
-                                  ("kernel L2 norm", "kernel sparsity (|w| < 1e-3)", "mean |activation|")):
+                                  ("kernel L2 norm", "kernel sparsity (|w| < 1e-3)", "mean |activation|"), strict=True):
             grid = np.array([[e["blocks"].get(b, {}).get(key, np.nan) for e in epochs] for b in blocks], dtype=float)
             image = ax.imshow(grid, aspect="auto", cmap="viridis", interpolation="nearest")
             ax.set(title=title, xlabel="epoch", yticks=range(len(blocks)), yticklabels=blocks)

@@ -65,7 +65,9 @@ class Checkpoints:
         """Where the trainer writes this trial's checkpoint."""
         return str(self.local_dir / f"trial-{trial_number}.keras")
 
-    def upload(self, study: optuna.Study, trial: optuna.Trial, epoch: int, previous: dict[str, Any] | None) -> dict[str, Any] | None:
+    def upload(
+        self, study: optuna.Study, trial: optuna.Trial, epoch: int, previous: dict[str, Any] | None
+    ) -> dict[str, Any] | None:
         """Store the checkpoint of ``epoch``; returns the new ``checkpoint`` record.
 
         Two files per trial alternate: each epoch overwrites the one the record does *not*

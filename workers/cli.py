@@ -19,10 +19,19 @@ import time
 from pathlib import Path
 from types import FrameType
 
+from sweep.budget import ReleaseSlotAndRetry
 from sweep.envargs import env_number
 from sweep.errors import RegsweepError, StorageError, StudyNotFoundError
 from sweep.logs import setup_logging
-from sweep.storage import StorageConfig, hide_password_from_ps, mask_secrets, open_storage, resolve_storage_url
+from sweep.storage import (
+    GRACE_PERIOD_S,
+    HEARTBEAT_INTERVAL_S,
+    StorageConfig,
+    hide_password_from_ps,
+    mask_secrets,
+    open_storage,
+    resolve_storage_url,
+)
 from workers.follow import next_open_study
 
 __all__ = ["main", "build_parser"]
@@ -42,17 +51,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--follow", metavar="PREFIX",
                    help="run forever: work on the newest open study named PREFIX-* (nightly studies from "
                         "`sweep schedule`), then wait for the next one (env SWEEP_FOLLOW)")
-    p.add_argument("--follow-poll", type=float, default=30.0, help="seconds between looks for a new study with --follow")
-    p.add_argument("--artifacts", default=env("SWEEP_ARTIFACTS"), help="artifact directory for learning-curve plots (env SWEEP_ARTIFACTS)")
+    p.add_argument(
+        "--follow-poll", type=float, default=30.0, help="seconds between looks for a new study with --follow"
+    )
+    p.add_argument(
+        "--artifacts",
+        default=env("SWEEP_ARTIFACTS"),
+        help="artifact directory for learning-curve plots (env SWEEP_ARTIFACTS)",
+    )
     p.add_argument("--keep-models", action="store_true",
                    default=env("SWEEP_KEEP_MODELS", "").lower() in ("1", "true", "yes"),
                    help="with --artifacts: keep the trained model of each COMPLETE trial as trial-N-model.keras "
                         "(env SWEEP_KEEP_MODELS=1); checkpoints of finished trials are always deleted")
-    p.add_argument("--heartbeat-file", default=env("SWEEP_HEARTBEAT_FILE"), help="file touched on every heartbeat, for container healthchecks (env SWEEP_HEARTBEAT_FILE)")
+    p.add_argument(
+        "--heartbeat-file",
+        default=env("SWEEP_HEARTBEAT_FILE"),
+        help="file touched on every heartbeat, for container healthchecks (env SWEEP_HEARTBEAT_FILE)",
+    )
     p.add_argument("--max-trials", type=int, default=None, help="stop after this many trials of this worker")
-    p.add_argument("--worker-index", **env_number("SWEEP_WORKER_INDEX", "0"), help="index among workers started together (sampler seed offset)")
-    p.add_argument("--heartbeat-interval", **env_number("SWEEP_HEARTBEAT_INTERVAL", "10"), help="seconds between trial heartbeats (default 10)")
-    p.add_argument("--grace-period", **env_number("SWEEP_GRACE_PERIOD", "60"), help="seconds without heartbeat before a trial is stale and re-queued (default 60)")
+    p.add_argument(
+        "--worker-index",
+        **env_number("SWEEP_WORKER_INDEX", "0"),
+        help="index among workers started together (sampler seed offset)",
+    )
+    p.add_argument("--heartbeat-interval", **env_number("SWEEP_HEARTBEAT_INTERVAL", str(HEARTBEAT_INTERVAL_S)),
+                   help=f"seconds between trial heartbeats (default {HEARTBEAT_INTERVAL_S})")
+    p.add_argument("--grace-period", **env_number("SWEEP_GRACE_PERIOD", str(GRACE_PERIOD_S)),
+                   help=f"seconds without heartbeat before a trial is stale and re-queued (default {GRACE_PERIOD_S})")
     p.add_argument("--max-outage", **env_number("SWEEP_MAX_OUTAGE", "900", float),
                    help="seconds a worker waits out an unreachable database before giving up (default 900)")
     p.add_argument("--log-level", default=env("SWEEP_LOG_LEVEL", "INFO"), help="logging level (env SWEEP_LOG_LEVEL)")
@@ -120,13 +145,15 @@ def main(argv: list[str] | None = None) -> int:
                   f"usable: {problem}", file=sys.stderr)
             return 3
     try:
-        from workers.loop import WorkerLoop
+        from workers.loop import TrialHook, WorkerLoop
 
         storage = open_storage(
             resolve_storage_url(args.storage),
             StorageConfig(heartbeat_interval=args.heartbeat_interval, grace_period=args.grace_period),
+            # A trial this worker finds stale (its worker died): slot back, copy re-queued.
+            stale_trial_callback=ReleaseSlotAndRetry(),
         )
-        hooks = []
+        hooks: list[TrialHook] = []
         checkpoints = None
         if args.artifacts:
             from workers.artifacts import CurveArtifacts, DiagnosticArtifacts

@@ -60,7 +60,7 @@ def _resize(images: np.ndarray, size: int) -> np.ndarray:
     for i, image in enumerate(images):
         for c in range(images.shape[3]):
             out[i, :, :, c] = np.asarray(
-                Image.fromarray(image[:, :, c], mode="F").resize((size, size), Image.BILINEAR)
+                Image.fromarray(image[:, :, c], mode="F").resize((size, size), Image.Resampling.BILINEAR)
             )
     return np.clip(out, 0.0, 1.0)
 
@@ -119,7 +119,7 @@ def _load_dir(source: str, path: str, size: int) -> tuple[np.ndarray, np.ndarray
             file_path = os.path.join(path, name, f)
             try:
                 with Image.open(file_path) as img:
-                    rgb = img.convert("RGB").resize((size, size), Image.BILINEAR)
+                    rgb = img.convert("RGB").resize((size, size), Image.Resampling.BILINEAR)
             except (UnidentifiedImageError, OSError) as exc:
                 raise DataError(f"Dataset {source!r}: cannot read image {file_path!r} ({exc})") from exc
             images.append(np.asarray(rgb, dtype=np.float32) / 255.0)
@@ -239,6 +239,7 @@ def load_dataset(
         raise DataError(f"Dataset {source!r}: missing the part after '{scheme}:'")
 
     given_split: tuple[np.ndarray, ...] | None = None
+    class_names: list[str] | None  # dir and npz sources may not name their classes
     if source == "digits":
         x, y, class_names = _load_digits()
     elif scheme == "dir":

@@ -9,6 +9,7 @@ previous nights' studies of the same sweep (``NAME-YYYY-MM-DD``) stand in.
 
 from __future__ import annotations
 
+import functools
 import re
 import statistics
 from collections.abc import Sequence
@@ -31,7 +32,9 @@ def estimate(durations: Sequence[float]) -> float:
 
 
 def _evidence(trials: Sequence[FrozenTrial], gpu: str, epochs: int) -> float:
-    same, other, per_epoch = [], [], []
+    same: list[float] = []
+    other: list[float] = []
+    per_epoch: list[float] = []
     for t in trials:
         if t.state not in (TrialState.COMPLETE, TrialState.PRUNED) or t.user_attrs.get("dedup_of") is not None:
             continue
@@ -67,7 +70,7 @@ def sibling_trials(study: optuna.Study, limit: int = 3) -> list[FrozenTrial]:
     trials: list[FrozenTrial] = []
     for name in names:
         other = optuna.load_study(study_name=name, storage=storage)
-        trials += db_call(lambda o=other: o.get_trials(deepcopy=False), what=f"read trials of {name!r}")
+        trials += db_call(functools.partial(other.get_trials, deepcopy=False), what=f"read trials of {name!r}")
     return trials
 
 

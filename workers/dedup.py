@@ -15,7 +15,9 @@ further duplicates count again (``dedup_counted``), so the study still finishes.
 
 from __future__ import annotations
 
+import functools
 import logging
+from typing import Any
 
 import optuna
 from optuna.trial import TrialState
@@ -64,9 +66,9 @@ def reuse_result(study: optuna.Study, trial: optuna.Trial, source: optuna.trial.
     _logger.info("Trial %d: same config and seed as trial %d; reusing its result (%d epochs saved, "
                  "no budget slot used)", trial.number, origin, epochs)
     for step, value in sorted(source.intermediate_values.items()):
-        db_call(lambda s=step, v=value: trial.report(v, s), what="report a reused value")
-    attrs = {k: source.user_attrs[k] for k in ("curves", "diagnostics", "epochs_run", "effective_hash")
+        db_call(functools.partial(trial.report, value, step), what="report a reused value")
+    attrs: dict[str, Any] = {k: source.user_attrs[k] for k in ("curves", "diagnostics", "epochs_run", "effective_hash")
              if k in source.user_attrs}
     attrs.update({"dedup_of": origin, "epochs_saved": epochs, "duration_s": 0.0})
     for key, value in attrs.items():
-        db_call(lambda k=key, v=value: trial.set_user_attr(k, v), what=f"write trial attr {key!r}")
+        db_call(functools.partial(trial.set_user_attr, key, value), what=f"write trial attr {key!r}")

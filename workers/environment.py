@@ -91,7 +91,9 @@ def gpu_problem(timeout: float = 300.0) -> str | None:
     if probe is None:
         return None
     try:
-        found = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=timeout, check=False)
+        found = subprocess.run(
+            [sys.executable, "-c", probe], capture_output=True, text=True, timeout=timeout, check=False
+        )
     except subprocess.TimeoutExpired:
         return f"{backend} did not list its GPUs within {timeout:.0f} s"
     count = found.stdout.strip().splitlines()[-1:] if found.returncode == 0 else []

@@ -22,6 +22,7 @@ ones (whose re-queued copies it may then take), so a killed worker's last trial 
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import re
@@ -48,7 +49,7 @@ from sweep.errors import (
 from sweep.finalists import open_finalist_phase
 from sweep.regconfig import RegularizerConfig
 from sweep.space import suggest_config
-from sweep.storage import db_call, engine_of
+from sweep.storage import HEARTBEAT_INTERVAL_S, db_call, engine_of
 from sweep.study import Sweep, load_sweep, make_pruner, make_sampler
 from workers.checkpoints import Checkpoints
 from workers.deadline import predict_duration
@@ -155,7 +156,7 @@ class WorkerLoop:
         )
         self.engine = engine_of(storage)
         self.trainer = trainer or TrainerProcess(spec.training.trainer)
-        interval = storage.get_heartbeat_interval() or 10
+        interval = storage.get_heartbeat_interval() or HEARTBEAT_INTERVAL_S
         self.heartbeat = Heartbeat(storage, interval, heartbeat_file)
         self.deadline = spec.budget.deadline.timestamp() if spec.budget.deadline else None
         self.grace = float(getattr(storage, "grace_period", None) or 2 * interval)
@@ -345,7 +346,7 @@ class WorkerLoop:
             self._set(trial, "resumed", {"from_trial": resume.from_trial, "epochs_saved": resume.initial_epoch})
             for step, value in enumerate(resume.curves.get("val_accuracy", [])):
                 if math.isfinite(value):
-                    db_call(lambda s=step, v=value: trial.report(v, s), what="report inherited values")
+                    db_call(functools.partial(trial.report, value, step), what="report inherited values")
         request = TrainRequest(
             config=canonical,
             setup=spec.training.model_dump(mode="json"),

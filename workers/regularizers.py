@@ -10,13 +10,14 @@ names the field, instead of crashing deep inside Keras.
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import math
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import keras
 
 from sweep.errors import TrialError
+from sweep.refs import load_ref, split_ref
 
 __all__ = [
     "PLACEMENTS",
@@ -55,16 +56,15 @@ def load_callable(spec: str) -> Callable[[Any], Any]:
         raise TrialError(
             f"Invalid custom regularizer fn: expected 'package.module:callable', received fn={spec!r}"
         )
-    module_name, attr_path = spec.split(":")
+    module_name, attr_path = split_ref(spec)
     try:
-        obj: Any = importlib.import_module(module_name)
+        obj: Any = load_ref(spec)
     except ImportError as exc:
         raise TrialError(f"Custom regularizer fn={spec!r}: cannot import module {module_name!r} ({exc})") from exc
-    for part in attr_path.split("."):
-        try:
-            obj = getattr(obj, part)
-        except AttributeError as exc:
-            raise TrialError(f"Custom regularizer fn={spec!r}: module {module_name!r} has no attribute {attr_path!r}") from exc
+    except AttributeError as exc:
+        raise TrialError(
+            f"Custom regularizer fn={spec!r}: module {module_name!r} has no attribute {attr_path!r}"
+        ) from exc
     if not callable(obj):
         raise TrialError(f"Custom regularizer fn={spec!r} is not callable (got {type(obj).__name__})")
     return obj
@@ -125,7 +125,9 @@ def _non_negative(placement: str, key: str, value: Any) -> float:
     return float(value)
 
 
-def make_regularizer(penalty: Mapping[str, Any] | None, *, placement: str = "kernel") -> keras.regularizers.Regularizer | None:
+def make_regularizer(
+    penalty: Mapping[str, Any] | None, *, placement: str = "kernel"
+) -> keras.regularizers.Regularizer | None:
     """Build the Keras regularizer for one canonical penalty dict.
 
     Args:

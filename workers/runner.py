@@ -10,14 +10,14 @@ The worker process (which holds the database connection and never imports Keras)
                       trainer does not import on this host
 
 ``kind`` is ``"trial"`` or ``"environment"`` (a :class:`~sweep.errors.DataError` or an import
-error: this host cannot train any trial, see ``sweep.errors``). If the child dies (segfault, OOM kill), hangs past the trial's time limit, or has trained
-``recycle_after`` trials (Keras and allocators keep memory between models), the parent kills it
-and starts a fresh one. The child ignores SIGINT/SIGTERM: stopping is the parent's decision.
+error: this host cannot train any trial, see ``sweep.errors``). If the child dies (segfault, OOM
+kill), hangs past the trial's time limit, or has trained ``recycle_after`` trials (Keras and
+allocators keep memory between models), the parent kills it and starts a fresh one. The child
+ignores SIGINT/SIGTERM: stopping is the parent's decision.
 """
 
 from __future__ import annotations
 
-import importlib
 import logging
 import multiprocessing as mp
 import os
@@ -34,6 +34,7 @@ from typing import Any
 
 from sweep.errors import DataError, TrainerCrashed, TrialError, TrialTimeout, WorkerEnvironmentError
 from sweep.processes import die_with_parent
+from sweep.refs import load_ref
 from workers.environment import cuda_hides_all_gpus
 
 __all__ = ["TrainerProcess", "RemoteTrialError", "TrainingAborted", "resolve_trainer"]
@@ -115,13 +116,7 @@ def _quiet_native_logs() -> None:
 
 def resolve_trainer(ref: str) -> Callable[..., dict[str, Any]]:
     """Import a trainer: ``"keras"`` (the bottleneck classifier) or ``"package.module:function"``."""
-    if ref == "keras":
-        ref = "workers.train:train"
-    module_name, _, attr = ref.partition(":")
-    target: Any = importlib.import_module(module_name)
-    for part in attr.split("."):
-        target = getattr(target, part)
-    return target
+    return load_ref("workers.train:train" if ref == "keras" else ref)
 
 
 def _child_main(conn: Connection, trainer_ref: str) -> None:
@@ -166,7 +161,6 @@ def _child_main(conn: Connection, trainer_ref: str) -> None:
 
 def _release_memory() -> None:
     import gc
-    import sys
 
     if "keras" in sys.modules:
         try:
@@ -195,12 +189,6 @@ class TrainerProcess:
         self._trained = 0
         self._ready = False
         self._aborted = False
-        self.restarts = 0
-
-    @property
-    def pid(self) -> int | None:
-        """PID of the current child, if one runs."""
-        return self._process.pid if self._process is not None else None
 
     def start(self) -> None:
         """Start a child now (the worker does this before its first ask, to overlap imports)."""
@@ -311,7 +299,6 @@ class TrainerProcess:
         code = self._process.exitcode
         self._process = None
         self._conn = None
-        self.restarts += 1
         return code
 
     def abort(self) -> None:

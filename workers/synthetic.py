@@ -59,7 +59,7 @@ def train(request: TrainRequest, on_epoch: Callable[[dict[str, Any]], str]) -> d
                 json.dump({"epoch": epoch}, handle)
             os.replace(request.checkpoint_path + ".tmp", request.checkpoint_path)
         val = peak * (1 - math.exp(-(epoch + 1) / 2.0)) + rng.gauss(0, 0.005)
-        metrics = {
+        metrics: dict[str, Any] = {
             "epoch": epoch,
             "loss": 2.3 * math.exp(-(epoch + 1) / 2.0),
             "accuracy": min(val + 0.03, 1.0),

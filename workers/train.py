@@ -11,7 +11,8 @@ import logging
 import math
 import os
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import keras
 import numpy as np
@@ -20,6 +21,7 @@ from sweep.errors import TrialDiverged, TrialError
 from workers.data import ImageData, load_dataset
 from workers.model import block_of, block_outputs, build_classifier, kernel_layers, placement_layers
 from workers.regularizers import RegularizerSet
+
 # One definition shared with the worker loop, which must not import Keras (see that module).
 from workers.train_request import TrainRequest
 
@@ -190,7 +192,7 @@ class _EpochReporter(keras.callbacks.Callback):
             self._probe_model = keras.Model(self.model.input, [layer.output for _, layer in outputs])
         sparsity, blocks = _weight_stats(self.model)
         activations = self._probe_model(self.probe, training=False)
-        for name, value in zip(self._names, activations):
+        for name, value in zip(self._names, activations, strict=True):
             mean = float(np.mean(np.abs(keras.ops.convert_to_numpy(value).astype(np.float64))))
             blocks.setdefault(name, {})["activation"] = mean
         return {"sparsity": sparsity, "blocks": blocks}
@@ -208,7 +210,7 @@ class _EpochReporter(keras.callbacks.Callback):
         for key in ("loss", "val_loss"):
             if not math.isfinite(float(logs.get(key, math.nan))):
                 raise TrialDiverged(f"Training diverged at epoch {epoch}: {key}={logs.get(key)!r}")
-        metrics = {
+        metrics: dict[str, Any] = {
             "epoch": epoch,
             "loss": float(logs["loss"]),
             "accuracy": float(logs["accuracy"]),
@@ -276,12 +278,16 @@ def train(request: TrainRequest, on_epoch: Callable[[dict[str, Any]], str]) -> d
     epochs, batch_size = int(setup["epochs"]), int(setup["batch_size"])
     steps_per_epoch = _steps_per_epoch(setup)
     if epochs < 1 or batch_size < 1:
-        raise TrialError(f"Invalid training: epochs and batch_size must be >= 1, received epochs={epochs}, batch_size={batch_size}")
+        raise TrialError(
+            f"Invalid training: epochs and batch_size must be >= 1, received epochs={epochs}, batch_size={batch_size}"
+        )
 
     gpu, device = _device()  # first: memory growth must be set before TF touches the GPU
     previous_policy = keras.mixed_precision.global_policy()
     keras.backend.clear_session()  # also resets the dtype policy; set it right after
-    keras.mixed_precision.set_global_policy("mixed_float16" if mixed == "on" or (mixed == "auto" and gpu) else "float32")
+    keras.mixed_precision.set_global_policy(
+        "mixed_float16" if mixed == "on" or (mixed == "auto" and gpu) else "float32"
+    )
     if mixed == "on" and not gpu:
         logger.warning("mixed_precision='on' on CPU: float16 is emulated there and slow")
     keras.utils.set_random_seed(int(request.seed))

@@ -6,7 +6,7 @@ which imports Keras.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 __all__ = ["TrainRequest"]
@@ -35,7 +35,6 @@ class TrainRequest:
     checkpoint_path: str | None = None
     resume_path: str | None = None
     initial_epoch: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """A picklable, JSON-able dict."""

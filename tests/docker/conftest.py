@@ -63,7 +63,11 @@ def _checkout() -> Iterator[Checkout]:
     root = Path(tempfile.mkdtemp(prefix="regsweep-docker-"))
     _copy_tree(root)
     project = f"rsdocker{uuid.uuid4().hex[:8]}"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("COMPOSE_", "POSTGRES_", "SWEEP_", "OPTUNA_", "REGSWEEP_"))}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("COMPOSE_", "POSTGRES_", "SWEEP_", "OPTUNA_", "REGSWEEP_"))
+    }
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '/usr/bin:/bin')}"
     box = Checkout(root=root, project=project, env=env)
     try:

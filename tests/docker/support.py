@@ -32,7 +32,9 @@ def docker_problem() -> tuple[str | None, str]:
         return "the Docker engine did not answer within 30 s", ""
     if result.returncode != 0:
         return f"no Docker engine answers: {result.stderr.strip().splitlines()[-1:] or result.stdout}", ""
-    compose = subprocess.run(["docker", "compose", "version", "--short"], capture_output=True, text=True, timeout=30, check=False)
+    compose = subprocess.run(
+        ["docker", "compose", "version", "--short"], capture_output=True, text=True, timeout=30, check=False
+    )
     if compose.returncode != 0:
         return "the docker compose v2 plugin is not installed", ""
     return None, result.stdout.strip()
@@ -193,7 +195,9 @@ class Checkout:
         if not (self.root / ".env").exists():
             return
         for study in sorted(self.studies):
-            ids = self.run(["docker", "ps", "-aq", "--filter", f"label=regsweep.study={study}"], check=False).stdout.split()
+            ids = self.run(
+                ["docker", "ps", "-aq", "--filter", f"label=regsweep.study={study}"], check=False
+            ).stdout.split()
             if ids:
                 self.run(["docker", "rm", "-f", *ids], check=False, timeout=120)
         self.compose("--profile", "*", "down", "-v", "--remove-orphans", "--timeout", "10", check=False, timeout=300)

@@ -153,7 +153,9 @@ def test_images_carry_their_lock_and_record_their_versions(stack: Checkout) -> N
     probe = stack.run(["docker", "run", "--rm", "--entrypoint", "python", "-e", "CUDA_VISIBLE_DEVICES=-1",
                        "regsweep-worker-cpu:latest", "-c",
                        "import tensorflow as tf; print([d.device_type for d in tf.config.list_physical_devices()])"])
-    assert probe.stdout.strip() == "['CPU']" and "cuInit" not in probe.stderr and "cuda" not in probe.stderr.lower(), probe.stderr
+    assert probe.stdout.strip() == "['CPU']" and "cuInit" not in probe.stderr and "cuda" not in probe.stderr.lower(), (
+        probe.stderr
+    )
 
 
 def test_cpu_profile_up_starts_a_healthy_worker(stack: Checkout) -> None:
@@ -167,8 +169,11 @@ def test_cpu_profile_up_starts_a_healthy_worker(stack: Checkout) -> None:
 def test_dashboard_started_after_init_without_a_schema_race(stack: Checkout) -> None:
     init, dashboard = stack.inspect(stack.container("init")), stack.inspect(stack.container("dashboard"))
     assert init["State"]["ExitCode"] == 0 and init["State"]["Status"] == "exited", init["State"]
-    times = {name: {k: c["State"][k] for k in ("StartedAt", "FinishedAt")} | {"restarts": c["RestartCount"], "id": c["Id"][:12]}
-             for name, c in (("init", init), ("dashboard", dashboard))}
+    times = {
+        name: {k: c["State"][k] for k in ("StartedAt", "FinishedAt")}
+        | {"restarts": c["RestartCount"], "id": c["Id"][:12]}
+        for name, c in (("init", init), ("dashboard", dashboard))
+    }
     assert dashboard["State"]["StartedAt"] > init["State"]["FinishedAt"], times
     logs = stack.logs("dashboard") + stack.logs("init")
     assert "duplicate key" not in logs and "Traceback" not in logs, logs[-3000:]
@@ -200,7 +205,9 @@ def test_compose_stop_mid_trial_then_start_resumes_from_the_checkpoint(stack: Ch
     assert "Received SIGTERM" in stack.logs("worker-cpu")
 
     def resumed() -> optuna.trial.FrozenTrial | None:
-        return next((t for t in _trials(stack) if (t.user_attrs.get("resumed") or {}).get("from_trial") == victim.number), None)
+        return next(
+            (t for t in _trials(stack) if (t.user_attrs.get("resumed") or {}).get("from_trial") == victim.number), None
+        )
 
     trial = wait_for(f"a trial resuming trial {victim.number}", resumed, timeout=240, every=0.5)
     assert trial.user_attrs["resumed"]["epochs_saved"] >= 1, trial.user_attrs["resumed"]
@@ -229,7 +236,9 @@ def test_the_sweep_finishes_with_an_exact_budget(stack: Checkout) -> None:
     out = stack.run(docs_block(DOCS, 'sweep status "$SWEEP_STUDY"')).stdout
     assert STUDY in out
     logs = stack.logs("worker-cpu")
-    assert "cuInit" not in logs and "cuda" not in logs.lower(), [line for line in logs.splitlines() if "cu" in line.lower()][:5]
+    assert "cuInit" not in logs and "cuda" not in logs.lower(), [
+        line for line in logs.splitlines() if "cu" in line.lower()
+    ][:5]
 
 
 def test_dashboard_answers_api_studies_and_serves_an_artifact(stack: Checkout) -> None:
@@ -313,7 +322,9 @@ def test_scheduler_and_nightly_worker_run_a_short_night_and_write_its_report(sta
     stack.run(docs_block(DOCS, "docker compose --profile scheduler up -d"), timeout=600)
 
     def closed() -> bool:
-        names = stack.run(["docker", "compose", "exec", "-T", "scheduler", "ls", "/artifacts/reports"], check=False).stdout
+        names = stack.run(
+            ["docker", "compose", "exec", "-T", "scheduler", "ls", "/artifacts/reports"], check=False
+        ).stdout
         return f"{night}.html" in names and f"{night}.md" in names
 
     wait_for(f"the report of night {night}", closed, timeout=420, every=5)

@@ -109,7 +109,9 @@ class PgBouncer:
                     return
                 except sa.exc.OperationalError as error:
                     if time.monotonic() > deadline:
-                        raise AssertionError(f"pgbouncer not ready after {timeout:.0f}s: {error}\n{self.log()[-3000:]}")
+                        raise AssertionError(
+                            f"pgbouncer not ready after {timeout:.0f}s: {error}\n{self.log()[-3000:]}"
+                        ) from error
                     time.sleep(0.2)
         finally:
             engine.dispose()

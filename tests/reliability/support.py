@@ -22,7 +22,7 @@ import sqlalchemy as sa
 from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy.engine import make_url
 
-from tests.helpers import BIN, REPO, run_cli, synthetic_spec
+from tests.helpers import BIN, run_cli, synthetic_spec, worker_env
 
 T = TypeVar("T")
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -46,21 +46,19 @@ class Worker:
         return self.log.read_text(encoding="utf-8", errors="replace") if self.log.exists() else ""
 
 
-def worker_env(url: str, study: str, extra: dict[str, str] | None = None) -> dict[str, str]:
-    """Environment of a worker: storage and study through the environment, as ``sweep run`` does."""
-    return {**os.environ, "PYTHONPATH": str(REPO), "SWEEP_STORAGE": url, "SWEEP_STUDY": study,
-            "PYTHONUNBUFFERED": "1", **(extra or {})}
-
-
 def start_worker(url: str, study: str, log_dir: Path, index: int, *args: str,
                  env: dict[str, str] | None = None) -> Worker:
     """Start one real ``sweep-worker`` process writing to ``log_dir/worker-<index>.log``."""
     log_dir.mkdir(parents=True, exist_ok=True)
     log = log_dir / f"worker-{index}.log"
     with open(log, "wb") as handle:
-        proc = subprocess.Popen([str(BIN / "sweep-worker"), "--worker-index", str(index), *args],
-                                env=worker_env(url, study, env), stdout=handle, stderr=subprocess.STDOUT,
-                                cwd=log_dir)
+        proc = subprocess.Popen(
+            [str(BIN / "sweep-worker"), "--worker-index", str(index), *args],
+            env=worker_env(url, study, PYTHONUNBUFFERED="1", **(env or {})),
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            cwd=log_dir,
+        )
     return Worker(proc=proc, log=log, started=time.monotonic())
 
 

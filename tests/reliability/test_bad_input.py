@@ -26,7 +26,7 @@ from sqlalchemy.engine import make_url
 from sweep.spec import load_spec
 from sweep.study import budget_total
 from tests.helpers import BIN, REPO, run_cli, synthetic_spec
-from tests.reliability.bad_inputs import CASES, EXISTING, Case
+from tests.reliability.bad_inputs import CASES, CREATE, EXISTING, Case
 from tests.reliability.support import (
     fresh_database,
     start_worker,
@@ -85,7 +85,11 @@ def _run(case: Case, root: Path, db: str) -> Outcome:
         for key, value in values.items():
             arg = arg.replace(f"{{{key}}}", value)
         argv.append(arg)
-    env = {k: v for k, v in os.environ.items() if k not in ("SWEEP_STORAGE", "OPTUNA_STORAGE", "SWEEP_STUDY", "SWEEP_FOLLOW")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("SWEEP_STORAGE", "OPTUNA_STORAGE", "SWEEP_STUDY", "SWEEP_FOLLOW")
+    }
     env["PYTHONPATH"] = str(REPO)
     started = time.monotonic()
     done = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=cwd, timeout=case.timeout, check=False)
@@ -108,8 +112,16 @@ def results(pg_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[R
 
 
 def test_table_is_large_enough() -> None:
-    """At least 30 malformed inputs, each with a unique id."""
-    assert len(CASES) >= 30 and len({c.id for c in CASES}) == len(CASES)
+    """At least 30 malformed inputs, each with a unique id, something broken and words its error must name."""
+    ids = [c.id for c in CASES]
+    assert len(CASES) >= 30
+    assert len(set(ids)) == len(ids), sorted({i for i in ids if ids.count(i) > 1})
+    # An empty ``expect`` (or an empty fragment) would let any error line pass.
+    unchecked = [c.id for c in CASES if not c.expect or not all(c.expect)]
+    assert not unchecked, f"cases whose error line is not checked: {unchecked}"
+    # A case with the base spec and the base command line breaks nothing.
+    unbroken = [c.id for c in CASES if c.argv == CREATE and c.spec_text() == Case(c.id, ()).spec_text()]
+    assert not unbroken, f"cases that break nothing: {unbroken}"
 
 
 def test_unbroken_base_spec_is_valid(tmp_path: Path) -> None:
@@ -123,7 +135,9 @@ def test_unbroken_base_spec_is_valid(tmp_path: Path) -> None:
 def test_bad_input_gives_one_clear_error(case: Case, results: Results) -> None:
     """Non-zero exit, one ``error:`` line naming the problem, no traceback, nothing written."""
     out = results.outcomes[case.id]
-    shown = f"exit {out.returncode} after {out.seconds:.1f}s\nstdout: {out.stdout[-1500:]}\nstderr: {out.stderr[-3000:]}"
+    shown = (
+        f"exit {out.returncode} after {out.seconds:.1f}s\nstdout: {out.stdout[-1500:]}\nstderr: {out.stderr[-3000:]}"
+    )
     assert out.returncode != 0, shown
     assert "Traceback" not in out.stderr, shown
     errors = [line for line in out.stderr.splitlines() if _ERROR_LINE.match(line)]
@@ -141,14 +155,20 @@ def test_no_bad_input_created_a_study(results: Results) -> None:
     assert results.studies_after == results.studies_before == {EXISTING}
     assert results.budgets_after == {EXISTING}
     slowest = max(results.outcomes.items(), key=lambda item: item[1].seconds)
-    print(f"\n[bad input] {len(results.outcomes)} inputs, 0 studies created; slowest {slowest[0]} {slowest[1].seconds:.1f}s")
+    print(
+        f"\n[bad input] {len(results.outcomes)} inputs, 0 studies created; "
+        f"slowest {slowest[0]} {slowest[1].seconds:.1f}s"
+    )
 
 
 def test_nan_loss_fails_only_that_trial(pg_url: str, study_name: str, tmp_path: Path) -> None:
     """A trainer whose loss turns NaN at epoch 2 of trial 0: that trial FAILs with the reason, trial 1 completes."""
     spec = synthetic_spec(tmp_path, study_name, trials=2, epochs=3, dedup=False)
-    spec.write_text(spec.read_text().replace('trainer = "workers.synthetic:train"', 'trainer = "tests.trainers:faulty"')
-                    .replace("epoch_seconds = 0.0", 'epoch_seconds = 0.0, fault = "nan", on_trials = "0", at_epoch = 1'))
+    spec.write_text(
+        spec.read_text()
+        .replace('trainer = "workers.synthetic:train"', 'trainer = "tests.trainers:faulty"')
+        .replace("epoch_seconds = 0.0", 'epoch_seconds = 0.0, fault = "nan", on_trials = "0", at_epoch = 1')
+    )
     run_cli("create", str(spec), "--storage", pg_url, check=True)
     with worker_group() as workers:
         workers.append(start_worker(pg_url, study_name, tmp_path / "logs", 0))

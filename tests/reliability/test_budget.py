@@ -6,7 +6,6 @@ which counts finished trials after the fact; its overshoot is printed, not asser
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import textwrap
@@ -19,7 +18,7 @@ from optuna.trial import TrialState
 
 from sweep.budget import budget_state
 from sweep.storage import engine_of, open_storage
-from tests.helpers import REPO
+from tests.helpers import worker_env
 from tests.reliability.support import (
     FINISHED,
     by_state,
@@ -55,8 +54,10 @@ def test_racing_workers_finish_exactly_the_budget(pg_url: str, study_name: str, 
     state = budget_state(engine_of(open_storage(pg_url)), study_name)
     assert state is not None and (state.claimed, state.settled) == (BUDGET, BUDGET), state
     per_worker = Counter(t.user_attrs["worker"]["pid"] for t in finished)
-    print(f"\n[budget] {len(finished)}/{BUDGET} finished ({by_state(trials)}), {WORKERS} workers, wall {wall:.1f}s, "
-          f"worker run times {sorted(round(s, 1) for s in ran.values())}, trials per worker {sorted(per_worker.values())}")
+    print(
+        f"\n[budget] {len(finished)}/{BUDGET} finished ({by_state(trials)}), {WORKERS} workers, wall {wall:.1f}s, "
+        f"worker run times {sorted(round(s, 1) for s in ran.values())}, trials per worker {sorted(per_worker.values())}"
+    )
 
 
 _BARE_WORKER = textwrap.dedent("""
@@ -78,7 +79,7 @@ def test_optuna_max_trials_callback_for_comparison(pg_url: str, study_name: str)
     It can only overshoot (never stop early); how far depends on how the processes overlap.
     """
     optuna.create_study(study_name=study_name, storage=pg_url, direction="maximize")
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env = worker_env()
     procs = [subprocess.Popen([sys.executable, "-c", _BARE_WORKER, pg_url, study_name, str(BUDGET)], env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for _ in range(WORKERS)]
     errors = [p.communicate(timeout=180)[1] for p in procs]

@@ -76,7 +76,9 @@ class Sampler(threading.Thread):
         self.unattributed = 0  # connections owned by no worker in two samples running
 
     def run(self) -> None:
-        query = sa.text("SELECT client_port FROM pg_stat_activity WHERE application_name = 'regsweep' AND datname = :db")
+        query = sa.text(
+            "SELECT client_port FROM pg_stat_activity WHERE application_name = 'regsweep' AND datname = :db"
+        )
         previous_stray: set[int] = set()
         with self.engine.connect() as conn:
             while not self.stop.wait(0.2):

@@ -127,16 +127,19 @@ def test_database_fault_while_sampling_does_not_fail_the_trial(
 ) -> None:
     """The moment a restart can hit that the sweep above rarely catches: the sampler writing a param.
 
-    The first param write (``_set_trial_param``, which Optuna's cache wrapper calls) fails as a dropped connection does (Optuna's StorageInternalError
-    over an OperationalError); the trial must be retried through db_call, not failed.
+    The first param write (``_set_trial_param``, which Optuna's cache wrapper calls) fails as a
+    dropped connection does (Optuna's StorageInternalError over an OperationalError); the trial must
+    be retried through db_call, not failed.
     """
     from optuna.exceptions import StorageInternalError
 
+    from sweep.budget import ReleaseSlotAndRetry
     from sweep.storage import StorageConfig
     from workers.loop import WorkerLoop
 
     create_synthetic(pg_url, tmp_path, study_name, trials=1, epochs=1, dedup=False)
-    storage = open_storage(pg_url, StorageConfig(heartbeat_interval=1, grace_period=3))
+    storage = open_storage(pg_url, StorageConfig(heartbeat_interval=1, grace_period=3),
+                           stale_trial_callback=ReleaseSlotAndRetry())
     original = storage._set_trial_param
     faults: list[str] = []
 
@@ -144,7 +147,9 @@ def test_database_fault_while_sampling_does_not_fail_the_trial(
         if not faults:
             faults.append("_set_trial_param")
             try:
-                raise sa.exc.OperationalError("UPDATE trial_params", {}, Exception("server closed the connection unexpectedly"))
+                raise sa.exc.OperationalError(
+                    "UPDATE trial_params", {}, Exception("server closed the connection unexpectedly")
+                )
             except sa.exc.OperationalError as error:
                 raise StorageInternalError("An exception is raised during the commit.") from error
         return original(*args, **kwargs)  # type: ignore[arg-type]
@@ -153,4 +158,6 @@ def test_database_fault_while_sampling_does_not_fail_the_trial(
     WorkerLoop(storage, study_name, poll_interval=0.2).run()
     trials = trials_of(pg_url, study_name)
     assert faults, "the fault was not injected"
-    assert [t.state for t in trials] == [TrialState.COMPLETE], [(t.state, t.user_attrs.get("fail_reason")) for t in trials]
+    assert [t.state for t in trials] == [TrialState.COMPLETE], [
+        (t.state, t.user_attrs.get("fail_reason")) for t in trials
+    ]

@@ -34,7 +34,11 @@ GRACE_S = 3
 def _running_trial_of(url: str, study: str, worker: Worker) -> int | None:
     """Number of a trial ``worker`` runs that has reported at least one epoch."""
     for t in trials_of(url, study):
-        if t.state == TrialState.RUNNING and t.intermediate_values and t.user_attrs.get("worker", {}).get("pid") == worker.pid:
+        if (
+            t.state == TrialState.RUNNING
+            and t.intermediate_values
+            and t.user_attrs.get("worker", {}).get("pid") == worker.pid
+        ):
             return t.number
     return None
 
@@ -91,7 +95,9 @@ def test_killed_training_child_fails_only_its_trial(pg_url: str, study_name: str
     with worker_group() as workers:
         workers.append(start_worker(pg_url, study_name, tmp_path / "logs", 0, *HEARTBEAT))
         worker = workers[0]
-        victim = wait_for(lambda: _running_trial_of(pg_url, study_name, worker), 90, "a trial in the middle of training")
+        victim = wait_for(
+            lambda: _running_trial_of(pg_url, study_name, worker), 90, "a trial in the middle of training"
+        )
         child = wait_for(lambda: trainer_child(worker.pid), 10, "the worker's training child")
         os.kill(child, signal.SIGKILL)
         wait_workers(workers, timeout=120)
@@ -104,5 +110,7 @@ def test_killed_training_child_fails_only_its_trial(pg_url: str, study_name: str
     assert reason.startswith("training process died (killed by signal 9"), reason
     assert by_state(trials) == {"COMPLETE": budget - 1, "FAIL": 1}, by_state(trials)  # the failure counts
     later = [t for t in trials if t.number > victim]
-    assert later and later[0].user_attrs["diagnostics"]["trainer_trials"] == 1, "the next trial did not get a fresh child"
+    assert later and later[0].user_attrs["diagnostics"]["trainer_trials"] == 1, (
+        "the next trial did not get a fresh child"
+    )
     print(f"\n[killed child] trial {victim}: {reason!r}; worker went on: {by_state(trials)}")

@@ -176,7 +176,9 @@ def test_racing_workers_through_pgbouncer_budget_finalists_artifacts(pg_url: str
     assert len({(t.user_attrs["finalist_of"], t.user_attrs["seed"]) for t in finalists}) == top_k * seeds
     engine = engine_of(open_storage(private_db))
     with engine.connect() as conn:
-        phases = conn.execute(sa.text("SELECT count(*) FROM regsweep_phase WHERE study_name = :s"), {"s": name}).scalar_one()
+        phases = conn.execute(
+            sa.text("SELECT count(*) FROM regsweep_phase WHERE study_name = :s"), {"s": name}
+        ).scalar_one()
         beats = conn.execute(sa.text("SELECT count(DISTINCT trial_id) FROM trial_heartbeats")).scalar_one()
     assert phases == 1, f"{phases} finalist phase rows"
     assert beats == len(trials), f"heartbeats recorded for {beats} of {len(trials)} trials"
@@ -241,8 +243,10 @@ def test_killed_worker_through_pgbouncer_is_failed_stale_and_resumed(pg_url: str
     assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)], by_state(trials)
     state = budget_state(engine_of(open_storage(private_db)), name)
     assert state is not None and (state.claimed, state.settled) == (budget, budget), state
-    print(f"\n[pgbouncer kill] trial {victim} FAIL {time_to_fail:.1f}s after kill -9, re-run as trial "
-          f"{copies[0].number} resumed at epoch {copies[0].user_attrs['resumed']['epochs_saved'] + 1}; {by_state(trials)}")
+    print(
+        f"\n[pgbouncer kill] trial {victim} FAIL {time_to_fail:.1f}s after kill -9, re-run as trial "
+        f"{copies[0].number} resumed at epoch {copies[0].user_attrs['resumed']['epochs_saved'] + 1}; {by_state(trials)}"
+    )
 
 
 def test_compose_pgbouncer_service_starts_with_its_environment(pg_url: str, private_db: str, tmp_path: Path) -> None:

@@ -125,7 +125,7 @@ class Sampler(threading.Thread):
                 cur.execute("SHOW POOLS")
                 names = [d[0] for d in cur.description]
                 for row in cur.fetchall():
-                    pool = dict(zip(names, row))
+                    pool = dict(zip(names, row, strict=True))
                     if pool["database"] == self.database:
                         self.max_clients = max(self.max_clients, int(pool["cl_active"]) + int(pool["cl_waiting"]))
                         self.max_waiting = max(self.max_waiting, int(pool["cl_waiting"]))

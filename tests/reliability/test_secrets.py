@@ -86,9 +86,13 @@ def _database_text(url: str) -> str:
     engine = sa.create_engine(url.replace("postgresql://", "postgresql+psycopg2://"), poolclass=sa.pool.NullPool)
     try:
         with engine.connect() as conn:
-            tables = [r[0] for r in conn.execute(sa.text("SELECT tablename FROM pg_tables WHERE schemaname = 'public'"))]
-            return "\n".join(str(conn.execute(sa.text(f'SELECT string_agg(t::text, E\'\\n\') FROM "{name}" t')).scalar())
-                             for name in tables)
+            tables = [
+                r[0] for r in conn.execute(sa.text("SELECT tablename FROM pg_tables WHERE schemaname = 'public'"))
+            ]
+            return "\n".join(
+                str(conn.execute(sa.text(f"SELECT string_agg(t::text, E'\\n') FROM \"{name}\" t")).scalar())
+                for name in tables
+            )
     finally:
         engine.dispose()
 
@@ -138,7 +142,11 @@ def test_password_appears_nowhere(secret: Secret, tmp_path: Path) -> None:
                 _sweep(work, "best", name, env=env), _sweep(work, "export", name, "--out", "trials.csv", env=env),
                 _sweep(work, "report", name, "--out", "report/report.html", env=env)]
     files = {str(p.relative_to(work)): p.read_text(errors="replace") for p in work.rglob("*") if p.is_file()}
-    assert any(k.startswith("regsweep-logs/") for k in files) and {"trials.csv", "report/report.html", "report/report.md"} <= set(files)
+    assert any(k.startswith("regsweep-logs/") for k in files) and {
+        "trials.csv",
+        "report/report.html",
+        "report/report.md",
+    } <= set(files)
     assert "***" in outputs[0] and name in outputs[1], outputs  # the URL was shown masked; status ran
     database = _database_text(secret.url)
     assert f'"{name}"' in database or name in database
@@ -151,6 +159,9 @@ def test_password_appears_nowhere(secret: Secret, tmp_path: Path) -> None:
     assert not found, "password leaked:\n" + "\n".join(found)
     others = {pid: s for pid, s in watch.seen.items() if pid not in (run.pid, worker.pid)}
     assert not others, f"password in the command line of other processes: {others}"
-    early = {("sweep run" if pid == run.pid else "sweep-worker"): f"{s[1] - s[0] + 0.05:.2f}s" for pid, s in watch.seen.items()}
+    early = {
+        ("sweep run" if pid == run.pid else "sweep-worker"): f"{s[1] - s[0] + 0.05:.2f}s"
+        for pid, s in watch.seen.items()
+    }
     print(f"\n[secrets] password found in 0 of {len(outputs)} outputs, {len(files)} files, the database dump; "
           f"raw argv visible in ps only before the title is rewritten: {early or 'never seen'}")
