@@ -20,7 +20,7 @@ from sweep.report_data import (
     kind_values,
     searched_placements,
 )
-from sweep.tutorial import TUTORIAL_ORDER, TUTORIAL_RUNS, tutorial_results
+from sweep.tutorial import TUTORIAL_ORDER, TUTORIAL_RUNS, experiment_runs, tutorial_results
 
 __all__ = [
     "KIND_COLORS",
@@ -242,8 +242,7 @@ def tutorial_figure(data: ReportData) -> Figure:
     if not results:
         return "The seed-replication experiments have not completed."
     fig = make_subplots(rows=1, cols=2, subplot_titles=("validation accuracy", "regularization loss (log scale)"))
-    by_kind = {kind: [r for r in data.rows if r.state == "COMPLETE" and r.dedup_of is None
-                      and r.kind("kernel") == kind and r.curves.get("val_accuracy")] for kind in results}
+    by_kind = {kind: [r for r in experiment_runs(data) if r.kind("kernel") == kind] for kind in results}
     for kind in TUTORIAL_ORDER:
         ref, color = TUTORIAL_RUNS[kind], KIND_COLORS.get(kind, "#333")
         for i, r in enumerate(by_kind.get(kind, [])):

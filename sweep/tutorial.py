@@ -27,6 +27,7 @@ __all__ = [
     "is_seed_replication",
     "tutorial_rows",
     "tutorial_results",
+    "experiment_runs",
     "comparison_table",
     "reg_loss_table",
     "order_sentences",
@@ -142,7 +143,7 @@ def is_seed_replication(data: ReportData) -> bool:
     return structural or data.spec.study.name.startswith("seed-replication")
 
 
-def _runs(data: ReportData) -> list[TrialRow]:
+def experiment_runs(data: ReportData) -> list[TrialRow]:
     """COMPLETE trials of either phase that trained themselves (a dedup copy repeats another)."""
     return sorted((r for r in data.rows if r.state == "COMPLETE" and r.value is not None and r.dedup_of is None
                    and r.curves.get("val_accuracy")), key=lambda r: r.number)
@@ -156,7 +157,7 @@ def tutorial_rows(data: ReportData) -> list[TrialRow] | None:
     if not is_seed_replication(data):
         return None
     chosen: dict[str, TrialRow] = {}
-    for r in _runs(data):
+    for r in experiment_runs(data):
         if r.phase == "search" and r.kind("kernel") not in chosen:
             chosen[r.kind("kernel")] = r
     rows = [chosen[k] for k in TUTORIAL_ORDER if k in chosen]
@@ -176,11 +177,11 @@ def tutorial_results(data: ReportData) -> dict[str, KindResult] | None:
     if not is_seed_replication(data):
         return None
     results = {kind: KindResult(kind) for kind in TUTORIAL_ORDER}
-    for r in _runs(data):
+    for r in experiment_runs(data):
         result = results.get(r.kind("kernel"))
         if result is None:
             continue
-        result.values.append(float(r.value or 0.0))  # _runs keeps only trials with a value
+        result.values.append(float(r.value or 0.0))  # experiment_runs keeps only trials with a value
         result.reg_loss.append(list(r.curves.get("reg_loss", [])))
         result.seeds.append(-1 if r.seed is None else int(r.seed))
     return {kind: result for kind, result in results.items() if result.values} or None
