@@ -3,13 +3,13 @@
 Measures training images/s of three ways to train (see ``bench/throughput.py``, whose runs this
 reuses): ``keras_app`` = ``keras.applications.MobileNetV2(weights=None)`` with plain ``fit``,
 ``plain`` = the tutorial's plain ``model.fit`` of the bottleneck classifier, ``worker`` = the
-worker's trainer (``workers.train.train``) on the same model; for each image size, batch size
+worker's trainer (``workers.child.train.train``) on the same model; for each image size, batch size
 (ascending; a group stops at its first out-of-memory), mixed precision off/on and XLA off/on.
 Each group's defaults are measured too: the worker with ``mixed_precision``/``jit_compile`` =
 "auto" (what a sweep runs) and the tutorial's plain fit with float32 and Keras' ``jit_compile``
 default. Then one real trial runs end to end through ``sweep-worker`` against an embedded SQLite
 store; its recorded ``worker.gpu`` attr, the trainer's device and the duration prediction
-(``workers.deadline.predict_duration``) are checked, and the share of the trial's wall time spent in
+(``workers.parent.prediction.predict_duration``) are checked, and the share of the trial's wall time spent in
 training steps is computed: epochs x the fastest steady epoch's training part (no tracing,
 validation, diagnostics or database) over ``datetime_complete - datetime_start``.
 
@@ -58,7 +58,7 @@ def device_info() -> dict[str, Any]:
     """Backend, device name and (with nvidia-smi) driver and memory of the first GPU."""
     import keras
 
-    from workers.train import _device  # the trainer's own detection (also sets TF memory growth first)
+    from workers.child.train import _device  # the trainer's own detection (also sets TF memory growth first)
 
     gpu, name = _device()
     info: dict[str, Any] = {"backend": keras.backend.backend(), "gpu": gpu, "name": name}
@@ -100,11 +100,11 @@ def _cache_datasets() -> None:
     Only the benchmark's own runs share it (throughput is timed from epoch stamps, after loading);
     the end-to-end trial runs in its own worker processes, uncached, as a sweep does.
     """
-    import workers.data
-    import workers.train
+    import workers.child.data
+    import workers.child.train
 
-    cached = functools.lru_cache(maxsize=2)(workers.data.load_dataset)
-    workers.data.load_dataset = workers.train.load_dataset = cached
+    cached = functools.lru_cache(maxsize=2)(workers.child.data.load_dataset)
+    workers.child.data.load_dataset = workers.child.train.load_dataset = cached
 
 
 def _one(group: tuple[str, int, str, str], batch: int, plan: dict[str, Any]) -> dict[str, Any]:
@@ -189,7 +189,7 @@ def end_to_end(trial: dict[str, Any], timeout_s: float) -> dict[str, Any]:
     """Create a one-trial study in a fresh SQLite file, run ``sweep-worker`` on it, read the trial back."""
     import optuna
 
-    from workers.deadline import estimate, predict_duration
+    from workers.parent.prediction import estimate, predict_duration
 
     with tempfile.TemporaryDirectory(prefix="regsweep-accel-") as tmp:
         url = f"sqlite:///{tmp}/e2e.db"

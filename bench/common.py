@@ -70,7 +70,7 @@ def _mem_gib() -> float:
 
 def machine() -> dict[str, Any]:
     """Cores, memory, CPU model, OS, GPU (None without one) and the load right now."""
-    from workers.environment import gpu_name  # no Keras: nvidia-smi only
+    from workers.parent.environment import gpu_name  # no Keras: nvidia-smi only
 
     gpu = gpu_name()
     return {

@@ -31,9 +31,9 @@ def step_ab(width: float, blocks: int, steps: int, jit: bool) -> dict[str, Any]:
     import keras
     import numpy as np
 
-    from workers.data import load_dataset
-    from workers.model import build_classifier
-    from workers.regularizers import RegularizerSet
+    from workers.child.data import load_dataset
+    from workers.child.model import build_classifier
+    from workers.child.regularizers import RegularizerSet
 
     data = load_dataset("digits", image_size=32)
     x, y = data.x_train, data.y_train
@@ -75,7 +75,7 @@ def penalty_only(width: float, repeats: int = 200) -> dict[str, Any]:
     import numpy as np
     import tensorflow as tf
 
-    from workers.model import build_classifier, kernel_layers
+    from workers.child.model import build_classifier, kernel_layers
 
     model = build_classifier(input_shape=(32, 32, 3), num_classes=10, width=width)
     ws = [v.value if hasattr(v, "value") else v for _, v in kernel_layers(model)]

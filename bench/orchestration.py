@@ -3,12 +3,12 @@
 Both run against the same PostgreSQL with a trivial objective (5 epochs, 5 reports, no sleep):
 
 * ``optuna``: ``study.ask()``, two ``suggest_*`` calls, 5 x ``trial.report``, ``study.tell``;
-* ``project``: the real :class:`workers.loop.WorkerLoop` with the real training child
+* ``project``: the real :class:`workers.parent.loop.WorkerLoop` with the real training child
   (``workers.synthetic:train``, ``epoch_seconds=0``), heartbeats on as in ``sweep-worker``.
 
 Timing is added from outside, in the benchmark process only: library functions are wrapped
-(``sweep.budget.claim``, ``study.ask``, ``suggest_config``, the epoch handler, ``study.tell``,
-``sweep.budget.settle``, ``Trial.report``/``set_user_attr``); no timing code lives in the library.
+(``sweep.study.budget.claim``, ``study.ask``, ``suggest_config``, the epoch handler, ``study.tell``,
+``sweep.study.budget.settle``, ``Trial.report``/``set_user_attr``); no timing code lives in the library.
 Each configuration runs on a fresh study with ``N`` processes started together behind a barrier.
 
 A realistic trial (5 epochs of the width-0.25 classifier at 32x32 with the real Keras trainer)
@@ -81,9 +81,9 @@ class _Timer:
 
 
 def _create(name: str, trainer: str, trials: int, extra: str) -> None:
-    from sweep.spec import load_spec
-    from sweep.storage import open_storage
-    from sweep.study import create_sweep
+    from sweep.spec.model import load_spec
+    from sweep.storage.engine import open_storage
+    from sweep.study.sweeps import create_sweep
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "spec.toml"
@@ -125,18 +125,18 @@ def _project_worker(name: str, index: int, trials: int, barrier: Any, out: Any, 
     """The real WorkerLoop, with library calls wrapped for timing in this process only."""
     import optuna
 
-    import sweep.budget
-    import workers.loop as loop_module
-    from sweep.budget import ReleaseSlotAndRetry
-    from sweep.storage import GRACE_PERIOD_S, HEARTBEAT_INTERVAL_S, StorageConfig, open_storage
-    from workers.runner import TrainerProcess
+    import workers.parent.loop as loop_module
+    from sweep.storage.engine import GRACE_PERIOD_S, HEARTBEAT_INTERVAL_S, StorageConfig, open_storage
+    from sweep.study import budget
+    from sweep.study.budget import ReleaseSlotAndRetry
+    from workers.parent.runner import TrainerProcess
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     logging.getLogger("workers").setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message="Heartbeat of storage")
     timer = _Timer()
-    sweep.budget.claim = timer.wrap("claim", sweep.budget.claim)
-    sweep.budget.settle = timer.wrap("settle", sweep.budget.settle)
+    budget.claim = timer.wrap("claim", budget.claim)
+    budget.settle = timer.wrap("settle", budget.settle)
     loop_module.suggest_config = timer.wrap("suggest", loop_module.suggest_config)
     optuna.storages.fail_stale_trials = timer.wrap("fail_stale", optuna.storages.fail_stale_trials)
     # Timers patched over methods on purpose: mypy rejects assigning to a method ([method-assign]).

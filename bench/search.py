@@ -2,7 +2,7 @@
 
 1. **Table.** Every config of the grid (kernel kind none/L1/L2, bias tied to kernel, lambdas
    ``1e-5, 1e-4, 1e-3, 1e-2``: 9 distinct configs) is trained ONCE for ``E`` epochs with the
-   real trainer (``workers.train.train``, width 0.25, digits at 32x32), and its per-epoch
+   real trainer (``workers.child.train.train``, width 0.25, digits at 32x32), and its per-epoch
    validation accuracy curve and epoch wall times are saved (``search-table-<size>.json``).
 2. **Noise.** The grid's best config is trained with 2 more seeds; the spread of its score
    (objective = best validation accuracy over epochs, the spec default ``reduce = "best"``)
@@ -10,7 +10,7 @@
    ``>= grid_best - tolerance`` (tolerance = the seeds' standard deviation).
 3. **Replay.** Each strategy is replayed against the table with real Optuna samplers and pruners
    (in-memory storage), the config of each trial coming from regsweep's own
-   ``sweep.space.suggest_config``; a trial's intermediate values are the table's curve, and it
+   ``sweep.penalties.searchspace.suggest_config``; a trial's intermediate values are the table's curve, and it
    consumes the epochs it ran before pruning or completing. Like the worker (``dedup = true``),
    a config that already completed is reused without training. Strategies: ``grid`` (the 9
    points in a seed-shuffled order; the project enqueues them in a fixed order, also reported),
@@ -51,7 +51,7 @@ STRATEGIES = ("grid", "random", "tpe", "tpe+hyperband")
 
 
 def _spec(epochs: int) -> Any:
-    from sweep.spec import parse_spec
+    from sweep.spec.model import parse_spec
 
     return parse_spec({"study": {"name": "bench-search"}, "space": SPACE,
                        "training": {**SETUP, "epochs": epochs}}, source="bench.search")
@@ -62,7 +62,7 @@ def _key(config: Any) -> str:
 
 
 def _train(config: dict[str, Any], epochs: int, seed: int) -> dict[str, Any]:
-    from workers.train import TrainRequest, train
+    from workers.child.train import TrainRequest, train
 
     stamps: list[float] = []
     t0 = time.perf_counter()
@@ -79,7 +79,7 @@ def _train(config: dict[str, Any], epochs: int, seed: int) -> dict[str, Any]:
 
 def build_table(epochs: int, noise_seeds: int) -> dict[str, Any]:
     """Train the 9 grid configs once (seed 0) and the best one with ``noise_seeds - 1`` more seeds."""
-    from sweep.space import config_from_params, grid_params
+    from sweep.penalties.searchspace import config_from_params, grid_params
 
     spec = _spec(epochs)
     rows: dict[str, Any] = {}
@@ -105,7 +105,7 @@ def build_table(epochs: int, noise_seeds: int) -> dict[str, Any]:
 
 def _sampler(strategy: str, seed: int) -> optuna.samplers.BaseSampler:
     if strategy.startswith("tpe"):
-        # As sweep.study.make_sampler builds it for the spec's default n_startup_trials.
+        # As sweep.study.sweeps.make_sampler builds it for the spec's default n_startup_trials.
         return optuna.samplers.TPESampler(seed=seed, n_startup_trials=5, multivariate=True, group=True,
                                           constant_liar=True)
     return optuna.samplers.RandomSampler(seed=seed)
@@ -120,7 +120,7 @@ def replay(
     max_trials: int = 200,
 ) -> dict[str, Any]:
     """Replay one strategy with one seed against the table; stop when ``target`` is reached."""
-    from sweep.space import suggest_config
+    from sweep.penalties.searchspace import suggest_config
 
     epochs = int(table["epochs"])
     spec = _spec(epochs)
@@ -179,7 +179,7 @@ def replay(
 
 def evaluate(table: dict[str, Any], seeds: int) -> dict[str, Any]:
     """All strategies x seeds, summarised against the grid's epochs."""
-    from sweep.space import grid_params
+    from sweep.penalties.searchspace import grid_params
 
     spec = _spec(int(table["epochs"]))
     table["grid_params"] = grid_params(spec.space)

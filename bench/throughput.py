@@ -2,7 +2,7 @@
 
 Three ways to train on the same data (bundled digits at 32x32, batch 32, SGD):
 
-* ``worker``: ``workers.train.train(TrainRequest(...), on_epoch)``, everything the worker does
+* ``worker``: ``workers.child.train.train(TrainRequest(...), on_epoch)``, everything the worker does
   per epoch included (validation, reg-loss probe, block diagnostics);
 * ``plain``: the tutorial: ``build_classifier`` (the same model), ``model.compile(optimizer=SGD(LR),
   loss=SparseCategoricalCrossentropy(from_logits=True), metrics=[SparseCategoricalAccuracy()])``
@@ -63,7 +63,7 @@ def _rates(n_train: int, begins: list[float], test_begins: list[float], ends: li
 
 def _worker(width: float, kind: str, epochs: int, *, image_size: int = 32, batch: int = BATCH,
             limit: int | None = None, setup_extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    from workers.train import TrainRequest, train
+    from workers.child.train import TrainRequest, train
 
     stamps: list[float] = []
 
@@ -127,9 +127,9 @@ def _plain(model_kind: str, width: float, kind: str, epochs: int, jit: Any = "au
            batch: int = BATCH, limit: int | None = None, mixed: bool = False) -> dict[str, Any]:
     import keras
 
-    from workers.data import load_dataset
-    from workers.model import build_classifier
-    from workers.regularizers import RegularizerSet
+    from workers.child.data import load_dataset
+    from workers.child.model import build_classifier
+    from workers.child.regularizers import RegularizerSet
 
     data = load_dataset("digits", image_size=image_size, limit=limit)
     keras.backend.clear_session()  # also resets the dtype policy: set it after

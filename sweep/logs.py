@@ -6,7 +6,7 @@ import logging
 import os
 import warnings
 
-from sweep.storage import mask_secrets
+from sweep.masking import mask_secrets
 
 __all__ = ["MaskingFormatter", "setup_logging"]
 

@@ -1,8 +1,8 @@
 """``package.module:attr`` references: how a spec names a trainer or a custom regularizer.
 
-The one place that splits such a reference and imports what it names; ``sweep.spec`` checks the
-module exists when a spec is loaded, ``workers.runner`` imports the trainer and
-``workers.regularizers`` the penalty callable. Nothing here imports Keras.
+The one place that splits such a reference and imports what it names; ``sweep.spec.model`` checks the
+module exists when a spec is loaded, ``workers.parent.runner`` imports the trainer and
+``workers.child.regularizers`` the penalty callable. Nothing here imports Keras.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ def split_ref(ref: str) -> tuple[str, str]:
     """Split ``"package.module:attr"`` into the module name and the (possibly dotted) attribute path.
 
     Args:
-        ref: The reference, e.g. ``"workers.train:train"``.
+        ref: The reference, e.g. ``"workers.child.train:train"``.
 
     Raises:
         ValueError: ``ref`` has no ``:`` or an empty side.

@@ -1,4 +1,4 @@
-"""One rule decides whether a trial counts toward the budget (`sweep.budget.counts_toward_budget`),
+"""One rule decides whether a trial counts toward the budget (`sweep.study.budget.counts_toward_budget`),
 on the structured ``stop_cause`` attr; the worker loop, `sweep status` and the night closer agree."""
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from sweep.budget import StopCause, budget_state, counts_toward_budget
-from sweep.storage import engine_of, open_storage
+from sweep.storage.engine import engine_of, open_storage
+from sweep.study.budget import StopCause, budget_state, counts_toward_budget
 from tests.helpers import BIN, REPO, run_cli, synthetic_spec, worker_env
 
 

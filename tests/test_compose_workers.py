@@ -22,7 +22,7 @@ from pathlib import Path
 import optuna
 import pytest
 
-from sweep.budget import counts_toward_budget
+from sweep.study.budget import counts_toward_budget
 from tests.test_docker_files import (
     DOCKERFILE,
     as_argv,
@@ -128,7 +128,7 @@ def test_workers_service_command_runs_a_study_to_its_budget(pg_url: str, tmp_pat
         finished = [s for s in states if s in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)]
         reasons = [t.user_attrs.get("fail_reason") for t in loaded.trials if t.state == optuna.trial.TrialState.FAIL]
         # The random sampler (a fresh seed per worker process) may propose a config that already
-        # ran: it is reused, COMPLETE and not counted (sweep.budget.counts_toward_budget).
+        # ran: it is reused, COMPLETE and not counted (sweep.study.budget.counts_toward_budget).
         counted = [t for t in loaded.trials if counts_toward_budget(t.state, t.user_attrs)]
         extra = [t for t in loaded.trials if t.number not in {c.number for c in counted}]
         assert len(finished) == len(states) and len(counted) == TRIALS, f"trial states: {states}, failures: {reasons}"
@@ -158,8 +158,8 @@ def test_gpu_worker_without_a_gpu_exits_before_claiming_a_trial(
 
     Before SWEEP_REQUIRE_GPU, it trained the whole budget on CPU and looked healthy.
     """
-    from sweep.budget import budget_state
-    from sweep.storage import engine_of, open_storage
+    from sweep.storage.engine import engine_of, open_storage
+    from sweep.study.budget import budget_state
 
     if shutil.which("nvidia-smi"):
         pytest.skip("this machine has an NVIDIA driver: the GPU check would (rightly) pass here")

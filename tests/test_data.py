@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from sweep.errors import DataError
-from workers.data import load_dataset, stratified_split
+from workers.child.data import load_dataset, stratified_split
 
 COLORS = {"blue": (0, 0, 255), "green": (0, 255, 0), "red": (255, 0, 0)}
 
@@ -153,7 +153,7 @@ def test_tfds_without_the_package_says_how_to_install():
 def test_loader_imports_neither_keras_nor_tensorflow():
     # Backend-agnostic: a KERAS_BACKEND=jax worker must be able to load data without TF.
     code = (
-        "import sys; from workers.data import load_dataset; d = load_dataset('digits', image_size=32, limit=50); "
+        "import sys; from workers.child.data import load_dataset; d = load_dataset('digits', image_size=32, limit=50); "
         "bad = [m for m in ('tensorflow', 'keras') if m in sys.modules]; assert not bad, bad; print(len(d.x_train))"
     )
     env = {**os.environ, "KERAS_BACKEND": "jax"}

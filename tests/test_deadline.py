@@ -13,8 +13,8 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
-from sweep.report_night import NightCloser
-from sweep.storage import StorageConfig, open_storage
+from sweep.schedule.night import NightCloser
+from sweep.storage.engine import StorageConfig, open_storage
 from tests.helpers import BIN, REPO, run_cli, synthetic_spec, worker_env
 
 WINDOW_S = 30.0
@@ -96,7 +96,7 @@ def test_close_leaves_no_trial_running(pg_url: str, study_name: str, tmp_path: P
 def test_prediction_is_pessimistic_and_falls_back_to_previous_nights(pg_url: str, study_name: str) -> None:
     """The estimate covers slow trials (max of 1.25 x median and p90), and a night with no finished
     trial yet borrows the evidence of the previous night's study of the same sweep."""
-    from workers.deadline import estimate, predict_duration
+    from workers.parent.prediction import estimate, predict_duration
 
     assert estimate([10.0] * 9 + [30.0]) == 30.0  # the p90 trial
     assert estimate([10.0, 10.0, 11.0]) == 12.5   # 1.25 x median

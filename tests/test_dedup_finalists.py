@@ -9,8 +9,8 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
-from sweep.budget import counts_toward_budget
-from sweep.finalists import finalist_ranking, t_quantile_975
+from sweep.study.budget import counts_toward_budget
+from sweep.study.finalists import finalist_ranking, t_quantile_975
 from tests.helpers import BIN, run_cli, synthetic_spec, worker_env
 
 
@@ -30,7 +30,7 @@ def test_equal_configs_reuse_results_and_count_saved_epochs(pg_url: str, study_n
     run_cli("create", str(spec), "--storage", pg_url, check=True)
     _workers(pg_url, study_name, 1)
     trials = optuna.load_study(study_name=study_name, storage=pg_url).get_trials()
-    # Reused duplicates take no slot until the 2-config space is plainly exhausted (workers.loop).
+    # Reused duplicates take no slot until the 2-config space is plainly exhausted (workers.parent.loop).
     assert sum(counts_toward_budget(t.state, t.user_attrs) for t in trials) == 8
     assert all(t.state == TrialState.COMPLETE for t in trials)
     trained = [t for t in trials if "dedup_of" not in t.user_attrs]

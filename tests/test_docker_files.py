@@ -539,7 +539,7 @@ def test_postgres_service_is_pinned_healthchecked_and_sized() -> None:
     argv = as_argv(postgres["command"])
     setting = next(a for a in argv if a.startswith("max_connections="))
     max_connections = int(setting.split("=", 1)[1])
-    from sweep.storage import POOL_SIZE as pool  # connections per worker, max_overflow=0
+    from sweep.storage.engine import POOL_SIZE as pool  # connections per worker, max_overflow=0
 
     assert max_connections >= BUDGET_WORKERS * pool + 10, (
         f"max_connections={max_connections} leaves no room beyond {BUDGET_WORKERS} workers x {pool}"

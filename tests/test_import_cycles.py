@@ -53,7 +53,7 @@ def _imported(module: str, path: Path, known: set[str]) -> set[str]:
             else:
                 target = node.module or ""
             out.add(target)
-            for alias in node.names:  # ``from sweep import budget`` imports the module sweep.budget
+            for alias in node.names:  # ``from sweep.study import budget`` imports the module sweep.study.budget
                 out.add(f"{target}.{alias.name}")
         for child in ast.iter_child_nodes(node):
             visit(child)
@@ -66,7 +66,7 @@ def _graph() -> dict[str, set[str]]:
     modules = _modules()
     known = set(modules)
     graph = {name: _imported(name, path, known) for name, path in modules.items()}
-    # Importing sweep.budget runs sweep/__init__.py first, but a package importing its own
+    # Importing sweep.study.budget runs sweep/study/__init__.py first, but a package importing its own
     # submodules is not a cycle worth reporting: drop edges into a module's own parent packages.
     return {name: {t for t in targets if not name.startswith(f"{t}.")} for name, targets in graph.items()}
 
@@ -109,9 +109,9 @@ def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 def test_the_graph_sees_deferred_and_package_imports() -> None:
     """The walk is not vacuous: it finds top-level, ``from package import module`` and in-function imports."""
     graph = _graph()
-    assert "sweep.storage" in graph["sweep.budget"]  # from sweep.storage import db_call, engine_of
-    assert "sweep.budget" in graph["sweep.study"]  # from sweep import budget
-    assert "sweep.study" in graph["sweep.report_night"]  # deferred: inside NightCloser._finished
+    assert "sweep.storage.engine" in graph["sweep.study.budget"]  # from sweep.storage.engine import db_call
+    assert "sweep.study.budget" in graph["sweep.study.finalists"]  # from sweep.study import budget
+    assert "sweep.report.write" in graph["sweep.schedule.night"]  # deferred: inside NightCloser._report
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
 
 

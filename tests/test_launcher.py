@@ -1,4 +1,4 @@
-"""sweep/launcher.py without a Docker engine: container specs are checked with docker-py's own
+"""sweep/launcher/cli.py without a Docker engine: container specs are checked with docker-py's own
 HostConfig, engine calls go to a small fake client."""
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import pytest
 
 from sweep import launcher
 from sweep.errors import LauncherError
+from sweep.launcher import cli as launcher_cli
 
 PASSWORD = "s3cret-Pa55"
 STORAGE = f"postgresql+psycopg2://regsweep:{PASSWORD}@db.internal:5432/regsweep"
@@ -369,7 +370,7 @@ def test_connect_without_an_engine_is_a_clear_error(monkeypatch: pytest.MonkeyPa
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sweep")
     subparsers = parser.add_subparsers(dest="command")
-    launcher.register_cli(subparsers)
+    launcher_cli.register_cli(subparsers)
     assert list(subparsers.choices) == ["workers"]
     return parser
 
@@ -386,10 +387,10 @@ def test_register_cli_adds_workers_up_ls_down() -> None:
         "on-failure:2",
         "regsweep",
     )
-    assert up.handler is launcher._cmd_up
-    assert parser.parse_args(["workers", "ls"]).handler is launcher._cmd_ls
+    assert up.handler is launcher_cli._cmd_up
+    assert parser.parse_args(["workers", "ls"]).handler is launcher_cli._cmd_ls
     down = parser.parse_args(["workers", "down", "--study", "s"])
-    assert down.handler is launcher._cmd_down and down.study == "s"
+    assert down.handler is launcher_cli._cmd_down and down.study == "s"
     with pytest.raises(SystemExit):
         parser.parse_args(["workers"])
 
@@ -398,7 +399,7 @@ def test_cli_up_prints_masked_storage_only(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
 ) -> None:
     monkeypatch.setenv("SWEEP_STORAGE", STORAGE)
-    monkeypatch.setattr(launcher, "query_gpus", four_gpus)
+    monkeypatch.setattr(launcher_cli, "query_gpus", four_gpus)
     args = _parser().parse_args(["workers", "up", "--gpus", "1,3", "--image", "img:1", "--study", "night-1"])
     client = FakeClient()
     with caplog.at_level(logging.INFO, logger="sweep.launcher"):
@@ -423,13 +424,13 @@ def test_cli_up_without_storage_or_study_names_what_is_missing(monkeypatch: pyte
 def test_sweep_cli_exposes_the_workers_group() -> None:
     cli = pytest.importorskip("sweep.cli")
     args = cli.build_parser().parse_args(["workers", "down", "--study", "s", "--timeout", "5"])
-    assert args.handler is launcher._cmd_down and args.timeout == 5
+    assert args.handler is launcher_cli._cmd_down and args.timeout == 5
 
 
 def test_follow_workers_run_follow_prefix_without_sweep_study(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SWEEP_STORAGE", STORAGE)
     monkeypatch.setenv("SWEEP_STUDY", "should-not-leak")
-    monkeypatch.setattr(launcher, "query_gpus", four_gpus)
+    monkeypatch.setattr(launcher_cli, "query_gpus", four_gpus)
     args = _parser().parse_args(["workers", "up", "--gpus", "0", "--image", "img:1", "--follow", "nightly"])
     plain = launcher.build_worker_spec(gpu="0", image="img:1", study="nightly", storage=STORAGE)
     client = FakeClient([FakeContainer(plain.name, dict(plain.labels))])  # a --study worker, same prefix

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from sweep.errors import TrialError
-from workers.model import block_of, build_classifier, placement_layers
-from workers.regularizers import Float32Activity, RegularizerSet, ScaledCallable, make_regularizer
+from workers.child.model import block_of, build_classifier, placement_layers
+from workers.child.regularizers import Float32Activity, RegularizerSet, ScaledCallable, make_regularizer
 
 SMALL = {"input_shape": (32, 32, 3), "num_classes": 10, "width": 0.25}
 

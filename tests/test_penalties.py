@@ -7,9 +7,9 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
-from workers.model import build_classifier  # noqa: E402
-from workers.penalties import orthogonal  # noqa: E402
-from workers.regularizers import RegularizerSet  # noqa: E402
+from workers.child.model import build_classifier  # noqa: E402
+from workers.child.penalties import orthogonal  # noqa: E402
+from workers.child.regularizers import RegularizerSet  # noqa: E402
 
 
 def test_orthogonal_is_zero_for_orthonormal_filters_and_positive_otherwise() -> None:

@@ -13,7 +13,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from sweep.report_figures import importance_figure
+from sweep.report.figures import importance_figure
 from tests.helpers import BIN, REPO, run_cli, synthetic_spec, worker_env, write_spec
 
 SEARCH_EXTRA = """

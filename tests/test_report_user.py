@@ -15,11 +15,11 @@ import pytest
 from optuna.distributions import CategoricalDistribution
 from optuna.trial import TrialState, create_trial
 
-from sweep.report_data import ReportData, collect
-from sweep.report_figures import block_figure, sparsity_figure
-from sweep.report_html import render_html
-from sweep.spec import load_spec
-from sweep.study import Sweep
+from sweep.report.data import ReportData, collect
+from sweep.report.figures import block_figure, sparsity_figure
+from sweep.report.html import render_html
+from sweep.spec.model import load_spec
+from sweep.study.sweeps import Sweep
 from tests.helpers import synthetic_spec
 
 KINDS = ["none", "l1", "l2"]

@@ -16,7 +16,7 @@ from optuna.trial import TrialState
 
 from sweep.cli import main as sweep_main
 from sweep.errors import SpecError, StorageError
-from sweep.schedule import Night, Schedule, Scheduler
+from sweep.schedule.cron import Night, Schedule, Scheduler
 from tests.helpers import run_cli, synthetic_spec
 
 UTC = dt.timezone.utc

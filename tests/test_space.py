@@ -6,9 +6,9 @@ import optuna
 import pytest
 
 from sweep.errors import SpecError
-from sweep.regconfig import Penalty, RegularizerConfig
-from sweep.space import config_from_params, grid_params, params_from_config, suggest_config
-from sweep.spec import parse_spec
+from sweep.penalties.config import Penalty, RegularizerConfig
+from sweep.penalties.searchspace import config_from_params, grid_params, params_from_config, suggest_config
+from sweep.spec.model import parse_spec
 
 FULL = parse_spec({
     "study": {"name": "x"},
@@ -136,7 +136,7 @@ def test_params_from_config_inverts_suggest_and_rejects_outside() -> None:
 def test_no_effect_is_learned_only_from_trials_that_set_the_penalty() -> None:
     from optuna.trial import create_trial
 
-    from workers.dedup import learned_no_effect
+    from workers.parent.dedup import learned_no_effect
 
     def trial(config: dict, layers: dict) -> optuna.trial.FrozenTrial:
         return create_trial(value=0.5, user_attrs={"config": config, "diagnostics": {"placement_layers": layers}})

@@ -13,11 +13,11 @@ import optuna
 import pytest
 import sqlalchemy as sa
 
-from sweep.budget import budget_state
 from sweep.errors import SpecError
-from sweep.spec import load_spec
-from sweep.storage import engine_of, open_storage
-from sweep.study import create_sweep, load_sweep
+from sweep.spec.model import load_spec
+from sweep.storage.engine import engine_of, open_storage
+from sweep.study.budget import budget_state
+from sweep.study.sweeps import create_sweep, load_sweep
 from tests.helpers import BIN, REPO, run_cli, synthetic_spec
 
 GRID = """

@@ -11,7 +11,7 @@ import keras
 import pytest
 
 from sweep.errors import TrialDiverged, TrialError
-from workers.train import METRIC_KEYS, TrainRequest, train
+from workers.child.train import METRIC_KEYS, TrainRequest, train
 
 SETUP = {
     "dataset": "digits", "input_size": 32, "width": 0.25, "bn_momentum": 0.9, "epochs": 3,
@@ -123,7 +123,7 @@ def test_checkpoint_then_resume_continues_from_initial_epoch(baseline):
 
 
 def _train_size_probe():
-    from workers.data import load_dataset
+    from workers.child.data import load_dataset
 
     return load_dataset("digits", image_size=8, seed=SETUP["seed"]).y_train
 

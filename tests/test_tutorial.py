@@ -8,9 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from sweep.space import config_from_params, grid_params
-from sweep.spec import load_spec
-from sweep.tutorial import (
+from sweep.penalties.searchspace import config_from_params, grid_params
+from sweep.report.tutorial import (
     TUTORIAL_ORDER,
     TUTORIAL_RUNS,
     KindResult,
@@ -19,6 +18,7 @@ from sweep.tutorial import (
     order_sentences,
     reg_loss_table,
 )
+from sweep.spec.model import load_spec
 
 PRESETS = Path(__file__).resolve().parents[1] / "sweep" / "presets"
 

@@ -57,7 +57,8 @@ def test_two_sweep_runs_share_a_study_without_sharing_seeds_or_logs(
 
     logs = sorted((tmp_path / "regsweep-logs" / study_name).iterdir())
     assert len(logs) == 2, logs
-    pids = [{line.split("[", 1)[1].split("]", 1)[0] for line in log.read_text().splitlines() if "workers.loop[" in line}
+    pids = [{line.split("[", 1)[1].split("]", 1)[0]
+             for line in log.read_text().splitlines() if "workers.parent.loop[" in line}
             for log in logs]
     assert all(len(p) == 1 for p in pids) and pids[0] != pids[1], pids  # one worker per file, not interleaved
     workers = {t.user_attrs["worker"]["id"]: t.user_attrs["worker"] for t in done}

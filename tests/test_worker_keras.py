@@ -11,7 +11,7 @@ import pytest
 from optuna.artifacts import get_all_artifact_meta
 from optuna.trial import TrialState
 
-from sweep.budget import counts_toward_budget
+from sweep.study.budget import counts_toward_budget
 from tests.helpers import BIN, run_cli, worker_env, write_spec
 
 TINY = """

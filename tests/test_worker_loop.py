@@ -11,8 +11,8 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
-from sweep.budget import budget_state, counts_toward_budget
-from sweep.storage import engine_of, open_storage
+from sweep.storage.engine import engine_of, open_storage
+from sweep.study.budget import budget_state, counts_toward_budget
 from tests.helpers import BIN, REPO, run_cli, synthetic_spec, worker_env
 
 

@@ -13,8 +13,8 @@ from collections.abc import Callable
 from typing import Any
 
 from sweep.errors import TrialDiverged
-from workers import synthetic
-from workers.train_request import TrainRequest
+from workers.child import synthetic
+from workers.child.request import TrainRequest
 
 
 def faulty(request: TrainRequest, on_epoch: Callable[[dict[str, Any]], str]) -> dict[str, Any]:

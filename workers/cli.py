@@ -19,20 +19,14 @@ import time
 from pathlib import Path
 from types import FrameType
 
-from sweep.budget import ReleaseSlotAndRetry
 from sweep.envargs import env_number
 from sweep.errors import RegsweepError, StorageError, StudyNotFoundError
 from sweep.logs import setup_logging
-from sweep.storage import (
-    GRACE_PERIOD_S,
-    HEARTBEAT_INTERVAL_S,
-    StorageConfig,
-    hide_password_from_ps,
-    mask_secrets,
-    open_storage,
-    resolve_storage_url,
-)
-from workers.follow import next_open_study
+from sweep.masking import mask_secrets
+from sweep.storage.engine import GRACE_PERIOD_S, HEARTBEAT_INTERVAL_S, StorageConfig, open_storage
+from sweep.storage.url import hide_password_from_ps, resolve_storage_url
+from sweep.study.budget import ReleaseSlotAndRetry
+from workers.parent.follow import next_open_study
 
 __all__ = ["main", "build_parser"]
 
@@ -136,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
               f"heartbeat_interval={args.heartbeat_interval}, grace_period={args.grace_period}", file=sys.stderr)
         return 2
     if args.require_gpu:
-        from workers.environment import gpu_problem
+        from workers.parent.environment import gpu_problem
 
         # Before the storage is even opened: no budget slot is claimed, no trial consumed.
         problem = gpu_problem()
@@ -145,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"usable: {problem}", file=sys.stderr)
             return 3
     try:
-        from workers.loop import TrialHook, WorkerLoop
+        from workers.parent.loop import TrialHook, WorkerLoop
 
         storage = open_storage(
             resolve_storage_url(args.storage),
@@ -156,8 +150,8 @@ def main(argv: list[str] | None = None) -> int:
         hooks: list[TrialHook] = []
         checkpoints = None
         if args.artifacts:
-            from workers.artifacts import CurveArtifacts, DiagnosticArtifacts
-            from workers.checkpoints import Checkpoints
+            from workers.parent.artifacts import CurveArtifacts, DiagnosticArtifacts
+            from workers.parent.checkpoints import Checkpoints
 
             curve_plots = CurveArtifacts(args.artifacts)
             hooks += [curve_plots, DiagnosticArtifacts(curve_plots.store)]

@@ -89,8 +89,8 @@ def _trials(checkout: Checkout, study: str = STUDY) -> list[optuna.trial.FrozenT
 
 
 def _budget(checkout: Checkout, study: str = STUDY) -> Any:
-    from sweep.budget import budget_state
-    from sweep.storage import engine_of
+    from sweep.storage.engine import engine_of
+    from sweep.study.budget import budget_state
 
     return budget_state(engine_of(_storage(checkout)), study)
 
@@ -219,7 +219,7 @@ def test_the_sweep_finishes_with_an_exact_budget(stack: Checkout) -> None:
     wait_for("worker-cpu to exit after the budget", lambda: stack.inspect(worker)["State"]["Status"] == "exited",
              timeout=420, every=2)
     assert stack.inspect(worker)["State"]["ExitCode"] == 0, stack.logs("worker-cpu")[-4000:]
-    from sweep.budget import counts_toward_budget
+    from sweep.study.budget import counts_toward_budget
 
     trials = _trials(stack)
     summary = [(t.number, t.state.name, t.user_attrs.get("stop_cause"), t.user_attrs.get("dedup_of")) for t in trials]
@@ -291,7 +291,7 @@ def test_sweep_workers_up_ls_down_with_cpu_containers(stack: Checkout) -> None:
         assert not stack.inspect(name)["HostConfig"].get("DeviceRequests")
     budget = _budget(stack)
     assert (budget.total, budget.claimed, budget.in_flight) == (TRIALS + 2, TRIALS + 2, 0), budget
-    from sweep.budget import counts_toward_budget
+    from sweep.study.budget import counts_toward_budget
 
     assert sum(counts_toward_budget(t.state, t.user_attrs) for t in _trials(stack)) == TRIALS + 2
     listed = stack.run("sweep workers ls", env={"COLUMNS": "200"}).stdout  # rich: no truncated names

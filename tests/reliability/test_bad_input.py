@@ -23,8 +23,8 @@ import sqlalchemy as sa
 from optuna.trial import TrialState
 from sqlalchemy.engine import make_url
 
-from sweep.spec import load_spec
-from sweep.study import budget_total
+from sweep.spec.model import load_spec
+from sweep.study.sweeps import budget_total
 from tests.helpers import BIN, REPO, run_cli, synthetic_spec
 from tests.reliability.bad_inputs import CASES, CREATE, EXISTING, Case
 from tests.reliability.support import (

@@ -16,8 +16,8 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
-from sweep.budget import budget_state
-from sweep.storage import engine_of, open_storage
+from sweep.storage.engine import engine_of, open_storage
+from sweep.study.budget import budget_state
 from tests.helpers import worker_env
 from tests.reliability.support import (
     FINISHED,

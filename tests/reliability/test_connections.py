@@ -15,7 +15,7 @@ from pathlib import Path
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
-from sweep.storage import POOL_SIZE
+from sweep.storage.engine import POOL_SIZE
 from tests.reliability.support import (
     FINISHED,
     Worker,

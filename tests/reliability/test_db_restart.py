@@ -17,8 +17,8 @@ import pytest
 import sqlalchemy as sa
 from optuna.trial import TrialState
 
-from sweep.budget import budget_state
-from sweep.storage import engine_of, open_storage
+from sweep.storage.engine import engine_of, open_storage
+from sweep.study.budget import budget_state
 from tests.reliability.pgcluster import PG_BIN, Cluster
 from tests.reliability.support import (
     FINISHED,
@@ -133,9 +133,9 @@ def test_database_fault_while_sampling_does_not_fail_the_trial(
     """
     from optuna.exceptions import StorageInternalError
 
-    from sweep.budget import ReleaseSlotAndRetry
-    from sweep.storage import StorageConfig
-    from workers.loop import WorkerLoop
+    from sweep.storage.engine import StorageConfig
+    from sweep.study.budget import ReleaseSlotAndRetry
+    from workers.parent.loop import WorkerLoop
 
     create_synthetic(pg_url, tmp_path, study_name, trials=1, epochs=1, dedup=False)
     storage = open_storage(pg_url, StorageConfig(heartbeat_interval=1, grace_period=3),

@@ -29,9 +29,9 @@ import sqlalchemy as sa
 from optuna.trial import TrialState
 from sqlalchemy.engine import make_url
 
-from sweep.budget import budget_state
 from sweep.errors import StorageError
-from sweep.storage import engine_of, open_storage
+from sweep.storage.engine import engine_of, open_storage
+from sweep.study.budget import budget_state
 from tests.helpers import REPO
 from tests.reliability.pgbouncer import pgbouncer
 from tests.reliability.support import (
@@ -112,7 +112,7 @@ def test_open_storage_needs_one_server_connection_at_a_time(pg_url: str, private
     """
     code = textwrap.dedent("""
         import sys, optuna
-        from sweep.storage import open_storage
+        from sweep.storage.engine.engine import open_storage
         storage = open_storage(sys.argv[1])
         study = optuna.create_study(study_name="one-connection", storage=storage)
         trial = study.ask()

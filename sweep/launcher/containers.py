@@ -1,0 +1,413 @@
+"""Worker containers as data: one :class:`WorkerSpec` per GPU (or per CPU-only worker), and the
+docker-py keyword arguments built from it (no engine needed, so every part is testable here).
+
+The storage URL goes into the container only as ``SWEEP_STORAGE``, never onto a command line,
+and every message shows it through :func:`sweep.masking.mask_url`.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import shlex
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sweep.errors import LauncherError
+from sweep.launcher.gpus import _GPU_ID
+
+__all__ = [
+    "LABEL_ROLE",
+    "LABEL_STUDY",
+    "LABEL_GPU",
+    "LABEL_CPU",
+    "LABEL_IMAGE",
+    "LABEL_FOLLOW",
+    "ROLE_WORKER",
+    "CONTAINER_ARTIFACTS",
+    "WorkerSpec",
+    "WorkerInfo",
+    "parse_restart",
+    "container_name",
+    "build_worker_spec",
+    "build_worker_specs",
+    "build_cpu_worker_specs",
+    "run_kwargs",
+    "host_config_kwargs",
+    "describe",
+]
+
+_logger = logging.getLogger("sweep.launcher")
+
+LABEL_ROLE = "regsweep.role"
+LABEL_STUDY = "regsweep.study"
+LABEL_GPU = "regsweep.gpu"
+#: CPU-only workers (``--cpus N``) carry this label (0..N-1) instead of LABEL_GPU.
+LABEL_CPU = "regsweep.cpu"
+LABEL_IMAGE = "regsweep.image"
+LABEL_FOLLOW = "regsweep.follow"
+ROLE_WORKER = "worker"
+
+#: Where the artifact store is mounted inside a worker (Dockerfile.gpu's SWEEP_ARTIFACTS).
+CONTAINER_ARTIFACTS = "/artifacts"
+
+
+# A GPU as Docker's --gpus device=... accepts it: an index, or a GPU/MIG UUID.
+# Docker container names: [a-zA-Z0-9][a-zA-Z0-9_.-]+
+_NAME_UNSAFE = re.compile(r"[^a-zA-Z0-9_.-]+")
+# Storage hosts that mean "this machine": inside a container they mean the container itself.
+_LOOPBACK = {"localhost", "127.0.0.1", "::1"}
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    """Everything needed to start one worker container; built without touching the engine.
+
+    Args:
+        name: Container name.
+        image: Worker image (built from Dockerfile.gpu).
+        study: Optuna study the worker joins.
+        gpu: GPU id given to the container (index or UUID); None for a CPU-only worker.
+        environment: Container environment; holds the unmasked storage URL.
+        labels: ``regsweep.*`` labels used by :func:`ls` and :func:`down` to find it again.
+        restart_policy: Docker restart policy dict (``{"Name": ..., "MaximumRetryCount": ...}``).
+        artifacts: Host path or volume name mounted at :data:`CONTAINER_ARTIFACTS` (or None).
+        network: Docker network to join (e.g. the compose project's network), or None.
+        command: Arguments after the image's ENTRYPOINT (``sweep-worker``); never secrets.
+        cpu: Slot 0..N-1 of a CPU-only worker (no GPU requested); None for a GPU worker.
+    """
+
+    name: str
+    image: str
+    study: str
+    gpu: str | None
+    environment: dict[str, str]
+    labels: dict[str, str]
+    restart_policy: dict[str, Any]
+    artifacts: str | None = None
+    network: str | None = None
+    command: tuple[str, ...] = field(default_factory=tuple)
+    cpu: str | None = None
+
+    @property
+    def device(self) -> str:
+        """``gpu N`` or ``cpu N``, for messages."""
+        return f"gpu {self.gpu}" if self.gpu is not None else f"cpu {self.cpu}"
+
+
+@dataclass(frozen=True)
+class WorkerInfo:
+    """A worker container found by its labels.
+
+    Args:
+        name: Container name.
+        short_id: Short container id.
+        status: Docker status (``running``, ``exited``, ...).
+        study: Value of the study label.
+        gpu: Value of the GPU label ("" for a CPU-only worker).
+        image: Image the worker was started from.
+        cpu: Value of the CPU-slot label ("" for a GPU worker).
+    """
+
+    name: str
+    short_id: str
+    status: str
+    study: str
+    gpu: str
+    image: str
+    cpu: str = ""
+
+    @property
+    def device(self) -> str:
+        """``gpu N`` or ``cpu N``."""
+        return f"gpu {self.gpu}" if self.gpu else f"cpu {self.cpu}"
+
+
+def parse_restart(value: str) -> dict[str, Any]:
+    """Turn ``--restart`` into a Docker restart policy.
+
+    Only ``no`` and ``on-failure[:N]`` are accepted: a worker exits 0 when the study's budget or
+    deadline is reached, and ``always``/``unless-stopped`` would restart it into another
+    immediate exit, forever.
+
+    Args:
+        value: ``no``, ``on-failure`` or ``on-failure:N`` (N = maximum retries, 0 = unlimited).
+
+    Returns:
+        ``{"Name": ..., "MaximumRetryCount": N}`` as docker-py's HostConfig expects.
+
+    Raises:
+        LauncherError: Any other value.
+    """
+    name, _, count = value.strip().partition(":")
+    if name == "no" and not count:
+        return {"Name": "no", "MaximumRetryCount": 0}
+    if name == "on-failure" and (not count or count.isdigit()):
+        return {"Name": "on-failure", "MaximumRetryCount": int(count or 0)}
+    raise LauncherError(
+        f"Invalid --restart: expected 'no', 'on-failure' or 'on-failure:N' (workers exit 0 when the "
+        f"budget is spent, so always/unless-stopped would restart them forever), received --restart={value!r}"
+    )
+
+
+def container_name(prefix: str, study: str, gpu: str | None, cpu: str | None = None) -> str:
+    """Name of the worker container for ``study`` on ``gpu``, e.g. ``regsweep-quick-gpu0``
+    (``regsweep-quick-cpu0`` for CPU-only slot 0).
+
+    Args:
+        prefix: The ``--name-prefix``.
+        study: Study name.
+        gpu: GPU id (a UUID is shortened to its first 8 hex digits); None for a CPU worker.
+        cpu: CPU-only worker slot, when ``gpu`` is None.
+    """
+    if gpu is None:
+        device = f"cpu{cpu}"
+    else:
+        device = "gpu" + (gpu if gpu.isdigit() else gpu.split("-", 1)[-1].replace("-", "")[:8])
+    name = _NAME_UNSAFE.sub("-", f"{prefix}-{study}-{device}").strip("-._")
+    if not name or not name[0].isalnum():
+        raise LauncherError(
+            f"Invalid --name-prefix: container names must start with a letter or digit, received {prefix!r}"
+        )
+    return name
+
+
+def _mask(url: str) -> str:
+    from sweep.masking import mask_url  # lazy: sweep.storage.engine imports optuna/sqlalchemy
+
+    return mask_url(url)
+
+
+def _check_storage(storage: str, network: str | None) -> None:
+    """Reject storage URLs a container cannot use; warn about ones that probably won't work."""
+    from sqlalchemy.engine import make_url  # lazy, like sweep.storage.engine
+
+    try:
+        url = make_url(storage)
+    except Exception:
+        raise LauncherError(
+            f"Invalid --storage: expected a database URL such as postgresql+psycopg2://user@host/db, "
+            f"received {_mask(storage)!r}"
+        ) from None
+    if url.get_backend_name() == "sqlite":
+        raise LauncherError(
+            f"Invalid --storage for containers: a SQLite file is private to each container; use "
+            f"PostgreSQL, received {_mask(storage)!r}"
+        )
+    if (url.host or "localhost") in _LOOPBACK and network != "host":
+        _logger.warning(
+            "Storage %s points at %s, which inside a container is the container itself; use the "
+            "database's host name/IP, or --network host",
+            _mask(storage), url.host or "localhost (unix socket)",
+        )
+
+
+def build_worker_spec(
+    *,
+    gpu: str | None,
+    image: str,
+    study: str,
+    storage: str,
+    name_prefix: str = "regsweep",
+    restart: str = "on-failure",
+    artifacts: str | None = "regsweep-artifacts",
+    network: str | None = None,
+    worker_index: int = 0,
+    follow: bool = False,
+    extra_env: dict[str, str] | None = None,
+    cpu: int | None = None,
+) -> WorkerSpec:
+    """Build the spec of the worker container for one GPU, or a CPU-only one (no engine involved).
+
+    Args:
+        gpu: GPU id (index or UUID) the container gets, and only that one; None for a CPU-only
+            worker (then ``cpu`` is its slot).
+        image: Worker image, e.g. ``regsweep-worker:latest``.
+        study: Study name (also a label and part of the container name).
+        storage: Storage URL; put into the environment as ``SWEEP_STORAGE``, never on the command line.
+        name_prefix: Container name prefix.
+        restart: ``no`` | ``on-failure`` | ``on-failure:N`` (see :func:`parse_restart`).
+        artifacts: Volume name or absolute host path for the artifact store; None mounts nothing.
+        network: Docker network to attach to (e.g. ``regsweep_default``), or None for the default.
+        worker_index: Position among the workers started together; becomes
+            ``SWEEP_WORKER_INDEX`` so each worker seeds its sampler differently (identical seeds
+            would make every worker propose the same configs).
+        follow: Treat ``study`` as a prefix: the worker runs ``--follow PREFIX`` and works on the
+            newest open ``PREFIX-YYYY-MM-DD`` study (the nightly ones ``sweep schedule`` creates).
+        extra_env: More environment variables (must not override ``SWEEP_STORAGE``/``SWEEP_STUDY``).
+        cpu: Slot (0, 1, ...) of a CPU-only worker: no GPU is requested, so no NVIDIA runtime
+            is needed, and ``CUDA_VISIBLE_DEVICES=-1`` hides any GPU from it.
+
+    Returns:
+        The :class:`WorkerSpec`.
+
+    Raises:
+        LauncherError: Bad GPU id, restart policy, image, study or storage.
+    """
+    if (gpu is None) == (cpu is None):
+        raise LauncherError(f"A worker needs a GPU id or a CPU slot, not both or neither: gpu={gpu!r}, cpu={cpu!r}")
+    if gpu is not None and not _GPU_ID.match(gpu):
+        raise LauncherError(f"Invalid GPU id: expected an index or GPU UUID, received gpu={gpu!r}")
+    if not image.strip():
+        raise LauncherError("Invalid --image: expected an image reference, received --image=''")
+    if not study.strip():
+        raise LauncherError("Invalid --study: expected a study name, received --study=''")
+    _check_storage(storage, network)
+    policy = parse_restart(restart)
+    environment = dict(extra_env or {})
+    clash = {"SWEEP_STORAGE", "SWEEP_STUDY", "SWEEP_WORKER_INDEX", "SWEEP_REQUIRE_GPU"} & environment.keys()
+    if clash:
+        raise LauncherError(f"extra_env must not set {', '.join(sorted(clash))}; they come from the arguments")
+    environment.update({"SWEEP_STORAGE": storage, "SWEEP_WORKER_INDEX": str(worker_index)})
+    # A GPU worker that finds no usable GPU must exit before claiming a trial, not train on CPU.
+    environment["SWEEP_REQUIRE_GPU"] = "1" if gpu is not None else "0"
+    if gpu is None:
+        environment.setdefault("CUDA_VISIBLE_DEVICES", "-1")
+    if not follow:  # a SWEEP_STUDY would win over --follow in sweep-worker
+        environment["SWEEP_STUDY"] = study
+    if artifacts is not None:
+        environment.setdefault("SWEEP_ARTIFACTS", CONTAINER_ARTIFACTS)
+    slot = None if cpu is None else str(cpu)
+    labels = {
+        LABEL_ROLE: ROLE_WORKER,
+        LABEL_STUDY: study,
+        **({LABEL_GPU: gpu} if gpu is not None else {LABEL_CPU: str(slot)}),
+        LABEL_IMAGE: image,
+    }
+    if follow:
+        labels[LABEL_FOLLOW] = "true"
+    return WorkerSpec(
+        name=container_name(name_prefix, f"{study}-follow" if follow else study, gpu, slot),
+        image=image,
+        study=study,
+        gpu=gpu,
+        environment=environment,
+        labels=labels,
+        restart_policy=policy,
+        artifacts=artifacts,
+        network=network,
+        # Study only: visible in `docker ps`, and the storage URL stays in the environment.
+        command=("--follow", study) if follow else ("--study", study),
+        cpu=slot,
+    )
+
+
+def build_worker_specs(gpus: Sequence[str], **kwargs: Any) -> list[WorkerSpec]:
+    """One :class:`WorkerSpec` per GPU id, worker indices 0, 1, ... in order.
+
+    Args:
+        gpus: GPU ids from :func:`parse_gpus`.
+        **kwargs: Passed to :func:`build_worker_spec` (everything but ``gpu`` and ``worker_index``).
+    """
+    return [build_worker_spec(gpu=gpu, worker_index=i, **kwargs) for i, gpu in enumerate(gpus)]
+
+
+def build_cpu_worker_specs(count: int, **kwargs: Any) -> list[WorkerSpec]:
+    """``count`` CPU-only :class:`WorkerSpec` (slots and worker indices 0, 1, ...): no GPU request.
+
+    Args:
+        count: How many workers (``--cpus N``), at least 1.
+        **kwargs: Passed to :func:`build_worker_spec` (everything but ``gpu``, ``cpu`` and ``worker_index``).
+
+    Raises:
+        LauncherError: ``count`` below 1.
+    """
+    if count < 1:
+        raise LauncherError(f"Invalid --cpus: expected a number of CPU workers >= 1, received --cpus={count}")
+    return [build_worker_spec(gpu=None, cpu=i, worker_index=i, **kwargs) for i in range(count)]
+
+
+def _device_requests(spec: WorkerSpec) -> list[Any]:
+    import docker.types  # local: keeps `import sweep.launcher.cli` cheap
+
+    if spec.gpu is None:  # CPU-only: requesting no device needs no NVIDIA runtime
+        return []
+    # capabilities [["gpu"]]: what `docker run --gpus device=N` sends; the NVIDIA runtime
+    # then exposes exactly this GPU (NVIDIA_VISIBLE_DEVICES=N) inside the container.
+    return [docker.types.DeviceRequest(device_ids=[spec.gpu], capabilities=[["gpu"]])]
+
+
+def _binds(spec: WorkerSpec) -> dict[str, dict[str, str]]:
+    if spec.artifacts is None:
+        return {}
+    return {spec.artifacts: {"bind": CONTAINER_ARTIFACTS, "mode": "rw"}}
+
+
+def _host_settings(spec: WorkerSpec) -> dict[str, Any]:
+    """Host settings shared by the high-level (containers.run) and low-level (host config) APIs."""
+    return {
+        "device_requests": _device_requests(spec),
+        "restart_policy": dict(spec.restart_policy),
+        # tini as PID 1: reaps training children of crashed trials and forwards SIGTERM.
+        "init": True,
+        "log_config": {"Type": "json-file", "Config": {"max-size": "20m", "max-file": "5"}},
+    }
+
+
+def run_kwargs(spec: WorkerSpec) -> dict[str, Any]:
+    """Keyword arguments for ``client.containers.run(**run_kwargs(spec))``.
+
+    Args:
+        spec: The worker spec.
+    """
+    kwargs: dict[str, Any] = {
+        "image": spec.image,
+        "command": list(spec.command),
+        "name": spec.name,
+        "detach": True,
+        "environment": dict(spec.environment),
+        "labels": dict(spec.labels),
+        **_host_settings(spec),
+    }
+    binds = _binds(spec)
+    if binds:
+        kwargs["volumes"] = binds
+    if spec.network:
+        kwargs["network"] = spec.network
+    return kwargs
+
+
+def host_config_kwargs(spec: WorkerSpec) -> dict[str, Any]:
+    """Keyword arguments for ``client.api.create_host_config(**host_config_kwargs(spec))``.
+
+    The same host settings as :func:`run_kwargs`, in the low-level API's names.
+
+    Args:
+        spec: The worker spec.
+    """
+    kwargs: dict[str, Any] = _host_settings(spec)
+    binds = _binds(spec)
+    if binds:
+        kwargs["binds"] = binds
+    if spec.network:
+        kwargs["network_mode"] = spec.network
+    return kwargs
+
+
+def describe(spec: WorkerSpec) -> str:
+    """An equivalent ``docker run`` command line, safe to print or log.
+
+    ``SWEEP_STORAGE`` appears as ``-e SWEEP_STORAGE`` without a value (docker then takes it from
+    the caller's environment), so the line never contains the password.
+
+    Args:
+        spec: The worker spec.
+    """
+    policy = spec.restart_policy["Name"]
+    if policy == "on-failure" and spec.restart_policy.get("MaximumRetryCount"):
+        policy += f":{spec.restart_policy['MaximumRetryCount']}"
+    args = ["docker", "run", "-d", "--init", "--name", spec.name]
+    if spec.gpu is not None:
+        args += ["--gpus", f'"device={spec.gpu}"']
+    args += ["--restart", policy]
+    for key, value in spec.labels.items():
+        args += ["--label", f"{key}={value}"]
+    for key, value in spec.environment.items():
+        args += ["-e", key if key == "SWEEP_STORAGE" else f"{key}={value}"]
+    if spec.artifacts is not None:
+        args += ["-v", f"{spec.artifacts}:{CONTAINER_ARTIFACTS}"]
+    if spec.network:
+        args += ["--network", spec.network]
+    args += [spec.image, *spec.command]
+    return shlex.join(args)

@@ -1,0 +1,266 @@
+"""What the report shows, read once from storage into plain rows (no plotting here).
+
+Every database read goes through :func:`~sweep.storage.engine.db_call`; the figures are drawn from an
+in-memory snapshot of the study (:func:`snapshot`), so plotting never touches the database.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import statistics
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from sweep.errors import StorageError
+from sweep.penalties.config import penalty_text
+from sweep.penalties.kinds import PLACEMENTS
+from sweep.storage.engine import db_call, engine_of
+from sweep.study.budget import budget_state
+from sweep.study.finalists import FinalistRow, finalist_ranking
+from sweep.study.ranking import ranked, trial_label
+from sweep.study.sweeps import Sweep
+
+__all__ = [
+    "CURVE_KEYS",
+    "CURVE_NAMES",
+    "KIND_ORDER",
+    "ReportData",
+    "TrialRow",
+    "collect",
+    "kind_values",
+    "penalty_text",
+    "placement_effects",
+    "searched_placements",
+    "snapshot",
+    "unsearched_notes",
+]
+
+KIND_ORDER = ("none", "l1", "l2", "l1_l2", "custom")
+#: Per-epoch metrics of the tutorial's table, in its column order, with their column names.
+CURVE_KEYS = ("loss", "accuracy", "val_loss", "val_accuracy", "reg_loss")
+CURVE_NAMES = {"loss": "loss", "accuracy": "accuracy", "val_loss": "val loss", "val_accuracy": "val accuracy",
+               "reg_loss": "reg loss"}
+
+
+@dataclass
+class TrialRow:
+    """One trial, flattened for tables and figures."""
+
+    number: int
+    state: str
+    value: float | None
+    label: str
+    config: dict[str, Any]
+    config_hash: str | None
+    phase: str
+    seed: int | None
+    epochs_run: int | None
+    duration_s: float | None
+    curves: dict[str, list[float]]
+    diagnostics: dict[str, Any]
+    fail_reason: str | None
+    dedup_of: int | None
+    epochs_saved: int
+    gpu: str
+    #: Per-epoch diagnostics: ``[{"epoch", "sparsity", "blocks": {block: {l1, l2, sparsity, activation}}}]``.
+    by_epoch: list[dict[str, Any]] = field(default_factory=list)
+    #: Number of the copy Optuna's retry callback queued of this (stopped or stale) trial, if any.
+    requeued_as: int | None = None
+
+    @property
+    def short(self) -> str:
+        """Compact label for legends and tables (the one trial label, :func:`sweep.study.ranking.trial_label`)."""
+        return self.label
+
+    def kind(self, placement: str) -> str:
+        """The regularizer kind at ``placement`` (``none`` when not regularized)."""
+        return str((self.config.get(placement) or {}).get("kind", "none"))
+
+    def strength(self, placement: str) -> float | None:
+        """l1 + l2 at ``placement`` (None for kind none): one axis for every kind."""
+        penalty = self.config.get(placement) or {}
+        total = float(penalty.get("l1", 0.0)) + float(penalty.get("l2", 0.0))
+        return total or None
+
+    @property
+    def sparsity(self) -> float | None:
+        """Fraction of near-zero kernel weights (``diagnostics``, or the older top-level attr)."""
+        value = self.diagnostics.get("sparsity")
+        return None if value is None else float(value)
+
+
+@dataclass
+class ReportData:
+    """Everything the report renders for one study."""
+
+    name: str
+    spec: Any
+    trials: list[FrozenTrial]
+    rows: list[TrialRow]
+    attrs: dict[str, Any]
+    finalists: list[FinalistRow] = field(default_factory=list)
+    #: Trials the study may run, from the budget table (``sweep extend`` raises it; the spec does not).
+    budget_total: int | None = None
+    generated: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.timezone.utc))
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """Trials by state, in Optuna's state order."""
+        counter = Counter(r.state for r in self.rows)
+        return {s.name: counter[s.name] for s in TrialState if counter[s.name]}
+
+    @property
+    def complete(self) -> list[TrialRow]:
+        """COMPLETE trials with a value, best first."""
+        return ranked(r for r in self.rows if r.state == "COMPLETE")
+
+    @property
+    def search(self) -> list[TrialRow]:
+        """COMPLETE search-phase trials, best first (finalist re-runs are ranked separately)."""
+        return [r for r in self.complete if r.phase != "finalist"]
+
+    @property
+    def trained(self) -> list[TrialRow]:
+        """COMPLETE search trials that trained themselves, best first.
+
+        The statistics use these only: a dedup copy repeats another trial's result, and finalist
+        re-runs are the top configs again, which would weigh the winners' kinds several times.
+        """
+        return [r for r in self.search if r.dedup_of is None]
+
+    @property
+    def failures(self) -> list[TrialRow]:
+        """FAIL trials."""
+        return [r for r in self.rows if r.state == "FAIL"]
+
+    @property
+    def pruned(self) -> list[TrialRow]:
+        """PRUNED trials (stopped early by the pruner), by number."""
+        return [r for r in self.rows if r.state == "PRUNED"]
+
+    @property
+    def reused(self) -> list[TrialRow]:
+        """Trials that reused an equal config's result."""
+        return [r for r in self.rows if r.dedup_of is not None]
+
+
+def _row(t: FrozenTrial) -> TrialRow:
+    a = t.user_attrs
+    diagnostics = dict(a.get("diagnostics") or {})
+    for key in ("sparsity", "block_norms"):  # older workers wrote these as top-level attrs
+        if key not in diagnostics and key in a:
+            diagnostics[key] = a[key]
+    return TrialRow(
+        number=t.number,
+        state=t.state.name,
+        value=t.value,
+        label=trial_label(t),
+        config=dict(a.get("config") or {}),
+        config_hash=a.get("config_hash"),
+        phase=str(a.get("phase", "search")),
+        seed=a.get("seed"),
+        epochs_run=a.get("epochs_run"),
+        duration_s=a.get("duration_s"),
+        curves={k: [float(x) for x in v] for k, v in (a.get("curves") or {}).items() if isinstance(v, list)},
+        diagnostics=diagnostics,
+        fail_reason=a.get("fail_reason"),
+        dedup_of=a.get("dedup_of"),
+        epochs_saved=int(a.get("epochs_saved", 0) or 0),
+        gpu=str((a.get("worker") or {}).get("gpu", "")),
+        by_epoch=list(a.get("diagnostics_by_epoch") or []),
+    )
+
+
+def collect(sweep: Sweep) -> ReportData:
+    """Read a sweep's trials, attrs and finalist ranking."""
+    study = sweep.study
+    trials = db_call(lambda: study.get_trials(deepcopy=True), what=f"list trials of {sweep.name!r}")
+    attrs = db_call(lambda: study.user_attrs, what=f"read attrs of {sweep.name!r}")
+    finalists = finalist_ranking(study) if any(t.user_attrs.get("phase") == "finalist" for t in trials) else []
+    try:
+        engine = engine_of(study._storage)
+    except StorageError:  # not an RDB study (an in-memory one): no budget table, use the attrs
+        engine = None
+    state = budget_state(engine, sweep.name) if engine is not None else None
+    total = state.total if state is not None else (attrs.get("budget") or {}).get("trials")
+    rows = [_row(t) for t in trials]
+    # Optuna's retry copy names the trial it copies: the last entry of its retry history.
+    copies = {}
+    for t in trials:
+        history = t.system_attrs.get("retry_history") or ([t.system_attrs["failed_trial"]]
+                                                           if "failed_trial" in t.system_attrs else [])
+        if history:
+            copies[int(history[-1])] = t.number
+    for r in rows:
+        r.requeued_as = copies.get(r.number)
+    return ReportData(name=sweep.name, spec=sweep.spec, trials=trials, rows=rows,
+                      attrs=attrs, finalists=finalists, budget_total=total)
+
+
+def snapshot(data: ReportData) -> optuna.Study:
+    """An in-memory copy of the study's finished search trials, for ``optuna.visualization``.
+
+    Finalist re-runs are left out: a lucky seed of a re-run is not progress of the search, and
+    the same config several times would skew the importances.
+    """
+    study = optuna.create_study(direction="maximize", study_name=data.name)
+    finished = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+    study.add_trials([t for t in data.trials if t.state in finished and t.user_attrs.get("phase") != "finalist"])
+    return study
+
+
+def searched_placements(spec: Any) -> list[str]:
+    """Placements the space searches: not tied to another and allowing more than kind none."""
+    out = []
+    for p in PLACEMENTS:
+        ps = getattr(spec.space, p)
+        if ps.tie is None and list(ps.kinds) != ["none"]:
+            out.append(p)
+    return out
+
+
+def unsearched_notes(spec: Any) -> list[str]:
+    """Why the other placements have no panel: tied to another, or never regularized."""
+    notes = []
+    for p in PLACEMENTS:
+        ps = getattr(spec.space, p)
+        if ps.tie is not None:
+            notes.append(f"{p}: tied to {ps.tie} (same penalty)")
+        elif list(ps.kinds) == ["none"]:
+            notes.append(f"{p}: not searched (always none)")
+    return notes
+
+
+def kind_values(data: ReportData, placement: str) -> dict[str, list[float]]:
+    """Validation accuracy of trained COMPLETE trials, grouped by the kind at ``placement``."""
+    groups: dict[str, list[float]] = {}
+    for r in data.trained:
+        groups.setdefault(r.kind(placement), []).append(float(r.value))  # type: ignore[arg-type]  # trained: COMPLETE
+    order = {k: i for i, k in enumerate(KIND_ORDER)}
+    return dict(sorted(groups.items(), key=lambda kv: order.get(kv[0], len(order))))
+
+
+def placement_effects(data: ReportData) -> list[dict[str, Any]]:
+    """Per placement: trials with and without a penalty, their median accuracy and the difference."""
+    out = []
+    for p in PLACEMENTS:
+        on = [float(r.value) for r in data.trained if r.kind(p) != "none"]  # type: ignore[arg-type]  # COMPLETE: valued
+        off = [float(r.value) for r in data.trained if r.kind(p) == "none"]  # type: ignore[arg-type]  # as above
+        no_effect = sum(1 for t in data.trials if p in (t.user_attrs.get("no_effect") or []))
+        tie = getattr(getattr(data.spec.space, p), "tie", None)
+        out.append({
+            "placement": p,
+            "tied_to": tie,
+            "regularized": len(on),
+            "unregularized": len(off),
+            "median_on": statistics.median(on) if on else None,
+            "median_off": statistics.median(off) if off else None,
+            "best_on": max(on) if on else None,
+            "delta": statistics.median(on) - statistics.median(off) if on and off else None,
+            "no_effect": no_effect,
+        })
+    return out

@@ -1,0 +1,195 @@
+"""Read-only views of a sweep: status, leaderboard and CSV export (no Keras, no writes)."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import datetime as dt
+import statistics
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from sweep.penalties.config import penalty_text
+from sweep.penalties.kinds import PLACEMENTS
+from sweep.storage.engine import db_call, engine_of
+from sweep.study.budget import budget_state, counts_toward_budget
+from sweep.study.ranking import ranked, trial_label, trial_value
+from sweep.study.sweeps import UNLIMITED, Sweep
+
+__all__ = ["SweepStatus", "RunningTrial", "sweep_status", "leaderboard", "pruned_count", "export_csv"]
+
+_COUNTED = (TrialState.COMPLETE, TrialState.PRUNED)
+
+
+@dataclass
+class RunningTrial:
+    """A trial in progress and who runs it."""
+
+    number: int
+    label: str
+    worker: str
+    epochs_reported: int
+    started: dt.datetime | None
+    #: Penalty text per placement (``penalty_text``), for one column each.
+    penalties: dict[str, str] = field(default_factory=dict)
+    gpu: str = "?"
+
+
+@dataclass
+class SweepStatus:
+    """Everything ``sweep status`` shows."""
+
+    study: str
+    counts: dict[str, int]
+    budget_total: int | None
+    budget_claimed: int | None
+    best_value: float | None
+    best_number: int | None
+    best_label: str | None
+    running: list[RunningTrial] = field(default_factory=list)
+    median_trial_s: float | None = None
+    eta_s: float | None = None
+    reused: int = 0
+    epochs_saved: int = 0
+    counted: int = 0
+
+    @property
+    def finished(self) -> int:
+        """Trials that count toward the budget and are done (:func:`sweep.study.budget.counts_toward_budget`)."""
+        return self.counted
+
+    def as_json(self) -> dict[str, Any]:
+        """Plain JSON types only (``sweep status --json``): datetimes as ISO 8601 text."""
+        data = dataclasses.asdict(self)
+        data["finished"] = self.finished
+        for running in data["running"]:
+            started = running["started"]
+            running["started"] = started.isoformat() if started is not None else None
+        return data
+
+
+def _trials(study: optuna.Study) -> list[FrozenTrial]:
+    return db_call(lambda: study.get_trials(deepcopy=False), what=f"list trials of {study.study_name!r}")
+
+
+def sweep_status(sweep: Sweep) -> SweepStatus:
+    """Counts by state, best so far, running trials with their workers, ETA and dedup savings."""
+    study = sweep.study
+    trials = _trials(study)
+    counts = Counter(t.state.name for t in trials)
+    state = budget_state(engine_of(study._storage), study.study_name)
+    complete = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
+    best = max(complete, key=trial_value, default=None)
+    running = []
+    for t in trials:
+        if t.state != TrialState.RUNNING:
+            continue
+        w = t.user_attrs.get("worker", {})
+        config = t.user_attrs.get("config") or {}
+        running.append(
+            RunningTrial(
+                number=t.number,
+                label=trial_label(t),
+                worker=f"{w.get('host', '?')}:{w.get('pid', '?')}",
+                epochs_reported=len(t.intermediate_values),
+                started=t.datetime_start,
+                penalties={p: penalty_text(config.get(p)) for p in PLACEMENTS} if config else {},
+                gpu=str(w.get("gpu", "?")),
+            )
+        )
+    durations = [
+        float(t.user_attrs["duration_s"])
+        for t in trials
+        if t.state in _COUNTED and t.user_attrs.get("duration_s") and not t.user_attrs.get("dedup_of")
+    ]
+    median = statistics.median(durations) if durations else None
+    eta = None
+    # The one budget rule, applied once per trial: it feeds "finished", FAIL_COUNTED and the ETA.
+    counting = [t for t in trials if counts_toward_budget(t.state, t.user_attrs)]
+    if state is not None and state.total < UNLIMITED and median is not None:
+        remaining = max(state.total - len(counting), 0)
+        eta = remaining * median / max(len(running), 1)
+    reused = [t for t in trials if t.user_attrs.get("dedup_of") is not None]
+    epochs_saved = sum(int(t.user_attrs.get("epochs_saved", 0)) for t in reused)
+    counts_dict = dict(counts)
+    counts_dict["FAIL_COUNTED"] = sum(1 for t in counting if t.state == TrialState.FAIL)
+    return SweepStatus(
+        study=study.study_name,
+        counts=counts_dict,
+        budget_total=None if state is None else state.total,
+        budget_claimed=None if state is None else state.claimed,
+        best_value=None if best is None else best.value,
+        best_number=None if best is None else best.number,
+        best_label=None if best is None else trial_label(best),
+        running=running,
+        median_trial_s=median,
+        eta_s=eta,
+        reused=len(reused),
+        epochs_saved=epochs_saved,
+        counted=len(counting),
+    )
+
+
+def leaderboard(sweep: Sweep, top: int = 10) -> list[dict[str, Any]]:
+    """Best COMPLETE trials first: number, value, label, epochs, duration, config hash."""
+    trials = ranked(t for t in _trials(sweep.study) if t.state == TrialState.COMPLETE)
+    rows = []
+    for t in trials[:top]:
+        rows.append(
+            {
+                "number": t.number,
+                "value": t.value,
+                "label": trial_label(t),
+                "penalties": {p: penalty_text((t.user_attrs.get("config") or {}).get(p)) for p in PLACEMENTS},
+                "epochs": t.user_attrs.get("epochs_run"),
+                "duration_s": t.user_attrs.get("duration_s"),
+                "config_hash": t.user_attrs.get("config_hash"),
+                "phase": t.user_attrs.get("phase", "search"),
+                "reused": t.user_attrs.get("dedup_of"),
+            }
+        )
+    return rows
+
+
+def pruned_count(sweep: Sweep) -> int:
+    """PRUNED trials: the leaderboard ranks COMPLETE ones only and says how many it left out."""
+    return sum(1 for t in _trials(sweep.study) if t.state == TrialState.PRUNED)
+
+
+def export_csv(sweep: Sweep, path: str | Path) -> int:
+    """Write one row per trial (params, value, state, diagnostics) to ``path``; returns the row count."""
+    trials = _trials(sweep.study)
+    param_names = sorted({name for t in trials for name in t.params})
+    columns = [
+        "number", "state", "value", "label", "config_hash", "phase", "seed", "epochs_run",
+        "duration_s", "sparsity", "worker_host", "gpu", "fail_reason", "dedup_of", *param_names,
+    ]
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns)
+        writer.writeheader()
+        for t in trials:
+            attrs = t.user_attrs
+            row: dict[str, Any] = {
+                "number": t.number,
+                "state": t.state.name,
+                "value": t.value,
+                "label": trial_label(t),
+                "config_hash": attrs.get("config_hash"),
+                "phase": attrs.get("phase"),
+                "seed": attrs.get("seed"),
+                "epochs_run": attrs.get("epochs_run"),
+                "duration_s": attrs.get("duration_s"),
+                "sparsity": (attrs.get("diagnostics") or {}).get("sparsity"),
+                "worker_host": (attrs.get("worker") or {}).get("host"),
+                "gpu": (attrs.get("worker") or {}).get("gpu"),
+                "fail_reason": attrs.get("fail_reason"),
+                "dedup_of": attrs.get("dedup_of"),
+            }
+            row.update({name: t.params.get(name) for name in param_names})
+            writer.writerow(row)
+    return len(trials)

@@ -1,0 +1,259 @@
+"""The connection to the study database: opening the storage and the one database-call helper.
+
+The calls regsweep's own code makes to the study database (create, budget claims, status,
+report reads, the worker loop's asks and tells) are wrapped in :func:`db_call`, which retries
+transient faults (a restarted or briefly unreachable server) with exponential backoff and turns
+driver errors into :class:`~sweep.errors.StorageError` whose message never carries a password.
+Queries Optuna makes on its own inside those calls are retried as part of them; queries made
+outside any regsweep call (optuna-dashboard's HTTP handlers, Optuna's heartbeat thread) are not
+wrapped and rely on ``pool_pre_ping`` (a dead pooled connection is replaced before use).
+
+The heartbeat and grace-period defaults live here once (:data:`HEARTBEAT_INTERVAL_S`,
+:data:`GRACE_PERIOD_S`); the worker, ``sweep run`` and ``sweep schedule`` read them from here.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import re
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import optuna
+import sqlalchemy
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.engine import make_url
+
+from sweep.errors import SpecError, StorageError
+from sweep.masking import mask_secrets, mask_url
+from sweep.storage.url import check_storage_url
+
+__all__ = ["POOL_SIZE", "HEARTBEAT_INTERVAL_S", "GRACE_PERIOD_S", "StorageConfig", "open_storage", "db_call",
+           "engine_of"]
+
+_logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+#: Connections one worker process may hold: the trial loop and the heartbeat thread.
+#: 16 workers therefore stay under 32 connections (checked against pg_stat_activity in tests).
+POOL_SIZE = 2
+
+#: Defaults of a worker's heartbeat (``--heartbeat-interval``) and of the seconds without one after
+#: which its trial is stale (``--grace-period``); ``sweep schedule`` closes a night with the same.
+HEARTBEAT_INTERVAL_S = 10
+GRACE_PERIOD_S = 60
+
+
+
+def _default_driver(url: str) -> str:
+    """``postgresql://`` means psycopg2, the driver regsweep installs.
+
+    SQLAlchemy 2.1 made psycopg 3 the default for a bare ``postgresql://``; without it installed
+    the URL form the README shows failed with an ImportError traceback.
+    """
+    parsed = make_url(url)
+    if parsed.drivername == "postgresql":
+        return parsed.set(drivername="postgresql+psycopg2").render_as_string(hide_password=False)
+    return url
+
+
+class StorageConfig:
+    """How a process connects: heartbeat and pool settings.
+
+    Args:
+        heartbeat_interval: Seconds between heartbeats of a running trial (None disables them).
+        grace_period: Seconds without a heartbeat after which a RUNNING trial is stale.
+        pool_size: Connections kept per process (Postgres/MySQL only).
+        connect_timeout: Seconds to wait for a connection before the attempt fails.
+        open_attempts: Tries to open the storage: workers wait out a database that is still
+            starting; interactive commands should fail fast.
+    """
+
+    def __init__(
+        self,
+        heartbeat_interval: int | None = None,
+        grace_period: int | None = None,
+        pool_size: int = POOL_SIZE,
+        connect_timeout: int = 10,
+        open_attempts: int = 8,
+    ) -> None:
+        self.heartbeat_interval = heartbeat_interval
+        self.grace_period = grace_period
+        self.pool_size = pool_size
+        self.connect_timeout = connect_timeout
+        self.open_attempts = open_attempts
+
+
+def _engine_kwargs(url: str, config: StorageConfig) -> dict[str, Any]:
+    backend = make_url(url).get_backend_name()
+    if backend == "sqlite":
+        # Several local worker processes share one file: wait for the lock instead of failing.
+        return {"connect_args": {"timeout": 60}}
+    kwargs: dict[str, Any] = {
+        "pool_size": config.pool_size,
+        "max_overflow": 0,
+        # A restarted server leaves dead connections in the pool: test each before use.
+        "pool_pre_ping": True,
+        "pool_recycle": 1800,
+        "pool_timeout": 60,
+    }
+    if backend == "postgresql":
+        kwargs["connect_args"] = {
+            "connect_timeout": config.connect_timeout,
+            "application_name": "regsweep",
+        }
+    return kwargs
+
+
+def open_storage(
+    url: str,
+    config: StorageConfig | None = None,
+    *,
+    stale_trial_callback: Callable[[optuna.Study, optuna.trial.FrozenTrial], None] | None = None,
+) -> optuna.storages.RDBStorage:
+    """Open (and if needed initialise) the Optuna RDB storage at ``url``.
+
+    Args:
+        url: Storage URL (see :func:`resolve_storage_url`).
+        config: Heartbeat and pool settings; defaults suit the CLI (no heartbeat).
+        stale_trial_callback: What ``optuna.storages.fail_stale_trials`` does with each trial this
+            process fails as stale (Optuna's ``heartbeat_stale_trial_callback``); needs a heartbeat.
+            Workers pass :class:`sweep.study.budget.ReleaseSlotAndRetry` (slot back, copy re-queued),
+            the night closer ``ReleaseSlotAndRetry(max_retry=0)``; None: the trial is only failed.
+
+    Returns:
+        An ``optuna.storages.RDBStorage``.
+
+    Raises:
+        SpecError: The URL is malformed.
+        StorageError: The database cannot be reached (after retries).
+    """
+    url = _default_driver(check_storage_url(url))
+    config = config or StorageConfig()
+
+    def _open() -> optuna.storages.RDBStorage:
+        storage = optuna.storages.RDBStorage(
+            url,
+            engine_kwargs=_engine_kwargs(url, config),
+            heartbeat_interval=config.heartbeat_interval,
+            grace_period=config.grace_period,
+            heartbeat_stale_trial_callback=stale_trial_callback,
+            # Optuna's own check holds a transaction open while it takes a second connection for
+            # alembic: behind a transaction pooler, processes starting together each held one
+            # server connection and waited for another until the pool was exhausted (64 workers,
+            # pool 10: deadlocked until PgBouncer's query_wait_timeout). Checked below, one
+            # connection at a time.
+            skip_compatibility_check=True,
+        )
+        _check_schema_version(storage)
+        return storage
+
+    try:
+        return db_call(_open, what=f"open storage {mask_url(url)}", attempts=config.open_attempts)
+    except ImportError as error:  # the URL names a driver that is not installed
+        raise SpecError(
+            f"Invalid storage: the database driver for {make_url(url).drivername!r} is not installed "
+            f"({error.__cause__ or error}), received storage={mask_url(url)!r}"
+        ) from None
+
+
+def _check_schema_version(storage: optuna.storages.RDBStorage) -> None:
+    """Optuna's schema compatibility check, without holding two connections at once."""
+    if storage.get_current_version() != storage.get_head_version():
+        # Incompatible (rare): Optuna's own check raises its message naming the fix.
+        storage._version_manager.check_table_schema_compatibility()
+
+
+#: Connection refusals by a running server that retrying cannot fix (wrong database, role, password).
+_PERMANENT = re.compile(
+    r"FATAL:\s+(database \".*\" does not exist|role \".*\" does not exist|password authentication failed"
+    # PgBouncer's words for a wrong password (SCRAM) or a role missing from its auth file.
+    r"|no pg_hba\.conf entry|SASL authentication failed|no such user)"
+)
+
+
+def _is_transient(error: BaseException) -> bool:
+    """Faults worth retrying: lost or refused connections, and races on table creation."""
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, sa_exc.OperationalError) and _PERMANENT.search(str(seen)):
+            return False  # the server answered: no retry will make the database or role exist
+        if isinstance(seen, (sa_exc.OperationalError, sa_exc.DisconnectionError, sa_exc.InterfaceError)):
+            return True
+        if isinstance(seen, sa_exc.DBAPIError) and seen.connection_invalidated:
+            return True
+        # Concurrent first-time table creation on Postgres collides on pg_type (optuna#1092).
+        if isinstance(seen, (sa_exc.IntegrityError, sa_exc.ProgrammingError)) and (
+            "pg_type_typname_nsp_index" in str(seen) or "already exists" in str(seen)
+        ):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def _driver_message(error: BaseException) -> str:
+    """The database driver's own words for ``error``, found down its cause chain.
+
+    Optuna wraps driver errors in a StorageInternalError whose text blames "invalid data in the
+    commit, e.g. exceeding max length" even when the server merely went away.
+    """
+    seen: BaseException | None = error
+    while seen is not None:
+        orig = getattr(seen, "orig", None)
+        if orig is not None:
+            return str(orig)
+        seen = seen.__cause__ or seen.__context__
+    return str(error)
+
+
+def db_call(
+    fn: Callable[[], T],
+    *,
+    what: str,
+    attempts: int = 8,
+    base_delay: float = 0.5,
+    max_delay: float = 15.0,
+) -> T:
+    """Run one database operation, retrying transient faults with jittered exponential backoff.
+
+    Args:
+        fn: The operation (a closure over storage or study calls).
+        what: A short description for messages, e.g. ``"ask trial"``. Must not contain secrets.
+        attempts: Tries before giving up.
+        base_delay: First backoff in seconds; doubles each try up to ``max_delay``.
+        max_delay: Longest single wait.
+
+    Returns:
+        Whatever ``fn`` returns.
+
+    Raises:
+        StorageError: A non-transient driver error, or transient faults outlasting ``attempts``.
+    """
+    delay = base_delay
+    for attempt in range(1, attempts + 1):
+        try:
+            return fn()
+        except (sa_exc.SQLAlchemyError, optuna.exceptions.StorageInternalError) as error:
+            transient = _is_transient(error)
+            detail = mask_secrets(_driver_message(error)).strip().splitlines()
+            first_line = detail[0] if detail else type(error).__name__
+            if not transient or attempt == attempts:
+                raise StorageError(f"Storage error while trying to {what}: {first_line}") from None
+            _logger.warning(
+                "Storage fault while trying to %s (attempt %d/%d): %s; retrying in %.1fs",
+                what, attempt, attempts, first_line, delay,
+            )
+            time.sleep(delay * (0.5 + random.random()))
+            delay = min(delay * 2, max_delay)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def engine_of(storage: optuna.storages.BaseStorage) -> sqlalchemy.engine.Engine:
+    """The SQLAlchemy engine behind an RDB storage (also through Optuna's cache wrapper)."""
+    inner = getattr(storage, "_backend", storage)
+    engine = getattr(inner, "engine", None)
+    if engine is None:
+        raise StorageError("regsweep needs an RDB storage (PostgreSQL, MySQL or SQLite)")
+    return engine

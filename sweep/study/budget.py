@@ -1,0 +1,278 @@
+"""Exact trial budgets shared by racing workers.
+
+Optuna's ``MaxTrialsCallback`` counts finished trials *after* the fact, so N workers overshoot by
+up to N-1 (optuna#3518). Here a worker claims a slot *before* it asks for a trial, with one
+conditional UPDATE that the database serialises::
+
+    UPDATE regsweep_budget SET claimed = claimed + 1
+    WHERE study_name = :s AND claimed < total RETURNING claimed
+
+A trial failed because its worker died gives its slot back (see :func:`release`), and its
+re-queued copy is claimed like any other trial, so the study ends with exactly ``total`` trials
+that count. Which trials count is decided in one place, :func:`counts_toward_budget`, from the
+structured ``stop_cause`` attr every regsweep process writes on a trial it ends early.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import optuna
+import sqlalchemy as sa
+from sqlalchemy import exc as sa_exc
+
+from sweep.storage.engine import db_call, engine_of
+
+_logger = logging.getLogger(__name__)
+
+__all__ = [
+    "StopCause",
+    "STOP_CAUSE_ATTR",
+    "counts_toward_budget",
+    "requeue_copy",
+    "ReleaseSlotAndRetry",
+    "BudgetState",
+    "ensure_budget",
+    "claim",
+    "settle",
+    "release",
+    "extend",
+    "budget_state",
+    "TABLE",
+]
+
+#: User attr naming why a trial ended without a result of its own (see :class:`StopCause`).
+STOP_CAUSE_ATTR = "stop_cause"
+
+
+class StopCause(str, enum.Enum):
+    """Why a trial ended early; stored as the ``stop_cause`` user attr (its ``value``)."""
+
+    #: The trial itself failed (trainer raised, crash, timeout, NaN): it used its slot.
+    TRIAL_ERROR = "trial_error"
+    #: Its worker was stopped on purpose (SIGINT/SIGTERM): slot given back, copy re-queued.
+    SHUTDOWN = "shutdown"
+    #: Stopped between epochs at the sweep's deadline, or failed by the night closer.
+    DEADLINE = "deadline"
+    #: This worker cannot train (trainer import, data missing): slot given back, copy re-queued.
+    ENVIRONMENT = "environment"
+
+
+_COUNTING_CAUSES = frozenset({StopCause.TRIAL_ERROR.value})
+
+
+def counts_toward_budget(state: Any, user_attrs: Mapping[str, Any]) -> bool:
+    """The one rule: does a trial in ``state`` with ``user_attrs`` use a budget slot?
+
+    * COMPLETE and PRUNED count, except a COMPLETE that reused a finished trial's result
+      (``dedup_of``: no model was trained, so the budget buys a new config instead) unless it is
+      marked ``dedup_counted`` (after many duplicates in a row: the space is exhausted);
+    * FAIL counts only with ``stop_cause = "trial_error"``; a FAIL without a ``stop_cause`` was
+      failed as stale (its worker died; its slot was released when it was re-queued). Trials of
+      studies from before ``stop_cause`` existed fall back to their ``fail_reason`` text;
+    * RUNNING and WAITING do not (yet).
+
+    Args:
+        state: An ``optuna.trial.TrialState`` (or its name).
+        user_attrs: The trial's user attrs.
+    """
+    name = getattr(state, "name", state)
+    if name == "COMPLETE":
+        return user_attrs.get("dedup_of") is None or bool(user_attrs.get("dedup_counted"))
+    if name == "PRUNED":
+        return True
+    if name != "FAIL":
+        return False
+    cause = user_attrs.get(STOP_CAUSE_ATTR)
+    if cause is not None:
+        return cause in _COUNTING_CAUSES
+    reason = str(user_attrs.get("fail_reason") or "")  # legacy trials, written before stop_cause
+    return bool(reason) and not reason.startswith(("shutdown", "deadline"))
+
+
+def requeue_copy(study: optuna.Study, trial: Any, why: str) -> None:
+    """Enqueue a WAITING copy of a trial that did not get to count (same params and user attrs,
+    so it resumes from the trial's checkpoint); ``failed_trial`` names the original.
+
+    Unlike Optuna's stale-trial retry this is not bounded by ``max_retry``: a deliberate stop is
+    not the config's fault.
+    """
+    system_attrs: dict[str, Any] = {"failed_trial": trial.number, "retry_history": [], **trial.system_attrs}
+    system_attrs["retry_history"] = [*system_attrs["retry_history"], trial.number]
+    system_attrs = {k: v for k, v in system_attrs.items() if not k.startswith("artifacts:")}
+    user_attrs = {k: v for k, v in trial.user_attrs.items() if k != STOP_CAUSE_ATTR and k != "fail_reason"}
+    db_call(lambda: study.add_trial(optuna.create_trial(
+        state=optuna.trial.TrialState.WAITING, params=trial.params, distributions=trial.distributions,
+        user_attrs=user_attrs, system_attrs=system_attrs,
+    )), what=f"re-queue a copy of trial {trial.number}")
+    _logger.info("Trial %d %s; its slot was given back and a copy re-queued", trial.number, why)
+
+
+_metadata = sa.MetaData()
+TABLE = sa.Table(
+    "regsweep_budget",
+    _metadata,
+    sa.Column("study_name", sa.String(512), primary_key=True),
+    sa.Column("total", sa.Integer, nullable=False),
+    sa.Column("claimed", sa.Integer, nullable=False, default=0),
+    # Slots whose trial finished and counts. claimed - settled = trials in flight, including a
+    # worker between its claim and its ask (no RUNNING trial exists yet in that instant).
+    sa.Column("settled", sa.Integer, nullable=False, default=0),
+)
+
+
+_tables_ready: set[int] = set()
+
+
+def _ensure_table(engine: sa.engine.Engine) -> None:
+    # One CREATE TABLE IF NOT EXISTS per engine, not per claim: claims are on the hot path.
+    if id(engine) not in _tables_ready:
+        db_call(lambda: _metadata.create_all(engine, checkfirst=True), what="create the budget table")
+        _tables_ready.add(id(engine))
+
+
+@dataclass(frozen=True)
+class BudgetState:
+    """Slots of a study: ``total`` allowed, ``claimed`` so far."""
+
+    total: int
+    claimed: int
+    settled: int = 0
+
+    @property
+    def in_flight(self) -> int:
+        """Claimed slots whose trial has not finished (or not even been asked for yet)."""
+        return max(self.claimed - self.settled, 0)
+
+    @property
+    def left(self) -> int:
+        """Slots not yet claimed."""
+        return max(self.total - self.claimed, 0)
+
+
+def ensure_budget(engine: sa.engine.Engine, study_name: str, total: int) -> None:
+    """Create the table if needed and the study's row if missing (idempotent, race-safe).
+
+    Args:
+        engine: Engine of the study database.
+        study_name: The study.
+        total: Number of trials the study may run.
+    """
+
+    _ensure_table(engine)
+
+    def _run() -> None:
+        try:
+            with engine.begin() as conn:
+                conn.execute(TABLE.insert().values(study_name=study_name, total=total, claimed=0, settled=0))
+        except sa_exc.IntegrityError:
+            pass  # another creator inserted it first: same spec, same total
+
+    db_call(_run, what=f"set up the budget of study {study_name!r}")
+
+
+def claim(engine: sa.engine.Engine, study_name: str) -> int | None:
+    """Claim one slot; returns its 1-based index, or None when the budget is spent.
+
+    A study without a budget row (created outside regsweep) has an unlimited budget: returns 0.
+    """
+
+    def _run() -> int | None:
+        with engine.begin() as conn:
+            row = conn.execute(
+                sa.update(TABLE)
+                .where(TABLE.c.study_name == study_name, TABLE.c.claimed < TABLE.c.total)
+                .values(claimed=TABLE.c.claimed + 1)
+                .returning(TABLE.c.claimed)
+            ).first()
+            if row is not None:
+                return int(row[0])
+            exists = conn.execute(
+                sa.select(TABLE.c.total).where(TABLE.c.study_name == study_name)
+            ).first()
+            return None if exists is not None else 0
+
+    _ensure_table(engine)
+    return db_call(_run, what=f"claim a budget slot of study {study_name!r}")
+
+
+def settle(engine: sa.engine.Engine, study_name: str) -> None:
+    """Mark one claimed slot's trial as finished (it counts toward the budget)."""
+
+    def _run() -> None:
+        with engine.begin() as conn:
+            conn.execute(
+                sa.update(TABLE).where(TABLE.c.study_name == study_name).values(settled=TABLE.c.settled + 1)
+            )
+
+    db_call(_run, what=f"settle a budget slot of study {study_name!r}")
+
+
+def release(engine: sa.engine.Engine, study_name: str, n: int = 1) -> None:
+    """Give ``n`` slots back (a trial that did not count: its worker died or was stopped)."""
+
+    def _run() -> None:
+        with engine.begin() as conn:
+            conn.execute(
+                sa.update(TABLE)
+                .where(TABLE.c.study_name == study_name, TABLE.c.claimed >= n)
+                .values(claimed=TABLE.c.claimed - n)
+            )
+
+    db_call(_run, what=f"release a budget slot of study {study_name!r}")
+
+
+def extend(engine: sa.engine.Engine, study_name: str, n: int) -> None:
+    """Add ``n`` slots (e.g. the finalist phase after the search budget)."""
+
+    def _run() -> None:
+        with engine.begin() as conn:
+            conn.execute(
+                sa.update(TABLE).where(TABLE.c.study_name == study_name).values(total=TABLE.c.total + n)
+            )
+
+    db_call(_run, what=f"extend the budget of study {study_name!r}")
+
+
+def budget_state(engine: sa.engine.Engine, study_name: str) -> BudgetState | None:
+    """Current slots, or None for a study without a budget row."""
+
+    def _run() -> BudgetState | None:
+        with engine.connect() as conn:
+            row = conn.execute(
+                sa.select(TABLE.c.total, TABLE.c.claimed, TABLE.c.settled).where(TABLE.c.study_name == study_name)
+            ).first()
+        return None if row is None else BudgetState(total=int(row[0]), claimed=int(row[1]), settled=int(row[2]))
+
+    _ensure_table(engine)
+    return db_call(_run, what=f"read the budget of study {study_name!r}")
+
+
+class ReleaseSlotAndRetry(optuna.storages.RetryHeartbeatStaleTrialCallback):
+    """Optuna's stale-trial retry, plus giving the dead trial's budget slot back first.
+
+    Optuna calls this once per trial that *this* process failed as stale, so each slot is
+    released exactly once; the re-queued copy then claims a slot like any other trial. The copy
+    does not list the dead trial's artifacts (Optuna's own retry copies their metadata).
+
+    Args:
+        max_retry: How often one trial may be re-queued.
+    """
+
+    def __init__(self, max_retry: int | None = 2) -> None:
+        super().__init__(max_retry=max_retry, inherit_intermediate_values=False)
+
+    def __call__(self, study: optuna.Study, trial: Any) -> None:
+        grace = getattr(study._storage, "grace_period", None)
+        _logger.warning("Trial %d went stale (no heartbeat for %ss: its worker died or hung)",
+                        trial.number, grace if grace is not None else "?")
+        release(engine_of(study._storage), study.study_name)
+        retries = len(trial.system_attrs.get("retry_history", [])) + 1
+        if self._max_retry is not None and retries > self._max_retry:
+            _logger.warning("Trial %d: not re-queued, it was retried %d time(s) already", trial.number, retries - 1)
+            return
+        requeue_copy(study, trial, "went stale")

@@ -1,0 +1,344 @@
+"""The default trainer: ``train(request, on_epoch) -> dict`` (see ``docs/contracts.md``).
+
+Compiles like the tutorial (SGD, ``SparseCategoricalCrossentropy(from_logits=True)``, sparse
+categorical accuracy), trains with ``model.fit`` and reports every epoch through ``on_epoch``.
+Written against ``import keras``; TensorFlow-only calls are guarded by the backend name.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from collections.abc import Callable
+from typing import Any
+
+import keras
+import numpy as np
+
+from sweep.errors import TrialDiverged, TrialError
+from workers.child.data import ImageData, load_dataset
+from workers.child.model import block_of, block_outputs, build_classifier, kernel_layers, placement_layers
+from workers.child.regularizers import RegularizerSet
+
+# One definition shared with the worker loop, which must not import Keras (see that module).
+from workers.child.request import TrainRequest
+
+__all__ = ["TrainRequest", "train", "METRIC_KEYS", "SPARSITY_THRESHOLD"]
+
+logger = logging.getLogger(__name__)
+
+#: Keys of each ``on_epoch`` call and of the returned ``history``.
+METRIC_KEYS: tuple[str, ...] = (
+    "epoch", "loss", "accuracy", "val_loss", "val_accuracy", "reg_loss", "epoch_seconds", "images_per_second",
+)
+#: A weight with ``|w|`` below this counts as zero for ``sparsity``.
+SPARSITY_THRESHOLD = 1e-3
+_PROBE_SIZE = 32
+# Same defaults as sweep.spec.model.TrainingSetup, for callers that pass a partial setup.
+_DEFAULTS: dict[str, Any] = {
+    "dataset": "digits", "input_size": 32, "width": 0.25, "bn_momentum": 0.9, "conv_bias": False,
+    "epochs": 5, "batch_size": 64, "optimizer": "sgd", "learning_rate": 0.05, "momentum": 0.9,
+    "seed": 0, "val_fraction": 0.2, "limit": None, "mixed_precision": "auto", "jit_compile": "auto",
+    "steps_per_epoch": None,
+}
+
+
+def _choice(setup: dict[str, Any], key: str, allowed: tuple[str, ...]) -> str:
+    value = setup[key]
+    if value not in allowed:
+        raise TrialError(f"Invalid training.{key}: expected one of {list(allowed)}, received {key}={value!r}")
+    return value
+
+
+def _device() -> tuple[bool, str]:
+    """Return ``(is_gpu, device name)``; on TensorFlow also turn on GPU memory growth."""
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        gpus = tf.config.list_physical_devices("GPU")
+        if not gpus:
+            return False, "cpu"
+        for gpu in gpus:
+            try:
+                # Without growth TF grabs all GPU memory at start-up, starving anything else there.
+                tf.config.experimental.set_memory_growth(gpu, True)
+            except RuntimeError:  # already initialized in this process: keep its setting
+                pass
+        return True, str(tf.config.experimental.get_device_details(gpus[0]).get("device_name", gpus[0].name))
+    if backend == "jax":
+        import jax
+
+        dev = jax.devices()[0]
+        return (dev.platform == "gpu", dev.device_kind if dev.platform == "gpu" else "cpu")
+    if backend == "torch":
+        import torch
+
+        return (True, torch.cuda.get_device_name(0)) if torch.cuda.is_available() else (False, "cpu")
+    return False, "cpu"
+
+
+def _jit(setting: str, gpu: bool) -> bool:
+    if setting != "auto":
+        return setting == "on"
+    # TF's XLA was measured 4-7x slower on CPU; on JAX jit is the only compiled path.
+    return gpu or keras.backend.backend() == "jax"
+
+
+def _optimizer(setup: dict[str, Any]) -> keras.optimizers.Optimizer:
+    name = _choice(setup, "optimizer", ("sgd", "momentum", "adam"))
+    lr = setup["learning_rate"]
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0:
+        raise TrialError(f"Invalid training.learning_rate: expected a positive float, received learning_rate={lr!r}")
+    if name == "adam":
+        return keras.optimizers.Adam(lr)
+    return keras.optimizers.SGD(lr, momentum=float(setup["momentum"]) if name == "momentum" else 0.0)
+
+
+def _steps_per_epoch(setup: dict[str, Any]) -> int | None:
+    steps = setup.get("steps_per_epoch")
+    if steps is None:
+        return None
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise TrialError(f"Invalid training.steps_per_epoch: expected an int >= 1, received steps_per_epoch={steps!r}")
+    return steps
+
+
+def _inputs(data: ImageData, batch_size: int, seed: int, steps_per_epoch: int | None) -> dict[str, Any]:
+    """Return ``model.fit`` keyword arguments: tf.data with prefetch on TF, arrays elsewhere.
+
+    With ``steps_per_epoch`` an epoch is that many optimizer steps, cycling through freshly
+    shuffled passes over the training images, however many that takes (what a small bundled
+    data set needs to give a penalty as many steps x learning rate per epoch as a large one).
+    """
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        train = tf.data.Dataset.from_tensor_slices((data.x_train, data.y_train)).shuffle(
+            len(data.x_train), seed=seed, reshuffle_each_iteration=True)
+        if steps_per_epoch is not None:
+            train = train.repeat()
+        train = train.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+        val = tf.data.Dataset.from_tensor_slices((data.x_val, data.y_val)).batch(batch_size).prefetch(tf.data.AUTOTUNE)
+        # The dataset shuffles itself; fit's shuffle would only warn.
+        return {"x": train, "validation_data": val, "shuffle": False, "steps_per_epoch": steps_per_epoch}
+    # JAX / torch: arrays; x and y must be passed separately, or Keras sees two model inputs.
+    x, y = data.x_train, data.y_train
+    if steps_per_epoch is not None:
+        # Arrays cannot repeat themselves: tile them to one epoch's worth (fit shuffles them).
+        copies = -(-steps_per_epoch * batch_size // len(x))
+        x, y = np.concatenate([x] * copies), np.concatenate([y] * copies)
+    return {"x": x, "y": y, "validation_data": (data.x_val, data.y_val),
+            "batch_size": batch_size, "shuffle": True, "steps_per_epoch": steps_per_epoch}
+
+
+def reg_loss_on(model: keras.Model, probe: np.ndarray) -> float:
+    """The tutorial's ``add_n(model.losses)``, made to work after ``fit``.
+
+    Activity penalties are recorded when a layer is *called*; after ``fit`` the layers still
+    hold the symbolic tensors of the traced train step, and summing those fails. Calling the
+    model eagerly on a fixed probe batch first replaces them with concrete values (weight
+    penalties are recomputed from the variables on every access). The activity part therefore
+    is "per image, on the probe batch, in inference mode".
+
+    Args:
+        model: The model.
+        probe: A fixed batch of inputs.
+
+    Returns:
+        The summed regularization loss (0.0 without penalties).
+    """
+    model(probe, training=False)
+    return float(sum(float(keras.ops.convert_to_numpy(loss)) for loss in model.losses))
+
+
+def _save_atomically(model: keras.Model, path: str) -> None:
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    # model.save insists on a .keras suffix; os.replace makes the switch atomic, so a crash
+    # mid-save leaves the previous checkpoint intact.
+    tmp = os.path.join(directory, f".{os.path.basename(path)}.{os.getpid()}.tmp.keras")
+    try:
+        model.save(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+class _EpochReporter(keras.callbacks.Callback):
+    """Times the training part of each epoch, checks the loss and asks ``on_epoch`` what next."""
+
+    def __init__(self, on_epoch: Callable[[dict[str, Any]], str], probe: np.ndarray, n_train: int,
+                 checkpoint_path: str | None) -> None:
+        super().__init__()
+        self.on_epoch = on_epoch
+        self.probe = probe
+        self.n_train = n_train
+        self.checkpoint_path = checkpoint_path
+        self.history: dict[str, list[float]] = {key: [] for key in METRIC_KEYS}
+        self.diagnostics: list[dict[str, Any]] = []
+        self.stopped: str | None = None
+        self._start = self._train_end = 0.0
+        self._probe_model: keras.Model | None = None
+
+    def _diagnostics(self) -> dict[str, Any]:
+        """Per-block kernel L1/L2 norms and sparsity, and mean |activation| on the probe batch."""
+        if self._probe_model is None:
+            outputs = block_outputs(self.model)
+            self._names = [name for name, _ in outputs]
+            self._probe_model = keras.Model(self.model.input, [layer.output for _, layer in outputs])
+        sparsity, blocks = _weight_stats(self.model)
+        activations = self._probe_model(self.probe, training=False)
+        for name, value in zip(self._names, activations, strict=True):
+            mean = float(np.mean(np.abs(keras.ops.convert_to_numpy(value).astype(np.float64))))
+            blocks.setdefault(name, {})["activation"] = mean
+        return {"sparsity": sparsity, "blocks": blocks}
+
+    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self._start, self._train_end = time.perf_counter(), 0.0
+
+    def on_test_begin(self, logs: dict[str, Any] | None = None) -> None:
+        # fit runs validation through evaluate(callbacks=...): training of this epoch is over.
+        self._train_end = time.perf_counter()
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        logs = logs or {}
+        seconds = (self._train_end or time.perf_counter()) - self._start
+        for key in ("loss", "val_loss"):
+            if not math.isfinite(float(logs.get(key, math.nan))):
+                raise TrialDiverged(f"Training diverged at epoch {epoch}: {key}={logs.get(key)!r}")
+        metrics: dict[str, Any] = {
+            "epoch": epoch,
+            "loss": float(logs["loss"]),
+            "accuracy": float(logs["accuracy"]),
+            "val_loss": float(logs["val_loss"]),
+            "val_accuracy": float(logs["val_accuracy"]),
+            "reg_loss": reg_loss_on(self.model, self.probe),
+            "epoch_seconds": seconds,
+            "images_per_second": self.n_train / seconds if seconds > 0 else 0.0,
+        }
+        for key in METRIC_KEYS:
+            self.history[key].append(metrics[key])
+        # Regularizer diagnostics over epochs: how the penalty reshapes weights and activations.
+        self.diagnostics.append(self._diagnostics())
+        metrics["diagnostics"] = self.diagnostics[-1]
+        logger.info("epoch %d: %s", epoch, ", ".join(f"{k}={metrics[k]:.4g}" for k in METRIC_KEYS if k != "epoch"))
+        if self.checkpoint_path:
+            _save_atomically(self.model, self.checkpoint_path)
+        answer = self.on_epoch(dict(metrics))
+        if answer in ("prune", "stop"):
+            self.stopped = answer
+            self.model.stop_training = True
+        elif answer != "continue":
+            raise ValueError(f"Invalid on_epoch answer: expected 'continue', 'prune' or 'stop', received {answer!r}")
+
+
+def _weight_stats(model: keras.Model) -> tuple[float, dict[str, dict[str, float]]]:
+    """Return the overall kernel sparsity and per-block ``{"l1", "l2", "sparsity"}``."""
+    groups: dict[str, list[np.ndarray]] = {}
+    for name, variable in kernel_layers(model):
+        groups.setdefault(block_of(name), []).append(np.abs(keras.ops.convert_to_numpy(variable)).ravel())
+    norms, small, total = {}, 0, 0
+    for block, arrays in groups.items():
+        w = np.concatenate(arrays).astype(np.float64)
+        n_small = int((w < SPARSITY_THRESHOLD).sum())
+        norms[block] = {"l1": float(w.sum()), "l2": float(np.sqrt((w * w).sum())), "sparsity": n_small / w.size}
+        small, total = small + n_small, total + w.size
+    return (small / total if total else 0.0), norms
+
+
+def train(request: TrainRequest, on_epoch: Callable[[dict[str, Any]], str]) -> dict[str, Any]:
+    """Train one trial and return its JSON-able result.
+
+    Args:
+        request: What to train (``workers.child.request.TrainRequest``, re-exported here).
+            ``request.seed`` seeds weight init and shuffling; the train/validation split uses
+            ``setup["seed"]`` so every trial and finalist seed is scored on the same split. When
+            ``resume_path`` is set the checkpoint's model (and its regularizers) is used as is.
+        on_epoch: Called after each epoch with the metrics (keys :data:`METRIC_KEYS`); answers
+            ``"continue"``, ``"prune"`` or ``"stop"`` (the last two end training).
+
+    Returns:
+        ``epochs_run`` (epochs completed, counting resumed ones), ``history`` (this call's
+        epochs), ``stopped``, ``sparsity``, ``block_norms``, ``placement_layers``,
+        ``param_count``, ``optimizer_steps``, ``device``, ``backend``, ``jit_compile``, ``policy``.
+
+    Raises:
+        TrialDiverged: If the loss becomes NaN or infinite.
+        TrialError: If the config or setup is invalid.
+        DataError: If the dataset cannot be loaded.
+    """
+    setup = {**_DEFAULTS, **(request.setup or {})}
+    regs = RegularizerSet.from_config(request.config)
+    mixed = _choice(setup, "mixed_precision", ("auto", "on", "off"))
+    jit_setting = _choice(setup, "jit_compile", ("auto", "on", "off"))
+    epochs, batch_size = int(setup["epochs"]), int(setup["batch_size"])
+    steps_per_epoch = _steps_per_epoch(setup)
+    if epochs < 1 or batch_size < 1:
+        raise TrialError(
+            f"Invalid training: epochs and batch_size must be >= 1, received epochs={epochs}, batch_size={batch_size}"
+        )
+
+    gpu, device = _device()  # first: memory growth must be set before TF touches the GPU
+    previous_policy = keras.mixed_precision.global_policy()
+    keras.backend.clear_session()  # also resets the dtype policy; set it right after
+    keras.mixed_precision.set_global_policy(
+        "mixed_float16" if mixed == "on" or (mixed == "auto" and gpu) else "float32"
+    )
+    if mixed == "on" and not gpu:
+        logger.warning("mixed_precision='on' on CPU: float16 is emulated there and slow")
+    keras.utils.set_random_seed(int(request.seed))
+    try:
+        optimizer = _optimizer(setup)  # before loading data: a bad setup should fail fast
+        data = load_dataset(
+            setup["dataset"], image_size=int(setup["input_size"]), val_fraction=float(setup["val_fraction"]),
+            seed=int(setup["seed"]), limit=setup["limit"],
+        )
+        if request.resume_path:
+            model = keras.models.load_model(request.resume_path)  # compiled, optimizer state included
+            logger.info("Trial %d resumes from %s at epoch %d", request.trial_number, request.resume_path,
+                        request.initial_epoch)
+        else:
+            model = build_classifier(
+                input_shape=data.x_train.shape[1:], num_classes=data.num_classes, width=float(setup["width"]),
+                bn_momentum=float(setup["bn_momentum"]), conv_bias=bool(setup["conv_bias"]), regularizers=regs,
+            )
+            model.compile(
+                optimizer=optimizer,
+                loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+                jit_compile=_jit(jit_setting, gpu),
+            )
+        model.jit_compile = _jit(jit_setting, gpu)  # a loaded model keeps the saving machine's choice
+        # Shuffle seed moves with initial_epoch so a resumed run does not replay epoch 0's order.
+        fit_kwargs = _inputs(data, batch_size, int(request.seed) + request.initial_epoch, steps_per_epoch)
+        images_per_epoch = steps_per_epoch * batch_size if steps_per_epoch else len(data.x_train)
+        reporter = _EpochReporter(on_epoch, data.x_train[:_PROBE_SIZE], images_per_epoch, request.checkpoint_path)
+        logger.info("Trial %d: %s params on %s (%s, jit_compile=%s, policy=%s)", request.trial_number,
+                    f"{model.count_params():,}", device, keras.backend.backend(), model.jit_compile,
+                    keras.mixed_precision.global_policy().name)
+        model.fit(epochs=epochs, initial_epoch=request.initial_epoch,
+                  callbacks=[reporter], verbose=0, **fit_kwargs)
+        sparsity, block_norms = _weight_stats(model)
+        return {
+            "epochs_run": request.initial_epoch + len(reporter.history["epoch"]),
+            "history": reporter.history,
+            "stopped": reporter.stopped,
+            "sparsity": sparsity,
+            "block_norms": block_norms,
+            "diagnostics_by_epoch": reporter.diagnostics,
+            "placement_layers": placement_layers(model),
+            "param_count": int(model.count_params()),
+            # Steps taken, resumed ones included: what a penalty's pull scales with (x learning rate).
+            "optimizer_steps": int(keras.ops.convert_to_numpy(model.optimizer.iterations)),
+            "device": device,
+            "backend": keras.backend.backend(),
+            # What "auto" resolved to on this device (benchmarks compare against the other choices).
+            "jit_compile": bool(model.jit_compile),
+            "policy": keras.mixed_precision.global_policy().name,
+        }
+    finally:
+        keras.mixed_precision.set_global_policy(previous_policy)

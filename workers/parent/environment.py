@@ -1,0 +1,131 @@
+"""Who ran a trial: host, process, GPU and library versions, recorded on every trial.
+
+Found without importing TensorFlow (the worker parent never does): the GPU name comes from
+``nvidia-smi`` restricted to the devices this container or process may see.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+import socket
+import subprocess
+import sys
+from importlib import metadata
+from typing import Any
+
+from sweep.launcher.gpus import NVIDIA_SMI_QUERY
+
+__all__ = ["gpu_name", "worker_info", "gpu_problem", "cuda_hides_all_gpus"]
+
+# Run in a child, so the worker parent stays free of TensorFlow/JAX (and of their CUDA state).
+_GPU_PROBE = {
+    "tensorflow": "import tensorflow as tf; print(len(tf.config.list_physical_devices('GPU')))",
+    "jax": "import jax; print(sum(d.platform == 'gpu' for d in jax.devices()))",
+}
+
+
+def cuda_hides_all_gpus() -> bool:
+    """Whether ``CUDA_VISIBLE_DEVICES`` is set to hide every GPU from this process."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    return visible is not None and visible.strip() in ("", "-1")
+
+
+def _nvidia_smi(timeout: float) -> subprocess.CompletedProcess[str]:
+    """The launcher's GPU query (``sweep.launcher.gpus.NVIDIA_SMI_QUERY``), run here in the worker."""
+    return subprocess.run(list(NVIDIA_SMI_QUERY), capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def _gpu_rows(output: str) -> list[tuple[str, str]]:
+    """``(index, name)`` per GPU line of the query's output; other lines are ignored."""
+    return [(index.strip(), name.strip()) for index, name in
+            (line.split(",", 1) for line in output.strip().splitlines() if "," in line)]
+
+
+def gpu_name() -> str:
+    """Name of the first GPU visible to this process, or ``"cpu"``."""
+    if cuda_hides_all_gpus() or shutil.which("nvidia-smi") is None:
+        return "cpu"
+    try:
+        result = _nvidia_smi(timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return "cpu"
+    rows = _gpu_rows(result.stdout) if result.returncode == 0 else []
+    if not rows:
+        return "cpu"
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible:
+        first = visible.split(",")[0].strip()
+        for index, name in rows:
+            if index == first:
+                return name
+    return rows[0][1]
+
+
+def gpu_problem(timeout: float = 300.0) -> str | None:
+    """Why this worker cannot train on a GPU, or None when the Keras backend sees one.
+
+    For workers that must not fall back to CPU (``SWEEP_REQUIRE_GPU=1``): a broken driver
+    otherwise runs a whole night at CPU speed while the container looks healthy.
+
+    Args:
+        timeout: Seconds the backend probe (a child that imports TensorFlow or JAX) may take.
+    """
+    if cuda_hides_all_gpus():
+        return f"CUDA_VISIBLE_DEVICES={os.environ['CUDA_VISIBLE_DEVICES']!r} hides every GPU"
+    if shutil.which("nvidia-smi") is None:
+        return ("nvidia-smi not found: no NVIDIA driver is mounted into this container (is the NVIDIA "
+                "Container Toolkit installed and a GPU requested?)")
+    try:
+        result = _nvidia_smi(timeout=30)
+    except (OSError, subprocess.SubprocessError) as error:
+        return f"nvidia-smi did not run: {error}"
+    if result.returncode != 0:
+        detail = (result.stderr or result.stdout).strip().splitlines()
+        return f"nvidia-smi failed with exit status {result.returncode}: {detail[0] if detail else 'no output'}"
+    if not _gpu_rows(result.stdout):
+        return "nvidia-smi lists no GPU"
+    backend = os.environ.get("KERAS_BACKEND", "tensorflow")
+    probe = _GPU_PROBE.get(backend)
+    if probe is None:
+        return None
+    try:
+        found = subprocess.run(
+            [sys.executable, "-c", probe], capture_output=True, text=True, timeout=timeout, check=False
+        )
+    except subprocess.TimeoutExpired:
+        return f"{backend} did not list its GPUs within {timeout:.0f} s"
+    count = found.stdout.strip().splitlines()[-1:] if found.returncode == 0 else []
+    if not count or not count[0].isdigit():
+        tail = (found.stderr.strip().splitlines() or ["no output"])[-1]
+        return f"{backend} could not list its GPUs (exit status {found.returncode}): {tail}"
+    if int(count[0]) == 0:
+        return f"{backend} finds no GPU although nvidia-smi lists one (CUDA/cuDNN libraries or driver mismatch?)"
+    return None
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def worker_info() -> dict[str, Any]:
+    """Host, pid, GPU and versions of this worker (JSON-able)."""
+    versions = {
+        "python": platform.python_version(),
+        "regsweep": _version("regsweep"),
+        "optuna": _version("optuna"),
+        "keras": _version("keras"),
+        "tensorflow": _version("tensorflow") or _version("tensorflow-cpu"),
+        "jax": _version("jax"),
+    }
+    return {
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "gpu": gpu_name(),
+        "backend": os.environ.get("KERAS_BACKEND", "tensorflow"),
+        "versions": {k: v for k, v in versions.items() if v},
+    }

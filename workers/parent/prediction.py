@@ -1,0 +1,87 @@
+"""Predict how long the next trial will take, so no trial starts that cannot finish by the deadline.
+
+Evidence is the wall time of trials that ran all their epochs on the same GPU type (falling back to
+per-epoch time scaled to the full epoch count, then to any device). The estimate is deliberately
+pessimistic — the larger of 1.25x the median and the 90th percentile — because a median alone is
+exceeded by half of all trials. A night's first trials have no evidence in their own study, so the
+previous nights' studies of the same sweep (``NAME-YYYY-MM-DD``) stand in.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import statistics
+from collections.abc import Sequence
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from sweep.storage.engine import db_call
+
+__all__ = ["predict_duration", "estimate", "sibling_trials"]
+
+_DATED = re.compile(r"^(?P<prefix>.+)-\d{4}-\d{2}-\d{2}$")
+
+
+def estimate(durations: Sequence[float]) -> float:
+    """A pessimistic duration from samples: max(1.25 x median, 90th percentile)."""
+    ordered = sorted(durations)
+    p90 = ordered[min(len(ordered) - 1, int(0.9 * len(ordered)))]
+    return max(1.25 * statistics.median(ordered), p90)
+
+
+def _evidence(trials: Sequence[FrozenTrial], gpu: str, epochs: int) -> float:
+    same: list[float] = []
+    other: list[float] = []
+    per_epoch: list[float] = []
+    for t in trials:
+        if t.state not in (TrialState.COMPLETE, TrialState.PRUNED) or t.user_attrs.get("dedup_of") is not None:
+            continue
+        duration, ran = t.user_attrs.get("duration_s"), t.user_attrs.get("epochs_run")
+        if not duration or not ran:
+            continue
+        on_same = t.user_attrs.get("worker", {}).get("gpu") == gpu
+        if ran >= epochs:
+            (same if on_same else other).append(float(duration))
+        elif on_same:
+            per_epoch.append(float(duration) / ran)
+    if same:
+        return estimate(same)
+    if per_epoch:
+        return estimate(per_epoch) * epochs
+    if other:
+        return estimate(other)
+    return 0.0
+
+
+def sibling_trials(study: optuna.Study, limit: int = 3) -> list[FrozenTrial]:
+    """Trials of the previous nights of a dated study (``NAME-YYYY-MM-DD``), newest first."""
+    match = _DATED.match(study.study_name)
+    if match is None:
+        return []
+    storage = study._storage
+    summaries = db_call(lambda: optuna.get_all_study_summaries(storage, include_best_trial=False), what="list studies")
+    names = sorted(
+        (s.study_name for s in summaries
+         if s.study_name != study.study_name and (m := _DATED.match(s.study_name)) and m["prefix"] == match["prefix"]),
+        reverse=True,
+    )[:limit]
+    trials: list[FrozenTrial] = []
+    for name in names:
+        other = optuna.load_study(study_name=name, storage=storage)
+        trials += db_call(functools.partial(other.get_trials, deepcopy=False), what=f"read trials of {name!r}")
+    return trials
+
+
+def predict_duration(study: optuna.Study, gpu: str, epochs: int) -> float:
+    """Seconds the next trial is expected to take on ``gpu`` (0.0 when nothing is known at all).
+
+    Args:
+        study: The study whose finished trials are the evidence.
+        gpu: This worker's GPU name (``"cpu"`` without one).
+        epochs: Epochs a trial trains.
+    """
+    own = db_call(lambda: study.get_trials(deepcopy=False), what="read trials")
+    predicted = _evidence(own, gpu, epochs)
+    return predicted if predicted > 0 else _evidence(sibling_trials(study), gpu, epochs)
