@@ -75,7 +75,7 @@ def test_tables_put_ours_beside_the_tutorial() -> None:
 
 
 def test_seed_replication_preset_is_the_tutorials_experiment() -> None:
-    """λ = 1e-3, its placements (L2 reaches the Dense head, L1 does not), SGD, 10 epochs, 3 seeds each."""
+    """λ = 1e-3, its placements (L2 reaches the Dense head, L1 does not), SGD, 10 epochs, 6 runs each."""
     spec = load_spec(PRESETS / "seed-replication.toml")
     grid = [config_from_params(p, spec.space) for p in grid_params(spec.space)]
     configs = {c.kernel.kind: c.canonical() for c in grid}
@@ -88,7 +88,7 @@ def test_seed_replication_preset_is_the_tutorials_experiment() -> None:
     training = spec.training
     assert (training.width, training.optimizer, training.epochs, training.conv_bias) == (1.0, "sgd", 10, False)
     assert spec.objective.reduce == "last"  # the tutorial reports its last epoch
-    assert (spec.finalists.top_k, spec.finalists.seeds) == (3, 3)
+    assert (spec.finalists.top_k, spec.finalists.seeds) == (3, 5)  # 4 runs left L2 > L1 within noise
     assert training.steps_per_epoch is not None and training.steps_per_epoch * training.batch_size > 1500
 
 
