@@ -81,7 +81,7 @@ class _Timer:
 
 
 def _create(name: str, trainer: str, trials: int, extra: str) -> None:
-    from sweep.spec.model import load_spec
+    from sweep.spec.load import load_spec
     from sweep.storage.engine import open_storage
     from sweep.study.sweeps import create_sweep
 
@@ -126,9 +126,11 @@ def _project_worker(name: str, index: int, trials: int, barrier: Any, out: Any, 
     import optuna
 
     import workers.parent.loop as loop_module
+    import workers.parent.trial as trial_module
     from sweep.storage.engine import GRACE_PERIOD_S, HEARTBEAT_INTERVAL_S, StorageConfig, open_storage
     from sweep.study import budget
     from sweep.study.budget import ReleaseSlotAndRetry
+    from workers.child.request import TrainResult
     from workers.parent.runner import TrainerProcess
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -137,7 +139,7 @@ def _project_worker(name: str, index: int, trials: int, barrier: Any, out: Any, 
     timer = _Timer()
     budget.claim = timer.wrap("claim", budget.claim)
     budget.settle = timer.wrap("settle", budget.settle)
-    loop_module.suggest_config = timer.wrap("suggest", loop_module.suggest_config)
+    trial_module.suggest_config = timer.wrap("suggest", trial_module.suggest_config)
     optuna.storages.fail_stale_trials = timer.wrap("fail_stale", optuna.storages.fail_stale_trials)
     # Timers patched over methods on purpose: mypy rejects assigning to a method ([method-assign]).
     optuna.trial.Trial.report = timer.wrap("report", optuna.trial.Trial.report)  # type: ignore[method-assign]
@@ -145,21 +147,17 @@ def _project_worker(name: str, index: int, trials: int, barrier: Any, out: Any, 
 
     class TimedTrainer(TrainerProcess):
         def run(self, request: dict[str, Any], on_epoch: Callable[[dict[str, Any]], str],
-                timeout_s: float | None = None) -> dict[str, Any]:
+                timeout_s: float | None = None) -> TrainResult:
             return timer.wrap("train_call", super().run)(request, timer.wrap("epoch_handler", on_epoch), timeout_s)
-
-    class TimedLoop(loop_module.WorkerLoop):
-        def _tell(self, trial: Any, state: Any, value: float | None = None) -> None:
-            timer.wrap("tell+settle", super()._tell)(trial, state, value)
-
-        def _run_trial(self, trial: Any) -> None:
-            timer.wrap("run_trial", super()._run_trial)(trial)
 
     storage = open_storage(PG_URL, StorageConfig(heartbeat_interval=HEARTBEAT_INTERVAL_S, grace_period=GRACE_PERIOD_S),
                            stale_trial_callback=ReleaseSlotAndRetry())
     trainer = TimedTrainer(trainer_ref)
-    loop = TimedLoop(storage, name, trainer=trainer, worker_index=index, max_trials=trials, poll_interval=0.2)
-    # As above: this study's ask and tell, timed in place.
+    loop = loop_module.WorkerLoop(storage, name, trainer=trainer, worker_index=index, max_trials=trials,
+                                  poll_interval=0.2)
+    # As above: this study's ask and tell, the trial run and the tell with its budget settle, timed in place.
+    loop.recorder.tell = timer.wrap("tell+settle", loop.recorder.tell)  # type: ignore[method-assign]
+    loop.runner.run = timer.wrap("run_trial", loop.runner.run)  # type: ignore[method-assign]
     loop.study.ask = timer.wrap("ask", loop.study.ask)  # type: ignore[method-assign]
     loop.study.tell = timer.wrap("tell", loop.study.tell)  # type: ignore[method-assign]
     trainer.start()

@@ -51,7 +51,7 @@ STRATEGIES = ("grid", "random", "tpe", "tpe+hyperband")
 
 
 def _spec(epochs: int) -> Any:
-    from sweep.spec.model import parse_spec
+    from sweep.spec.load import parse_spec
 
     return parse_spec({"study": {"name": "bench-search"}, "space": SPACE,
                        "training": {**SETUP, "epochs": epochs}}, source="bench.search")

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 PG_URL = os.environ.get("REGSWEEP_TEST_PG", "postgresql+psycopg2://postgres@127.0.0.1:5432/test")
@@ -18,33 +22,79 @@ def write_spec(path: Path, body: str) -> Path:
     return path
 
 
-SYNTHETIC_SPEC = """
-dedup = {dedup}
+def synthetic_spec_data(name: str, *, trials: int = 6, epochs: int = 3, epoch_seconds: float = 0.0,
+                        pruner: str = "none", dedup: bool = True) -> dict[str, Any]:
+    """The synthetic-trainer spec as data (the real worker machinery, no Keras)."""
+    return {
+        "dedup": dedup,
+        "study": {"name": name},
+        "space": {"kernel": {"kinds": ["none", "l1", "l2"]}},
+        "training": {"trainer": "workers.synthetic:train", "epochs": epochs,
+                     "trainer_options": {"epoch_seconds": epoch_seconds}},
+        "pruner": {"name": pruner},
+        "budget": {"trials": trials},
+    }
 
-[study]
-name = "{name}"
 
-[space.kernel]
-kinds = ["none", "l1", "l2"]
+def merged(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``changes`` merged in, table by table; a change to None removes the key.
 
-[training]
-trainer = "workers.synthetic:train"
-epochs = {epochs}
-trainer_options = {{ epoch_seconds = {epoch_seconds} }}
+    Args:
+        base: A parsed spec (not modified).
+        changes: Nested dicts of the keys to set, e.g. ``{"budget": {"trials": None, "deadline": "..."}}``.
+    """
+    out = dict(base)
+    for key, value in changes.items():
+        if value is None:
+            out.pop(key, None)
+        elif isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merged(out[key], value)
+        else:
+            out[key] = value
+    return out
 
-[pruner]
-name = "{pruner}"
 
-[budget]
-trials = {trials}
-"""
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, dt.datetime):
+        return value.isoformat()
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise TypeError(f"no TOML form for {value!r}")
+
+
+def dump_toml(data: dict[str, Any], prefix: str = "") -> str:
+    """TOML text of a spec dict: scalars and lists first, then each sub-dict as a ``[table]``."""
+    lines = [f"{key} = {_toml_value(value)}" for key, value in data.items() if not isinstance(value, dict)]
+    for key, value in data.items():
+        if isinstance(value, dict):
+            header = f"{prefix}{key}"
+            body = dump_toml(value, f"{header}.")
+            lines += ["", f"[{header}]", body] if any(not isinstance(v, dict) for v in value.values()) else [body]
+    return "\n".join(lines).strip("\n") + "\n"
 
 
 def synthetic_spec(tmp_path: Path, name: str, *, trials: int = 6, epochs: int = 3, epoch_seconds: float = 0.0,
-                   pruner: str = "none", extra: str = "", dedup: bool = True) -> Path:
-    """A spec using the synthetic trainer (the real worker machinery, no Keras)."""
-    body = SYNTHETIC_SPEC.format(name=name, trials=trials, epochs=epochs, epoch_seconds=epoch_seconds, pruner=pruner,
-                                 dedup=str(dedup).lower())
+                   pruner: str = "none", extra: str = "", dedup: bool = True,
+                   changes: dict[str, Any] | None = None) -> Path:
+    """Write a spec using the synthetic trainer (the real worker machinery, no Keras).
+
+    Args:
+        tmp_path: Folder for the file.
+        name: Study name.
+        trials, epochs, epoch_seconds, pruner, dedup: The common settings.
+        extra: TOML text appended as is (a new table).
+        changes: Edits made to the spec as data before it is written (see :func:`merged`): a key the
+            template lacks is added, never silently ignored as a text replacement would be.
+    """
+    data = synthetic_spec_data(name, trials=trials, epochs=epochs, epoch_seconds=epoch_seconds, pruner=pruner,
+                               dedup=dedup)
+    body = re.sub(r"\n{3,}", "\n\n", dump_toml(merged(data, changes or {})))
     return write_spec(tmp_path / f"{name}.toml", body + extra)
 
 

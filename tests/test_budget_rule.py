@@ -13,7 +13,8 @@ import pytest
 from optuna.trial import TrialState
 
 from sweep.storage.engine import engine_of, open_storage
-from sweep.study.budget import StopCause, budget_state, counts_toward_budget
+from sweep.storage.trial_record import StopCause
+from sweep.study.budget import budget_state, counts_toward_budget
 from tests.helpers import BIN, REPO, run_cli, synthetic_spec, worker_env
 
 
@@ -49,8 +50,8 @@ def test_deadline_stop_is_released_and_status_agrees(pg_url: str, study_name: st
     """A trial cut at the deadline between epochs: the loop releases its slot (it used to settle it
     while `sweep status` did not count it), and status, budget table and rule all say 0."""
     deadline = (dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=20)).replace(microsecond=0)
-    spec = synthetic_spec(tmp_path, study_name, trials=1, epochs=30, epoch_seconds=1.0)
-    spec.write_text(spec.read_text().replace("trials = 1\n", f'deadline = "{deadline.isoformat()}"\n'))
+    spec = synthetic_spec(tmp_path, study_name, epochs=30, epoch_seconds=1.0,
+                          changes={"budget": {"trials": None, "deadline": deadline.isoformat()}})
     run_cli("create", str(spec), "--storage", pg_url, check=True)
     env = worker_env(pg_url, study_name)
     worker = subprocess.run([str(BIN / "sweep-worker"), "--heartbeat-interval", "1", "--grace-period", "3"],

@@ -156,8 +156,8 @@ def test_enqueue_kernel_only_follows_the_tied_bias(db: str, tmp_path: Path) -> N
 
 # -- 4: deadline in the past ----------------------------------------------------------------------
 def test_create_rejects_a_deadline_in_the_past(db: str, tmp_path: Path) -> None:
-    spec = synthetic_spec(tmp_path, "late")
-    spec.write_text(spec.read_text().replace("trials = 6\n", "trials = 6\ndeadline = 2026-11-24T07:00:00+01:00\n"))
+    past = dt.datetime(2026, 11, 24, 7, 0, tzinfo=dt.timezone(dt.timedelta(hours=1)))
+    spec = synthetic_spec(tmp_path, "late", changes={"budget": {"deadline": past}})
     one_error(sweep("create", str(spec), "--storage", db, cwd=tmp_path), "budget.deadline", "2026-11-24T07:00:00+01:00",
               "past")
     one_error(sweep("run", str(spec), "--storage", db, cwd=tmp_path), "budget.deadline", "past")

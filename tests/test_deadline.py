@@ -23,8 +23,8 @@ WINDOW_S = 30.0
 def test_deadline_stops_sweep_without_cutting_trials(pg_url: str, study_name: str, tmp_path: Path) -> None:
     deadline = (dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=WINDOW_S)).replace(microsecond=0)
     # No trial budget: only the deadline ends this sweep. A trial takes 3 x 1 s plus overhead.
-    spec = synthetic_spec(tmp_path, study_name, trials=1, epochs=3, epoch_seconds=1.0)
-    spec.write_text(spec.read_text().replace("trials = 1\n", f'deadline = "{deadline.isoformat()}"\n'))
+    spec = synthetic_spec(tmp_path, study_name, epochs=3, epoch_seconds=1.0,
+                          changes={"budget": {"trials": None, "deadline": deadline.isoformat()}})
     run_cli("create", str(spec), "--storage", pg_url, check=True)
     env = worker_env(pg_url, study_name)
     workers = [subprocess.Popen([str(BIN / "sweep-worker"), "--worker-index", str(i)], env=env, cwd=REPO, text=True,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import statistics
 import subprocess
 from pathlib import Path
@@ -9,8 +10,11 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
-from sweep.study.budget import counts_toward_budget
+from sweep.report.data import collect
+from sweep.storage.engine import engine_of, open_storage
+from sweep.study.budget import budget_state, counts_toward_budget
 from sweep.study.finalists import finalist_ranking, t_quantile_975
+from sweep.study.sweeps import load_sweep
 from tests.helpers import BIN, run_cli, synthetic_spec, worker_env
 
 
@@ -24,9 +28,10 @@ def _workers(pg_url: str, study: str, n: int) -> list[str]:
 
 
 def test_equal_configs_reuse_results_and_count_saved_epochs(pg_url: str, study_name: str, tmp_path: Path) -> None:
-    spec = synthetic_spec(tmp_path, study_name, trials=8, epochs=3)
-    text = spec.read_text().replace('kinds = ["none", "l1", "l2"]', 'kinds = ["none", "l2"]\nl2 = { values = [1e-3] }')
-    spec.write_text(text + '\n[sampler]\nname = "random"\nseed = 3\n')
+    spec = synthetic_spec(tmp_path, study_name, trials=8, epochs=3, changes={
+        "space": {"kernel": {"kinds": ["none", "l2"], "l2": {"values": [1e-3]}}},
+        "sampler": {"name": "random", "seed": 3},
+    })
     run_cli("create", str(spec), "--storage", pg_url, check=True)
     _workers(pg_url, study_name, 1)
     trials = optuna.load_study(study_name=study_name, storage=pg_url).get_trials()
@@ -77,3 +82,22 @@ def test_finalists_rerun_top_configs_with_fresh_seeds(pg_url: str, study_name: s
         df = (va + vb) ** 2 / (va**2 / 2 + vb**2 / 2)
         expected = best.mean - second.mean - t_quantile_975(df) * (va + vb) ** 0.5 > 0
     assert best.worse_than_best is None and second.worse_than_best is expected
+
+
+def test_status_and_report_show_the_budget_the_finalists_extended(
+    pg_url: str, study_name: str, tmp_path: Path
+) -> None:
+    """The budget lives in one place: after the finalist phase extends it, ``sweep status``, the
+    report and the budget table give the same total (the report once read the study attr instead)."""
+    spec = synthetic_spec(tmp_path, study_name, trials=3, epochs=1, extra="\n[finalists]\ntop_k = 1\nseeds = 2\n")
+    run_cli("create", str(spec), "--storage", pg_url, check=True)
+    _workers(pg_url, study_name, 1)
+    extended = 3 + 1 * 2
+    table = budget_state(engine_of(open_storage(pg_url)), study_name)
+    assert table is not None and table.total == extended
+    status = json.loads(run_cli("status", study_name, "--storage", pg_url, "--json", check=True).stdout)
+    report = collect(load_sweep(open_storage(pg_url), study_name))
+    assert status["budget_total"] == report.budget_total == extended
+    out = tmp_path / "report.html"
+    run_cli("report", study_name, "--storage", pg_url, "--out", str(out), check=True)
+    assert f"{extended} trials" in out.read_text()

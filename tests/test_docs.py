@@ -307,7 +307,7 @@ def test_readme_blocks_that_can_run_here_are_not_marked() -> None:
 
 def test_readme_spec_example_is_valid(tmp_path: Path) -> None:
     """The README's TOML spec validates: its custom kind exists, its (optional) deadline is not past."""
-    from sweep.spec.model import check_deadline_ahead, load_spec
+    from sweep.spec.load import check_deadline_ahead, load_spec
 
     text = (REPO / "README.md").read_text(encoding="utf-8").split("### The spec", 1)[1]
     example = text.split("```toml\n", 1)[1].split("```", 1)[0]
@@ -320,7 +320,7 @@ def test_readme_spec_example_is_valid(tmp_path: Path) -> None:
 
 def test_shrink_keeps_a_valid_spec(tmp_path: Path) -> None:
     """The shrunk presets still validate, and are what the test says: 2 trials, 1 epoch, 256 images."""
-    from sweep.spec.model import load_spec
+    from sweep.spec.load import load_spec
 
     for preset in sorted((REPO / "sweep" / "presets").glob("*.toml")):
         path = tmp_path / preset.name

@@ -35,7 +35,7 @@ def test_load_ref_says_which_part_is_missing() -> None:
 
 
 def test_a_trainer_ref_resolves_like_any_other() -> None:
-    from workers.parent.runner import resolve_trainer
+    from workers.child.process import resolve_trainer
 
     assert resolve_trainer("os.path:join") is os.path.join
     with pytest.raises(AttributeError):

@@ -76,13 +76,15 @@ def studies(pg_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[d
     tmp = tmp_path_factory.mktemp("report")
     tag = uuid.uuid4().hex[:8]
     search, grid = f"t-report-search-{tag}", f"t-report-seedrep-{tag}"
-    spec = synthetic_spec(tmp, search, trials=10, epochs=4, extra=SEARCH_EXTRA)
-    text = spec.read_text().replace('kinds = ["none", "l1", "l2"]', 'kinds = ["none", "l1", "l2", "l1_l2"]\n'
-                                    'l1 = { low = 1e-6, high = 1e-2 }\nl2 = { low = 1e-6, high = 1e-2 }\n\n'
-                                    '[space.activity]\nkinds = ["none", "l2"]\nl2 = { low = 1e-7, high = 1e-3 }')
-    text = text.replace('trainer = "workers.synthetic:train"', 'trainer = "tests.trainers:faulty"').replace(
-        "epoch_seconds = 0.0", 'epoch_seconds = 0.0, fault = "raise", on_trials = "2", at_epoch = 1')
-    spec.write_text(text)
+    space = {
+        "kernel": {"kinds": ["none", "l1", "l2", "l1_l2"], "l1": {"low": 1e-6, "high": 1e-2},
+                   "l2": {"low": 1e-6, "high": 1e-2}},
+        "activity": {"kinds": ["none", "l2"], "l2": {"low": 1e-7, "high": 1e-3}},
+    }
+    training = {"trainer": "tests.trainers:faulty",
+                "trainer_options": {"epoch_seconds": 0.0, "fault": "raise", "on_trials": "2", "at_epoch": 1}}
+    spec = synthetic_spec(tmp, search, trials=10, epochs=4, extra=SEARCH_EXTRA,
+                          changes={"space": space, "training": training})
     run_cli("create", str(spec), "--storage", pg_url, check=True)
     study = optuna.load_study(study_name=search, storage=pg_url)
     for _ in range(2):  # the same config twice: the second reuses the first's result

@@ -18,7 +18,7 @@ from optuna.trial import TrialState, create_trial
 from sweep.report.data import ReportData, collect
 from sweep.report.figures import block_figure, sparsity_figure
 from sweep.report.html import render_html
-from sweep.spec.model import load_spec
+from sweep.spec.load import load_spec
 from sweep.study.sweeps import Sweep
 from tests.helpers import synthetic_spec
 

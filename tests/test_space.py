@@ -8,7 +8,7 @@ import pytest
 from sweep.errors import SpecError
 from sweep.penalties.config import Penalty, RegularizerConfig
 from sweep.penalties.searchspace import config_from_params, grid_params, params_from_config, suggest_config
-from sweep.spec.model import parse_spec
+from sweep.spec.load import parse_spec
 
 FULL = parse_spec({
     "study": {"name": "x"},

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from sweep.errors import SpecError
-from sweep.spec.model import load_spec, parse_spec
+from sweep.spec.load import load_spec, parse_spec
 
 PRESETS = sorted((Path(__file__).resolve().parents[1] / "sweep" / "presets").glob("*.toml"))
 

@@ -14,7 +14,7 @@ import pytest
 import sqlalchemy as sa
 
 from sweep.errors import SpecError
-from sweep.spec.model import load_spec
+from sweep.spec.load import load_spec
 from sweep.storage.engine import engine_of, open_storage
 from sweep.study.budget import budget_state
 from sweep.study.sweeps import create_sweep, load_sweep

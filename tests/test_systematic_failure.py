@@ -93,8 +93,7 @@ def test_empty_dataset_mount_stops_the_worker_and_spends_no_budget(
 def test_trainer_that_does_not_import_stops_the_worker_and_spends_no_budget(
     pg_url: str, study_name: str, tmp_path: Path
 ) -> None:
-    spec = synthetic_spec(tmp_path, study_name, trials=6)
-    spec.write_text(spec.read_text().replace('"workers.synthetic:train"', '"tests.trainers:faulty"'))
+    spec = synthetic_spec(tmp_path, study_name, trials=6, changes={"training": {"trainer": "tests.trainers:faulty"}})
     run_cli("create", str(spec), "--storage", pg_url, check=True)
     # This "host" lacks the trainer's package: the repository is not on its path.
     result = _run_worker(pg_url, study_name, tmp_path, pythonpath="")
@@ -106,9 +105,9 @@ def test_trainer_that_does_not_import_stops_the_worker_and_spends_no_budget(
 
 
 def test_same_trial_error_three_times_stops_the_worker(pg_url: str, study_name: str, tmp_path: Path) -> None:
-    spec = synthetic_spec(tmp_path, study_name, trials=8, dedup=False)
-    spec.write_text(spec.read_text().replace('"workers.synthetic:train"', '"tests.trainers:faulty"').replace(
-        "epoch_seconds = 0.0", 'epoch_seconds = 0.0, fault = "raise", on_trials = "0,1,2,3,4,5,6,7,8,9"'))
+    options = {"epoch_seconds": 0.0, "fault": "raise", "on_trials": "0,1,2,3,4,5,6,7,8,9"}
+    spec = synthetic_spec(tmp_path, study_name, trials=8, dedup=False,
+                          changes={"training": {"trainer": "tests.trainers:faulty", "trainer_options": options}})
     run_cli("create", str(spec), "--storage", pg_url, check=True)
     result = _run_worker(pg_url, study_name, REPO)
     assert result.returncode == 4, result.stderr[-3000:]

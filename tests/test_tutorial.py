@@ -18,7 +18,7 @@ from sweep.report.tutorial import (
     order_sentences,
     reg_loss_table,
 )
-from sweep.spec.model import load_spec
+from sweep.spec.load import load_spec
 
 PRESETS = Path(__file__).resolve().parents[1] / "sweep" / "presets"
 

@@ -7,6 +7,7 @@ import subprocess
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import optuna
 from optuna.trial import TrialState
@@ -32,14 +33,11 @@ def _faulty_spec(
     tmp_path: Path, name: str, fault: str, on_trials: str, *, trials: int = 4, timeout: float | None = None
 ) -> Path:
     # Each trial must really train: a reused duplicate would never reach its injected fault.
-    path = synthetic_spec(tmp_path, name, trials=trials, epochs=3, dedup=False)
-    text = path.read_text().replace(
-        'trainer = "workers.synthetic:train"', 'trainer = "tests.trainers:faulty"'
-    ).replace("epoch_seconds = 0.0", f'epoch_seconds = 0.0, fault = "{fault}", on_trials = "{on_trials}", at_epoch = 1')
+    options = {"epoch_seconds": 0.0, "fault": fault, "on_trials": on_trials, "at_epoch": 1}
+    changes: dict[str, Any] = {"training": {"trainer": "tests.trainers:faulty", "trainer_options": options}}
     if timeout:
-        text = text.replace("[budget]\n", f"[budget]\ntrial_timeout_s = {timeout}\n")
-    path.write_text(text)
-    return path
+        changes["budget"] = {"trial_timeout_s": timeout}
+    return synthetic_spec(tmp_path, name, trials=trials, epochs=3, dedup=False, changes=changes)
 
 
 def test_two_workers_finish_study_with_curves(pg_url: str, study_name: str, tmp_path: Path) -> None:

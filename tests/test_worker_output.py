@@ -15,8 +15,8 @@ NOISE = re.compile(r"^[IWEF]\d{4} \d\d:\d\d:\d+\.\d+|absl::InitializeLog|cuInit|
 
 
 def test_worker_output_has_no_tensorflow_or_optuna_noise(pg_url: str, study_name: str, tmp_path: Path) -> None:
-    spec = synthetic_spec(tmp_path, study_name, trials=2, epochs=2, pruner="hyperband", dedup=False)
-    spec.write_text(spec.read_text().replace('"workers.synthetic:train"', '"tests.trainers:with_tensorflow"'))
+    spec = synthetic_spec(tmp_path, study_name, trials=2, epochs=2, pruner="hyperband", dedup=False,
+                          changes={"training": {"trainer": "tests.trainers:with_tensorflow"}})
     run_cli("create", str(spec), "--storage", pg_url, check=True)
     env = worker_env(pg_url, study_name)
     env.pop("TF_CPP_MIN_LOG_LEVEL", None)

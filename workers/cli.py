@@ -18,6 +18,9 @@ import threading
 import time
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
+
+import optuna
 
 from sweep.envargs import env_number
 from sweep.errors import RegsweepError, StorageError, StudyNotFoundError
@@ -27,6 +30,11 @@ from sweep.storage.engine import GRACE_PERIOD_S, HEARTBEAT_INTERVAL_S, StorageCo
 from sweep.storage.url import hide_password_from_ps, resolve_storage_url
 from sweep.study.budget import ReleaseSlotAndRetry
 from workers.parent.follow import next_open_study
+from workers.parent.loop import WorkerLoop
+from workers.parent.recorder import TrialHook
+
+if TYPE_CHECKING:
+    from workers.parent.checkpoints import Checkpoints
 
 __all__ = ["main", "build_parser"]
 
@@ -110,119 +118,138 @@ def _idle(stopping: threading.Event, seconds: float, heartbeat_file: str | None,
         stopping.wait(min(interval, left))
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``sweep-worker``."""
-    args = build_parser().parse_args(argv)
-    setup_logging(args.log_level)
-    hide_password_from_ps()
+def _refusal(args: argparse.Namespace) -> tuple[int, str] | None:
+    """Why the arguments cannot start a worker, as (exit status, message); None when they can."""
     try:
         args.study, args.follow = _target(args.study, args.follow)
     except ValueError as error:
-        print(f"sweep-worker: error: {error}", file=sys.stderr)
-        return 2
+        return 2, str(error)
     if not args.study and not args.follow:
-        print("sweep-worker: error: --study (or SWEEP_STUDY) or --follow is required", file=sys.stderr)
-        return 2
+        return 2, "--study (or SWEEP_STUDY) or --follow is required"
     if not 1 <= args.heartbeat_interval < args.grace_period:
         # 0 made Optuna raise a ValueError traceback; a grace period not longer than the interval
         # fails every running trial as stale, so the sweep re-queues forever.
-        print(f"sweep-worker: error: expected 1 <= --heartbeat-interval < --grace-period, received "
-              f"heartbeat_interval={args.heartbeat_interval}, grace_period={args.grace_period}", file=sys.stderr)
-        return 2
+        return 2, (f"expected 1 <= --heartbeat-interval < --grace-period, received "
+                   f"heartbeat_interval={args.heartbeat_interval}, grace_period={args.grace_period}")
     if args.require_gpu:
         from workers.parent.environment import gpu_problem
 
         # Before the storage is even opened: no budget slot is claimed, no trial consumed.
         problem = gpu_problem()
         if problem is not None:
-            print(f"sweep-worker: error: a GPU is required (--require-gpu / SWEEP_REQUIRE_GPU=1) but none is "
-                  f"usable: {problem}", file=sys.stderr)
-            return 3
-    try:
-        from workers.parent.loop import TrialHook, WorkerLoop
+            return 3, f"a GPU is required (--require-gpu / SWEEP_REQUIRE_GPU=1) but none is usable: {problem}"
+    return None
 
+
+class _Stops:
+    """SIGINT/SIGTERM: the first lets the current epoch finish, a later one aborts the trial."""
+
+    def __init__(self) -> None:
+        self.stopping = threading.Event()
+        self.received: list[int] = []
+        self.current: list[WorkerLoop] = []
+        self.finished: list[WorkerLoop] = []
+
+    def install(self) -> None:
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGINT, self._on_signal)
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        name = signal.Signals(signum).name
+        first = not self.received
+        self.received.append(signum)
+        self.stopping.set()
+        forced = [loop.request_stop() for loop in self.current]
+        if first:
+            _logger.warning("Received %s: finishing the current epoch, then exiting (again to abort)", name)
+        elif any(forced):
+            _logger.warning("Received %s again: aborting the current trial now (it is re-queued)", name)
+        # else: the same stop arriving twice (group Ctrl-C plus a forwarded signal): one request
+
+    def summary(self) -> tuple[int, str]:
+        """Exit status and the one "interrupted" line after a stop signal."""
+        requeued = [n for loop in self.finished for n in loop.requeued]
+        ran = sum(loop.trials_run for loop in self.finished)
+        line = (f"sweep-worker: interrupted ({signal.Signals(self.received[0]).name}): {ran} trial(s) run"
+                + (f", trial(s) {requeued} re-queued with their budget slots given back" if requeued else ""))
+        # Ctrl-C is an interruption (130, like `sweep` and shells); SIGTERM is a clean stop (docker stop).
+        return (130 if self.received[0] == signal.SIGINT else 0), line
+
+
+def _extras(args: argparse.Namespace) -> tuple[list[TrialHook], Checkpoints | None]:
+    """Plots and checkpoints in the artifact store, with ``--artifacts``."""
+    if not args.artifacts:
+        return [], None
+    from workers.parent.artifacts import CurveArtifacts, DiagnosticArtifacts
+    from workers.parent.checkpoints import Checkpoints
+
+    curve_plots = CurveArtifacts(args.artifacts)
+    return ([curve_plots, DiagnosticArtifacts(curve_plots.store)],
+            Checkpoints(curve_plots.store, keep_models=args.keep_models))
+
+
+def _serve(args: argparse.Namespace, storage: optuna.storages.RDBStorage, stops: _Stops) -> None:
+    """Work on the study (or each night's study with ``--follow``) until done or stopped.
+
+    A storage outage longer than ``db_call``'s own retries is waited out here, up to
+    ``--max-outage`` seconds, instead of leaving the night's sweep one worker short.
+    """
+    hooks, checkpoints = _extras(args)
+    outage_since: float | None = None
+    while not stops.stopping.is_set():
+        try:
+            name = args.study or next_open_study(storage, args.follow)
+            if name is None:
+                _idle(stops.stopping, args.follow_poll, args.heartbeat_file, args.heartbeat_interval)
+                continue
+            loop = WorkerLoop(storage, name, worker_index=args.worker_index, max_trials=args.max_trials,
+                              heartbeat_file=args.heartbeat_file, before_tell=hooks, checkpoints=checkpoints)
+            stops.current[:] = [loop]
+            if stops.stopping.is_set():  # a signal while the study was loading
+                break
+            stops.finished.append(loop)
+            loop.run()
+            outage_since = None
+        except StorageError as error:
+            if isinstance(error, StudyNotFoundError):
+                raise
+            outage_since = outage_since or time.monotonic()  # trials in flight were failed or re-queued
+            if time.monotonic() - outage_since > args.max_outage:
+                raise
+            _logger.error("Storage unavailable (%s); retrying in 30s", error)
+            stops.stopping.wait(30)
+            continue
+        if not args.follow:
+            break
+        _idle(stops.stopping, args.follow_poll, args.heartbeat_file, args.heartbeat_interval)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``sweep-worker``."""
+    args = build_parser().parse_args(argv)
+    setup_logging(args.log_level)
+    hide_password_from_ps()
+    refusal = _refusal(args)
+    if refusal is not None:
+        print(f"sweep-worker: error: {refusal[1]}", file=sys.stderr)
+        return refusal[0]
+    stops = _Stops()
+    try:
         storage = open_storage(
             resolve_storage_url(args.storage),
             StorageConfig(heartbeat_interval=args.heartbeat_interval, grace_period=args.grace_period),
             # A trial this worker finds stale (its worker died): slot back, copy re-queued.
             stale_trial_callback=ReleaseSlotAndRetry(),
         )
-        hooks: list[TrialHook] = []
-        checkpoints = None
-        if args.artifacts:
-            from workers.parent.artifacts import CurveArtifacts, DiagnosticArtifacts
-            from workers.parent.checkpoints import Checkpoints
-
-            curve_plots = CurveArtifacts(args.artifacts)
-            hooks += [curve_plots, DiagnosticArtifacts(curve_plots.store)]
-            checkpoints = Checkpoints(curve_plots.store, keep_models=args.keep_models)
-        current: list[WorkerLoop] = []
-        finished: list[WorkerLoop] = []
-        stopping = threading.Event()
-        received: list[int] = []
-
-        def _on_signal(signum: int, frame: FrameType | None) -> None:
-            name = signal.Signals(signum).name
-            first = not received
-            received.append(signum)
-            stopping.set()
-            forced = [loop.request_stop() for loop in current]
-            if first:
-                _logger.warning("Received %s: finishing the current epoch, then exiting (again to abort)", name)
-            elif any(forced):
-                _logger.warning("Received %s again: aborting the current trial now (it is re-queued)", name)
-            # else: the same stop arriving twice (group Ctrl-C plus a forwarded signal): one request
-
-        signal.signal(signal.SIGTERM, _on_signal)
-        signal.signal(signal.SIGINT, _on_signal)
-        outage_since: float | None = None
-        while not stopping.is_set():
-            try:
-                name = args.study or next_open_study(storage, args.follow)
-                if name is None:
-                    _idle(stopping, args.follow_poll, args.heartbeat_file, args.heartbeat_interval)
-                    continue
-                loop = WorkerLoop(
-                    storage,
-                    name,
-                    worker_index=args.worker_index,
-                    max_trials=args.max_trials,
-                    heartbeat_file=args.heartbeat_file,
-                    before_tell=hooks,
-                    checkpoints=checkpoints,
-                )
-                current[:] = [loop]
-                if stopping.is_set():  # a signal while the study was loading
-                    break
-                finished.append(loop)
-                loop.run()
-                outage_since = None
-            except StorageError as error:
-                if isinstance(error, StudyNotFoundError):
-                    raise
-                # Longer than db_call's own retries: wait it out (bounded) instead of leaving the
-                # night's sweep one worker short. Trials in flight were failed or re-queued.
-                outage_since = outage_since or time.monotonic()
-                if time.monotonic() - outage_since > args.max_outage:
-                    raise
-                _logger.error("Storage unavailable (%s); retrying in 30s", error)
-                stopping.wait(30)
-                continue
-            if not args.follow:
-                break
-            _idle(stopping, args.follow_poll, args.heartbeat_file, args.heartbeat_interval)
+        stops.install()
+        _serve(args, storage, stops)
     except RegsweepError as error:
         print(f"sweep-worker: error: {mask_secrets(str(error))}", file=sys.stderr)
         return error.exit_code or 1
-    if received:
-        requeued = [n for loop in finished for n in loop.requeued]
-        ran = sum(loop.trials_run for loop in finished)
-        name = signal.Signals(received[0]).name
-        print(f"sweep-worker: interrupted ({name}): {ran} trial(s) run"
-              + (f", trial(s) {requeued} re-queued with their budget slots given back" if requeued else ""),
-              file=sys.stderr)
-        # Ctrl-C is an interruption (130, like `sweep` and shells); SIGTERM is a clean stop (docker stop).
-        return 130 if received[0] == signal.SIGINT else 0
+    if stops.received:
+        code, line = stops.summary()
+        print(line, file=sys.stderr)
+        return code
     return 0
 
 

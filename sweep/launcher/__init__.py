@@ -24,11 +24,9 @@ from sweep.launcher.containers import (
     build_worker_spec,
     build_worker_specs,
     container_name,
-    describe,
-    host_config_kwargs,
     parse_restart,
-    run_kwargs,
 )
+from sweep.launcher.docker_args import describe, host_config_kwargs, run_kwargs
 from sweep.launcher.docker_engine import connect, down, ls, up
 from sweep.launcher.gpus import NVIDIA_SMI_QUERY, GpuInfo, parse_gpus, parse_nvidia_smi, query_gpus
 

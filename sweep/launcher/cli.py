@@ -28,10 +28,7 @@ import os
 from typing import Any
 
 from sweep.errors import LauncherError
-from sweep.launcher.containers import (
-    build_cpu_worker_specs,
-    build_worker_specs,
-)
+from sweep.launcher.containers import build_cpu_worker_specs, build_worker_specs
 from sweep.launcher.docker_engine import connect, down, ls, up
 from sweep.launcher.gpus import parse_gpus, query_gpus
 from sweep.masking import mask_url

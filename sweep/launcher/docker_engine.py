@@ -24,9 +24,8 @@ from sweep.launcher.containers import (
     WorkerInfo,
     WorkerSpec,
     _mask,
-    describe,
-    run_kwargs,
 )
+from sweep.launcher.docker_args import describe, run_kwargs
 
 __all__ = ["connect", "up", "ls", "down"]
 

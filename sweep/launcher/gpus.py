@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import re
 import subprocess
 from collections.abc import Callable
@@ -10,7 +11,7 @@ from dataclasses import dataclass
 
 from sweep.errors import LauncherError
 
-__all__ = ["NVIDIA_SMI_QUERY", "GpuInfo", "parse_nvidia_smi", "query_gpus", "parse_gpus"]
+__all__ = ["NVIDIA_SMI_QUERY", "GpuInfo", "cuda_hides_all_gpus", "parse_nvidia_smi", "query_gpus", "parse_gpus"]
 
 _logger = logging.getLogger("sweep.launcher")
 
@@ -31,11 +32,20 @@ class GpuInfo:
     name: str
 
 
-def parse_nvidia_smi(output: str) -> list[GpuInfo]:
-    """Parse ``nvidia-smi --query-gpu=index,name --format=csv,noheader`` output.
+def cuda_hides_all_gpus() -> bool:
+    """Whether ``CUDA_VISIBLE_DEVICES`` is set to hide every GPU from this process."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    return visible is not None and visible.strip() in ("", "-1")
+
+
+def parse_nvidia_smi(output: str, *, strict: bool = True) -> list[GpuInfo]:
+    """Parse ``nvidia-smi --query-gpu=index,name --format=csv,noheader`` output (the one parser:
+    the launcher's ``--gpus`` and the worker's GPU name both read it).
 
     Args:
         output: The command's stdout, one ``index, name`` line per GPU.
+        strict: Raise on a line that is not ``index, name``; False skips it (the worker only
+            wants a name to record, and a driver warning line must not stop it).
 
     Returns:
         The GPUs in the order listed.
@@ -50,6 +60,8 @@ def parse_nvidia_smi(output: str) -> list[GpuInfo]:
         index, sep, name = line.partition(",")
         index = index.strip()
         if not sep or not index.isdigit():
+            if not strict:
+                continue
             raise LauncherError(
                 f"Cannot parse nvidia-smi output: expected 'index, name' per line, received {line!r}"
             )

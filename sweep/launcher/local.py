@@ -157,12 +157,11 @@ def run_local_workers(
 
 def _interrupted_summary(sweep: Sweep, codes: list[int]) -> str:
     """One line: what an interruption left behind (re-queued trials, budget slots)."""
-    from sweep.storage.engine import engine_of
-    from sweep.study.budget import budget_state
+    from sweep.study.budget import budget_of
 
     try:
         status = sweep_status(sweep)
-        state = budget_state(engine_of(sweep.study._storage), sweep.name)
+        state = budget_of(sweep.study)
     except Exception as error:  # the database may be what went away
         return f"interrupted: workers exited {codes}; could not read the study ({error})"
     waiting = status.counts.get("WAITING", 0)

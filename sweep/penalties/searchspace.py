@@ -14,7 +14,7 @@ from typing import Any, Protocol
 from sweep.errors import SpecError
 from sweep.penalties.config import Penalty, RegularizerConfig
 from sweep.penalties.kinds import PLACEMENTS, is_custom_kind, lambdas_of
-from sweep.spec.model import LambdaRange, PlacementSpace, SearchSpace
+from sweep.spec.space import LambdaRange, PlacementSpace, SearchSpace
 
 __all__ = [
     "Suggester",

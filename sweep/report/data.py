@@ -15,11 +15,11 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from sweep.errors import StorageError
 from sweep.penalties.config import penalty_text
 from sweep.penalties.kinds import PLACEMENTS
-from sweep.storage.engine import db_call, engine_of
-from sweep.study.budget import budget_state
+from sweep.storage.engine import db_call
+from sweep.storage.trial_record import Attr, TrialRecord
+from sweep.study.budget import budget_of
 from sweep.study.finalists import FinalistRow, finalist_ranking
 from sweep.study.ranking import ranked, trial_label
 from sweep.study.sweeps import Sweep
@@ -149,8 +149,8 @@ class ReportData:
 
 
 def _row(t: FrozenTrial) -> TrialRow:
-    a = t.user_attrs
-    diagnostics = dict(a.get("diagnostics") or {})
+    a, record = t.user_attrs, TrialRecord(t.user_attrs)
+    diagnostics = record.diagnostics
     for key in ("sparsity", "block_norms"):  # older workers wrote these as top-level attrs
         if key not in diagnostics and key in a:
             diagnostics[key] = a[key]
@@ -159,19 +159,19 @@ def _row(t: FrozenTrial) -> TrialRow:
         state=t.state.name,
         value=t.value,
         label=trial_label(t),
-        config=dict(a.get("config") or {}),
-        config_hash=a.get("config_hash"),
-        phase=str(a.get("phase", "search")),
-        seed=a.get("seed"),
-        epochs_run=a.get("epochs_run"),
-        duration_s=a.get("duration_s"),
-        curves={k: [float(x) for x in v] for k, v in (a.get("curves") or {}).items() if isinstance(v, list)},
+        config=record.config,
+        config_hash=record.config_hash,
+        phase=record.phase,
+        seed=a.get(Attr.SEED),
+        epochs_run=a.get(Attr.EPOCHS_RUN),
+        duration_s=a.get(Attr.DURATION_S),
+        curves={k: [float(x) for x in v] for k, v in record.curves.items() if isinstance(v, list)},
         diagnostics=diagnostics,
-        fail_reason=a.get("fail_reason"),
-        dedup_of=a.get("dedup_of"),
-        epochs_saved=int(a.get("epochs_saved", 0) or 0),
-        gpu=str((a.get("worker") or {}).get("gpu", "")),
-        by_epoch=list(a.get("diagnostics_by_epoch") or []),
+        fail_reason=record.fail_reason,
+        dedup_of=record.dedup_of,
+        epochs_saved=int(a.get(Attr.EPOCHS_SAVED, 0) or 0),
+        gpu=str(record.worker.get("gpu", "")),
+        by_epoch=list(a.get(Attr.DIAGNOSTICS_BY_EPOCH) or []),
     )
 
 
@@ -180,13 +180,9 @@ def collect(sweep: Sweep) -> ReportData:
     study = sweep.study
     trials = db_call(lambda: study.get_trials(deepcopy=True), what=f"list trials of {sweep.name!r}")
     attrs = db_call(lambda: study.user_attrs, what=f"read attrs of {sweep.name!r}")
-    finalists = finalist_ranking(study) if any(t.user_attrs.get("phase") == "finalist" for t in trials) else []
-    try:
-        engine = engine_of(study._storage)
-    except StorageError:  # not an RDB study (an in-memory one): no budget table, use the attrs
-        engine = None
-    state = budget_state(engine, sweep.name) if engine is not None else None
-    total = state.total if state is not None else (attrs.get("budget") or {}).get("trials")
+    finalists = finalist_ranking(study) if any(t.user_attrs.get(Attr.PHASE) == "finalist" for t in trials) else []
+    state = budget_of(study)  # the one budget: sweep status shows the same total
+    total = None if state is None else state.total
     rows = [_row(t) for t in trials]
     # Optuna's retry copy names the trial it copies: the last entry of its retry history.
     copies = {}
@@ -209,7 +205,7 @@ def snapshot(data: ReportData) -> optuna.Study:
     """
     study = optuna.create_study(direction="maximize", study_name=data.name)
     finished = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
-    study.add_trials([t for t in data.trials if t.state in finished and t.user_attrs.get("phase") != "finalist"])
+    study.add_trials([t for t in data.trials if t.state in finished and t.user_attrs.get(Attr.PHASE) != "finalist"])
     return study
 
 
@@ -250,7 +246,7 @@ def placement_effects(data: ReportData) -> list[dict[str, Any]]:
     for p in PLACEMENTS:
         on = [float(r.value) for r in data.trained if r.kind(p) != "none"]  # type: ignore[arg-type]  # COMPLETE: valued
         off = [float(r.value) for r in data.trained if r.kind(p) == "none"]  # type: ignore[arg-type]  # as above
-        no_effect = sum(1 for t in data.trials if p in (t.user_attrs.get("no_effect") or []))
+        no_effect = sum(1 for t in data.trials if p in (t.user_attrs.get(Attr.NO_EFFECT) or []))
         tie = getattr(getattr(data.spec.space, p), "tie", None)
         out.append({
             "placement": p,

@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import html
 import statistics
-from collections.abc import Iterable, Sequence
-from collections.abc import Set as AbstractSet
 from typing import Any
 
-from sweep.masking import mask_secrets
 from sweep.penalties.kinds import PLACEMENTS
 from sweep.report.data import (
     CURVE_KEYS,
@@ -24,7 +20,6 @@ from sweep.report.data import (
     unsearched_notes,
 )
 from sweep.report.figures import (
-    Figure,
     block_figure,
     curves_figure,
     diagnostics_epochs_figure,
@@ -36,6 +31,7 @@ from sweep.report.figures import (
     sparsity_figure,
     tutorial_figure,
 )
+from sweep.report.htmlparts import CSS, esc, figure_html, fmt, fmt_seconds, html_table, section_html, when
 from sweep.report.tutorial import (
     TUTORIAL_RUNS,
     check_order,
@@ -47,87 +43,14 @@ from sweep.report.tutorial import (
 )
 from sweep.study.sweeps import UNLIMITED
 
-__all__ = ["fmt", "fmt_seconds", "render_html"]
-
-_CSS = """
-body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:#222;margin:0;background:#f6f7f9}
-main{max-width:1280px;margin:0 auto;padding:24px 32px 64px}
-h1{font-size:24px;margin:0 0 4px}h2{font-size:19px;margin:0 0 12px;padding-top:4px}
-section{background:#fff;border:1px solid #e3e5e8;border-radius:8px;padding:18px 22px;margin:18px 0}
-.meta{color:#555;margin:0 0 8px}nav{margin:10px 0 0;line-height:2}
-nav a{display:inline-block;margin-right:6px;padding:1px 9px;border:1px solid #d5d9de;border-radius:12px;
-color:#1f4f8f;text-decoration:none;font-size:13px;background:#fff}
-table{border-collapse:collapse;margin:6px 0 10px;font-size:13px}
-th,td{padding:5px 10px;border-bottom:1px solid #eceef1;text-align:left;vertical-align:top}
-th{background:#f3f5f7;font-weight:600}td.num,th.num{text-align:right;font-variant-numeric:tabular-nums}
-tr.best td{background:#eef7ee}.note{color:#666;font-style:italic}.chips span{display:inline-block;margin:0 8px 6px 0;
-padding:3px 10px;border-radius:12px;background:#eef1f5;font-size:13px}.chips b{margin-left:4px}
-.st-COMPLETE{background:#e3f3e3!important}.st-FAIL{background:#fbe4e4!important}.st-PRUNED{background:#fff2d9!important}
-.st-RUNNING{background:#e3ecfb!important}code{font-size:12px;background:#f3f5f7;padding:1px 4px;border-radius:3px}
-details{margin:6px 0}summary{cursor:pointer;color:#1f4f8f}.figure{margin:8px 0 4px}
-.kv td:first-child{color:#555;padding-left:0}.kv td{border:none;padding:2px 14px 2px 0}
-"""
-
-
-def fmt(value: Any, digits: int = 4) -> str:
-    """A table cell: floats to ``digits`` decimals, None as an empty cell."""
-    if value is None:
-        return ""
-    if isinstance(value, float):
-        return f"{value:.{digits}f}"
-    return str(value)
-
-
-def fmt_seconds(value: float | None) -> str:
-    """Durations: one decimal below 100 s (fast trials would all read 0), whole seconds above."""
-    if value is None:
-        return ""
-    return f"{value:.1f}" if value < 100 else f"{value:.0f}"
-
-
-def _e(text: Any) -> str:
-    return html.escape(mask_secrets(str(text)), quote=True)
-
-
-def _table(head: Sequence[str], rows: Iterable[Sequence[Any]], num: AbstractSet[int] = frozenset(),
-           row_class: Sequence[str] | None = None) -> str:
-    cells = "".join(f'<th class="num">{_e(h)}</th>' if i in num else f"<th>{_e(h)}</th>" for i, h in enumerate(head))
-    body = []
-    for n, row in enumerate(rows):
-        cls = f' class="{row_class[n]}"' if row_class and row_class[n] else ""
-        tds = "".join(f'<td class="num">{_e(c)}</td>' if i in num else f"<td>{_e(c)}</td>" for i, c in enumerate(row))
-        body.append(f"<tr{cls}>{tds}</tr>")
-    return f"<table><thead><tr>{cells}</tr></thead><tbody>{''.join(body)}</tbody></table>"
-
-
-def _figure(key: str, fig: Figure) -> str:
-    if isinstance(fig, str):
-        return f'<p class="note" data-note="{key}">{_e(fig)}</p>'
-    body = fig.to_html(full_html=False, include_plotlyjs=False, div_id=f"fig-{key}",
-                       default_height=f"{fig.layout.height or 420}px", default_width="100%",
-                       config={"displaylogo": False, "responsive": True})
-    return f'<div class="figure" data-figure="{key}">{body}</div>'
-
-
-def _section(key: str, title: str, *parts: str) -> str:
-    return f'<section id="{key}"><h2>{_e(title)}</h2>{"".join(parts)}</section>'
-
-
-def _when(iso: str | None) -> str:
-    if not iso:
-        return "none"
-    try:
-        return dt.datetime.fromisoformat(iso).strftime("%Y-%m-%d %H:%M:%S (UTC%z)")
-    except ValueError:
-        return iso
-
+__all__ = ["render_html"]
 
 def _summary(data: ReportData, storage: str) -> str:
     budget = data.attrs.get("budget") or {}
     trials = data.budget_total
     kv = [
         ("storage", storage),
-        ("deadline", _when(budget.get("deadline"))),
+        ("deadline", when(budget.get("deadline"))),
         ("budget", "until the deadline" if not trials or trials >= UNLIMITED else f"{trials} trials"),
         ("training", (f"{data.spec.training.epochs} epochs on {data.spec.training.dataset}, "
                      f"sampler {data.spec.sampler.name}, pruner {data.spec.pruner.name}")),
@@ -144,8 +67,8 @@ def _summary(data: ReportData, storage: str) -> str:
         kv.append(("deduplication", (f"{len(data.reused)} trial(s) reused an equal config's result, "
                                     f"{sum(r.epochs_saved for r in data.reused)} epochs saved")))
     chips = "".join(f'<span class="st-{s}">{s.lower()}<b>{n}</b></span>' for s, n in data.counts.items())
-    rows = "".join(f"<tr><td>{_e(k)}</td><td>{_e(v)}</td></tr>" for k, v in kv)
-    return _section("summary", "Summary", f'<div class="chips">{chips or "no trials yet"}</div>',
+    rows = "".join(f"<tr><td>{esc(k)}</td><td>{esc(v)}</td></tr>" for k, v in kv)
+    return section_html("summary", "Summary", f'<div class="chips">{chips or "no trials yet"}</div>',
                     f'<table class="kv">{rows}</table>')
 
 
@@ -153,8 +76,8 @@ def _leaderboard(data: ReportData, top: int) -> str:
     ranked = data.search
     rows = ranked[:top]
     if not rows:
-        return _section("leaderboard", "Leaderboard", '<p class="note">No completed trials yet.</p>')
-    table = _table(
+        return section_html("leaderboard", "Leaderboard", '<p class="note">No completed trials yet.</p>')
+    table = html_table(
         ["rank", "trial", "val accuracy", *PLACEMENTS, "epochs", "seconds", "note"],
         [[i, r.number, fmt(r.value), *(penalty_text(r.config.get(p)) for p in PLACEMENTS), fmt(r.epochs_run),
           fmt_seconds(r.duration_s), f"reused trial {r.dedup_of}" if r.dedup_of is not None else ""]
@@ -166,7 +89,7 @@ def _leaderboard(data: ReportData, top: int) -> str:
         notes.append(f"{len(ranked) - len(rows)} more completed trial(s) not shown.")
     if len(data.complete) > len(ranked):
         notes.append("Finalist re-runs (fresh seeds) are ranked under Finalists.")
-    return _section("leaderboard", "Leaderboard", table, "".join(f'<p class="note">{_e(n)}</p>' for n in notes))
+    return section_html("leaderboard", "Leaderboard", table, "".join(f'<p class="note">{esc(n)}</p>' for n in notes))
 
 
 def _kinds(data: ReportData) -> str:
@@ -175,10 +98,11 @@ def _kinds(data: ReportData) -> str:
         for kind, values in kind_values(data, p).items():
             rows.append([p, kind, len(values), fmt(statistics.median(values)), fmt(max(values))])
     table = (
-        _table(["placement", "kind", "trials", "median val acc", "best val acc"], rows, num={2, 3, 4}) if rows else ""
+        html_table(["placement", "kind", "trials", "median val acc", "best val acc"], rows, num={2, 3, 4})
+        if rows else ""
     )
-    notes = "".join(f'<p class="note">{_e(n)}</p>' for n in unsearched_notes(data.spec))
-    return _section("kinds", "Kind comparison", _figure("kinds", kinds_figure(data)), table, notes)
+    notes = "".join(f'<p class="note">{esc(n)}</p>' for n in unsearched_notes(data.spec))
+    return section_html("kinds", "Kind comparison", figure_html("kinds", kinds_figure(data)), table, notes)
 
 
 def _placements(data: ReportData) -> str:
@@ -190,10 +114,11 @@ def _placements(data: ReportData) -> str:
         delta = "" if e["delta"] is None else f"{e['delta']:+.4f}"
         rows.append([e["placement"], e["regularized"],
                      e["unregularized"], fmt(e["median_on"]), fmt(e["median_off"]), delta, e["no_effect"] or ""])
-    table = _table(["placement", "regularized", "unregularized", "median with", "median without",
+    table = html_table(["placement", "regularized", "unregularized", "median with", "median without",
                     "difference", "reached no layer"], rows, num={1, 2, 3, 4, 5, 6}) if rows else ""
-    notes = "".join(f'<p class="note">{_e(n)}</p>' for n in unsearched_notes(data.spec))
-    return _section("placements", "Placement effects", table, notes, _figure("placements", placement_figure(data)))
+    notes = "".join(f'<p class="note">{esc(n)}</p>' for n in unsearched_notes(data.spec))
+    return section_html("placements", "Placement effects", table, notes,
+                        figure_html("placements", placement_figure(data)))
 
 
 def _tutorial(data: ReportData) -> str:
@@ -201,25 +126,25 @@ def _tutorial(data: ReportData) -> str:
     if results is None:
         return ""
     head, rows = comparison_table(results)
-    order = "".join(f"<li>{_e(line)}</li>" for line in order_sentences(check_order(results)))
+    order = "".join(f"<li>{esc(line)}</li>" for line in order_sentences(check_order(results)))
     reg_head, reg_rows = reg_loss_table(results)
     details = []
     for r in tutorial_rows(data) or []:
         n = len(r.curves.get("val_accuracy", []))
-        per_epoch = _table(["epoch", *(CURVE_NAMES[k] for k in CURVE_KEYS)],
+        per_epoch = html_table(["epoch", *(CURVE_NAMES[k] for k in CURVE_KEYS)],
                            [[e + 1, *(fmt(_at(r, k, e)) for k in CURVE_KEYS)] for e in range(n)], num=set(range(6)))
         name = TUTORIAL_RUNS[r.kind("kernel")].name
-        details.append(f"<details><summary>{_e(name)} (trial {r.number}, seed {r.seed}): "
+        details.append(f"<details><summary>{esc(name)} (trial {r.number}, seed {r.seed}): "
                        f"per epoch</summary>{per_epoch}</details>")
-    return _section(
+    return section_html(
         "tutorial", "Tutorial experiments: none vs L1 vs L2, ours beside the tutorial",
         "<p>The tutorial's finding is the order none &gt; L2 &gt; L1 in validation accuracy (0.816 &gt; 0.595 &gt; "
         "0.333) and regularization losses that fall fast, then level off. Ours: every seed of each experiment "
         "(the search run and the finalists' fresh seeds), the study's objective value.</p>",
-        _table(head, rows, num={1, 2, 4}), f"<ul>{order}</ul>" if order else "",
+        html_table(head, rows, num={1, 2, 4}), f"<ul>{order}</ul>" if order else "",
         "<details><summary>Regularization loss per epoch</summary>"
-        f"{_table(reg_head, reg_rows, num=set(range(len(reg_head))))}</details>", "".join(details),
-        _figure("tutorial", tutorial_figure(data)))
+        f"{html_table(reg_head, reg_rows, num=set(range(len(reg_head))))}</details>", "".join(details),
+        figure_html("tutorial", tutorial_figure(data)))
 
 
 def _sparsity_note(data: ReportData) -> str:
@@ -238,20 +163,20 @@ def _at(r: TrialRow, key: str, epoch: int) -> float | None:
 def _failures(data: ReportData) -> str:
     rows = data.failures
     if not rows:
-        return _section("failures", "Failures", '<p class="note">No failed trials.</p>')
-    table = _table(["trial", "regularizers", "reason", "epochs", "GPU", "then"],
+        return section_html("failures", "Failures", '<p class="note">No failed trials.</p>')
+    table = html_table(["trial", "regularizers", "reason", "epochs", "GPU", "then"],
                    [[r.number, r.short, (r.fail_reason or "(no reason recorded)").splitlines()[0][:300],
                      fmt(len(r.curves.get("val_accuracy", []))), r.gpu,
                      f"re-queued as trial {r.requeued_as}" if r.requeued_as is not None else ""] for r in rows],
                    num={0, 3})
-    return _section("failures", "Failures", table)
+    return section_html("failures", "Failures", table)
 
 
 def _pruned(data: ReportData) -> str:
     rows = data.pruned
     if not rows:
         return ""
-    table = _table(
+    table = html_table(
         ["trial", "regularizers", "epochs run", "last val accuracy"],
         [
             [
@@ -264,7 +189,7 @@ def _pruned(data: ReportData) -> str:
         ],
         num={0, 2, 3},
     )
-    return _section("pruned", "Pruned", f'<p class="note">{len(rows)} pruned trial(s): the pruner stopped them '
+    return section_html("pruned", "Pruned", f'<p class="note">{len(rows)} pruned trial(s): the pruner stopped them '
                     "early, so they are not ranked in the leaderboard.</p>", table)
 
 
@@ -276,16 +201,17 @@ def _importances(data: ReportData, study: Any) -> str:
     n = len([r for r in data.rows if r.state == "COMPLETE" and r.phase != "finalist"])
     note = (f'<p class="note">Caveat: computed from only {n} completed trials; importances from fewer than '
             f"{FEW_TRIALS} are noisy, read them as a hint.</p>" if 0 < n < FEW_TRIALS else "")
-    return _section("importances", "Parameter importances", note, _figure("importances", importance_figure(study)))
+    return section_html("importances", "Parameter importances", note,
+                        figure_html("importances", importance_figure(study)))
 
 
 def _dedup(data: ReportData) -> str:
     if not data.reused:
         return ""
-    table = _table(["trial", "reused trial", "epochs saved", "regularizers"],
+    table = html_table(["trial", "reused trial", "epochs saved", "regularizers"],
                    [[r.number, r.dedup_of, r.epochs_saved, r.short] for r in data.reused], num={0, 1, 2})
     saved = sum(r.epochs_saved for r in data.reused)
-    return _section("dedup", "Deduplication",
+    return section_html("dedup", "Deduplication",
                     f"<p>{len(data.reused)} trial(s) had the same config and seed as a finished trial and reused its "
                     f"result: {saved} training epochs saved.</p>", table)
 
@@ -295,7 +221,7 @@ def _finalists(data: ReportData) -> str:
         return ""
     short = {r.number: r.short for r in data.rows}
     verdict = {True: "yes", False: "no (within seed noise)", None: "n/a"}
-    table = _table(
+    table = html_table(
         ["config", "search trial", "search val acc", "seeds", "mean", "95% CI", "worse than best"],
         [
             [
@@ -311,7 +237,7 @@ def _finalists(data: ReportData) -> str:
         ],
         num={1, 2, 3, 4},
     )
-    return _section("finalists", "Finalists", "<p>The best configs re-run with fresh seeds, ranked by mean "
+    return section_html("finalists", "Finalists", "<p>The best configs re-run with fresh seeds, ranked by mean "
                     "(the search run is excluded: it was selected for being good).</p>", table)
 
 
@@ -330,29 +256,29 @@ def render_html(data: ReportData, storage: str, plotly_js: str, top: int = 15) -
         _leaderboard(data, top),
         _kinds(data),
         _placements(data),
-        _section("history", "Optimization history", _figure("history", history_figure(study))),
+        section_html("history", "Optimization history", figure_html("history", history_figure(study))),
         _importances(data, study),
-        _section("curves", "Learning curves of the top trials", _figure("curves", curves_figure(data))),
-        _section("sparsity", "Sparsity vs accuracy", _figure("sparsity", sparsity_figure(data)), _sparsity_note(data),
-                 _figure("blocks", block_figure(data))),
-        _section("diagnostics", "Regularizer diagnostics",
+        section_html("curves", "Learning curves of the top trials", figure_html("curves", curves_figure(data))),
+        section_html("sparsity", "Sparsity vs accuracy", figure_html("sparsity", sparsity_figure(data)),
+                     _sparsity_note(data), figure_html("blocks", block_figure(data))),
+        section_html("diagnostics", "Regularizer diagnostics",
                  '<p class="note">Final-epoch kernel norms, sparsity and activation magnitude of each trained '
                  "trial against its accuracy, coloured by kernel kind; then the best trial's blocks over epochs.</p>",
-                 _figure("diagnostics", diagnostics_figure(data)),
-                 _figure("diagnostics-epochs", diagnostics_epochs_figure(data))),
+                 figure_html("diagnostics", diagnostics_figure(data)),
+                 figure_html("diagnostics-epochs", diagnostics_epochs_figure(data))),
         _tutorial(data),
         _pruned(data),
         _failures(data),
         _dedup(data),
         _finalists(data),
     ]
-    nav = "".join(f'<a href="#{key}">{_e(title)}</a>' for key, title in _headings(sections))
+    nav = "".join(f'<a href="#{key}">{esc(title)}</a>' for key, title in _headings(sections))
     generated = data.generated.strftime("%Y-%m-%d %H:%M UTC")
     return (
-        f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{_e(data.name)}: regsweep report</title>'
-        f'<meta name="viewport" content="width=device-width, initial-scale=1"><style>{_CSS}</style>'
+        f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{esc(data.name)}: regsweep report</title>'
+        f'<meta name="viewport" content="width=device-width, initial-scale=1"><style>{CSS}</style>'
         f'<script type="text/javascript">{plotly_js}</script></head><body><main>'
-        f"<h1>Regularization sweep {_e(data.name)}</h1>"
+        f"<h1>Regularization sweep {esc(data.name)}</h1>"
         f'<p class="meta">{len(data.rows)} trials, report generated {generated}</p><nav>{nav}</nav>'
         f'{"".join(s for s in sections if s)}</main></body></html>'
     )

@@ -16,8 +16,9 @@ from optuna.trial import FrozenTrial, TrialState
 
 from sweep.penalties.config import penalty_text
 from sweep.penalties.kinds import PLACEMENTS
-from sweep.storage.engine import db_call, engine_of
-from sweep.study.budget import budget_state, counts_toward_budget
+from sweep.storage.engine import db_call
+from sweep.storage.trial_record import Attr
+from sweep.study.budget import budget_of, counts_toward_budget
 from sweep.study.ranking import ranked, trial_label, trial_value
 from sweep.study.sweeps import UNLIMITED, Sweep
 
@@ -82,15 +83,15 @@ def sweep_status(sweep: Sweep) -> SweepStatus:
     study = sweep.study
     trials = _trials(study)
     counts = Counter(t.state.name for t in trials)
-    state = budget_state(engine_of(study._storage), study.study_name)
+    state = budget_of(study)
     complete = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
     best = max(complete, key=trial_value, default=None)
     running = []
     for t in trials:
         if t.state != TrialState.RUNNING:
             continue
-        w = t.user_attrs.get("worker", {})
-        config = t.user_attrs.get("config") or {}
+        w = t.user_attrs.get(Attr.WORKER, {})
+        config = t.user_attrs.get(Attr.CONFIG) or {}
         running.append(
             RunningTrial(
                 number=t.number,
@@ -103,9 +104,9 @@ def sweep_status(sweep: Sweep) -> SweepStatus:
             )
         )
     durations = [
-        float(t.user_attrs["duration_s"])
+        float(t.user_attrs[Attr.DURATION_S])
         for t in trials
-        if t.state in _COUNTED and t.user_attrs.get("duration_s") and not t.user_attrs.get("dedup_of")
+        if t.state in _COUNTED and t.user_attrs.get(Attr.DURATION_S) and not t.user_attrs.get(Attr.DEDUP_OF)
     ]
     median = statistics.median(durations) if durations else None
     eta = None
@@ -114,8 +115,8 @@ def sweep_status(sweep: Sweep) -> SweepStatus:
     if state is not None and state.total < UNLIMITED and median is not None:
         remaining = max(state.total - len(counting), 0)
         eta = remaining * median / max(len(running), 1)
-    reused = [t for t in trials if t.user_attrs.get("dedup_of") is not None]
-    epochs_saved = sum(int(t.user_attrs.get("epochs_saved", 0)) for t in reused)
+    reused = [t for t in trials if t.user_attrs.get(Attr.DEDUP_OF) is not None]
+    epochs_saved = sum(int(t.user_attrs.get(Attr.EPOCHS_SAVED, 0)) for t in reused)
     counts_dict = dict(counts)
     counts_dict["FAIL_COUNTED"] = sum(1 for t in counting if t.state == TrialState.FAIL)
     return SweepStatus(
@@ -145,12 +146,12 @@ def leaderboard(sweep: Sweep, top: int = 10) -> list[dict[str, Any]]:
                 "number": t.number,
                 "value": t.value,
                 "label": trial_label(t),
-                "penalties": {p: penalty_text((t.user_attrs.get("config") or {}).get(p)) for p in PLACEMENTS},
-                "epochs": t.user_attrs.get("epochs_run"),
-                "duration_s": t.user_attrs.get("duration_s"),
-                "config_hash": t.user_attrs.get("config_hash"),
-                "phase": t.user_attrs.get("phase", "search"),
-                "reused": t.user_attrs.get("dedup_of"),
+                "penalties": {p: penalty_text((t.user_attrs.get(Attr.CONFIG) or {}).get(p)) for p in PLACEMENTS},
+                "epochs": t.user_attrs.get(Attr.EPOCHS_RUN),
+                "duration_s": t.user_attrs.get(Attr.DURATION_S),
+                "config_hash": t.user_attrs.get(Attr.CONFIG_HASH),
+                "phase": t.user_attrs.get(Attr.PHASE, "search"),
+                "reused": t.user_attrs.get(Attr.DEDUP_OF),
             }
         )
     return rows
@@ -179,16 +180,16 @@ def export_csv(sweep: Sweep, path: str | Path) -> int:
                 "state": t.state.name,
                 "value": t.value,
                 "label": trial_label(t),
-                "config_hash": attrs.get("config_hash"),
-                "phase": attrs.get("phase"),
-                "seed": attrs.get("seed"),
-                "epochs_run": attrs.get("epochs_run"),
-                "duration_s": attrs.get("duration_s"),
-                "sparsity": (attrs.get("diagnostics") or {}).get("sparsity"),
-                "worker_host": (attrs.get("worker") or {}).get("host"),
-                "gpu": (attrs.get("worker") or {}).get("gpu"),
-                "fail_reason": attrs.get("fail_reason"),
-                "dedup_of": attrs.get("dedup_of"),
+                "config_hash": attrs.get(Attr.CONFIG_HASH),
+                "phase": attrs.get(Attr.PHASE),
+                "seed": attrs.get(Attr.SEED),
+                "epochs_run": attrs.get(Attr.EPOCHS_RUN),
+                "duration_s": attrs.get(Attr.DURATION_S),
+                "sparsity": (attrs.get(Attr.DIAGNOSTICS) or {}).get("sparsity"),
+                "worker_host": (attrs.get(Attr.WORKER) or {}).get("host"),
+                "gpu": (attrs.get(Attr.WORKER) or {}).get("gpu"),
+                "fail_reason": attrs.get(Attr.FAIL_REASON),
+                "dedup_of": attrs.get(Attr.DEDUP_OF),
             }
             row.update({name: t.params.get(name) for name in param_names})
             writer.writerow(row)

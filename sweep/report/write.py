@@ -43,7 +43,7 @@ def render_markdown(data: ReportData, storage: str, html_name: str, top: int = 1
         top: Leaderboard rows.
     """
     from sweep.report.data import penalty_text
-    from sweep.report.html import fmt
+    from sweep.report.htmlparts import fmt
 
     counts = ", ".join(f"{n} {s.lower()}" for s, n in data.counts.items()) or "no trials yet"
     budget = data.attrs.get("budget") or {}

@@ -3,8 +3,9 @@
 
 from __future__ import annotations
 
-from sweep.schedule.cron import Night, NightRunner, Schedule, Scheduler, parse_cron, parse_tz, parse_until
+from sweep.schedule.cron import Night, Schedule, Scheduler, parse_cron, parse_tz, parse_until
 from sweep.schedule.night import NightCloser, fail_trial, heartbeat_ages
+from sweep.schedule.runner import NightRunner
 
 __all__ = [
     "Night",

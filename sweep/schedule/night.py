@@ -28,12 +28,13 @@ from optuna.trial import FrozenTrial, TrialState
 
 from sweep.errors import StorageError
 from sweep.storage.engine import GRACE_PERIOD_S, HEARTBEAT_INTERVAL_S, StorageConfig, db_call, engine_of, open_storage
+from sweep.storage.tables import TRIAL_HEARTBEATS
+from sweep.storage.trial_record import Attr, StopCause
 from sweep.study import budget
 
 __all__ = ["NightCloser", "fail_trial", "heartbeat_ages"]
 
 _logger = logging.getLogger(__name__)
-_HEARTBEATS = sa.table("trial_heartbeats", sa.column("trial_id", sa.Integer), sa.column("heartbeat", sa.DateTime))
 
 
 def heartbeat_ages(storage: optuna.storages.RDBStorage, trial_ids: list[int]) -> dict[int, float]:
@@ -49,7 +50,8 @@ def heartbeat_ages(storage: optuna.storages.RDBStorage, trial_ids: list[int]) ->
         with engine.connect() as conn:
             now: object = conn.execute(sa.select(sa.func.now())).scalar()
             rows = conn.execute(
-                sa.select(_HEARTBEATS.c.trial_id, _HEARTBEATS.c.heartbeat).where(_HEARTBEATS.c.trial_id.in_(trial_ids))
+                sa.select(TRIAL_HEARTBEATS.c.trial_id, TRIAL_HEARTBEATS.c.heartbeat)
+                .where(TRIAL_HEARTBEATS.c.trial_id.in_(trial_ids))
             ).all()
         if isinstance(now, str):  # SQLite returns CURRENT_TIMESTAMP as text
             now = dt.datetime.fromisoformat(now)
@@ -67,8 +69,8 @@ def fail_trial(study: optuna.Study, trial: FrozenTrial, reason: str) -> bool:
 
     def _run() -> bool:
         try:
-            storage.set_trial_user_attr(trial._trial_id, "fail_reason", reason)
-            storage.set_trial_user_attr(trial._trial_id, budget.STOP_CAUSE_ATTR, budget.StopCause.DEADLINE.value)
+            storage.set_trial_user_attr(trial._trial_id, Attr.FAIL_REASON, reason)
+            storage.set_trial_user_attr(trial._trial_id, Attr.STOP_CAUSE, StopCause.DEADLINE.value)
             return bool(storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL))
         except (optuna.exceptions.UpdateFinishedTrialError, RuntimeError):
             return False  # its worker told it in the meantime
@@ -145,7 +147,7 @@ class NightCloser:
         if any(t.state in (TrialState.RUNNING, TrialState.WAITING) for t in trials):
             return False
         # With finalists configured, a spent search budget is followed by the finalist phase.
-        return sweep.spec.finalists.top_k == 0 or any(t.user_attrs.get("phase") == "finalist" for t in trials)
+        return sweep.spec.finalists.top_k == 0 or any(t.user_attrs.get(Attr.PHASE) == "finalist" for t in trials)
 
     def close(self, study_name: str) -> list[int]:
         """Leave no trial RUNNING, then write the report; returns the numbers of trials failed here."""
@@ -173,9 +175,9 @@ class NightCloser:
                     # fail_stale_trials sets no reason: tag it first so the report says why.
                     reason = f"deadline: no heartbeat for {age:.0f}s at the close of the night (worker died or hung)"
                     def _tag(t: FrozenTrial = t, r: str = reason) -> None:
-                        storage.set_trial_user_attr(t._trial_id, "fail_reason", r)
+                        storage.set_trial_user_attr(t._trial_id, Attr.FAIL_REASON, r)
                         storage.set_trial_user_attr(
-                            t._trial_id, budget.STOP_CAUSE_ATTR, budget.StopCause.DEADLINE.value
+                            t._trial_id, Attr.STOP_CAUSE, StopCause.DEADLINE.value
                         )
 
                     db_call(_tag, what="tag a stale trial")

@@ -9,10 +9,10 @@
 
 from __future__ import annotations
 
+from sweep.storage.trial_record import StopCause
 from sweep.study.budget import (
     BudgetState,
     ReleaseSlotAndRetry,
-    StopCause,
     budget_state,
     claim,
     counts_toward_budget,

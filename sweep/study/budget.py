@@ -15,7 +15,6 @@ structured ``stop_cause`` attr every regsweep process writes on a trial it ends 
 
 from __future__ import annotations
 
-import enum
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -25,13 +24,14 @@ import optuna
 import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
 
+from sweep.errors import StorageError
 from sweep.storage.engine import db_call, engine_of
+from sweep.storage.tables import BUDGET, ensure_tables
+from sweep.storage.trial_record import Attr, StopCause
 
 _logger = logging.getLogger(__name__)
 
 __all__ = [
-    "StopCause",
-    "STOP_CAUSE_ATTR",
     "counts_toward_budget",
     "requeue_copy",
     "ReleaseSlotAndRetry",
@@ -42,25 +42,8 @@ __all__ = [
     "release",
     "extend",
     "budget_state",
-    "TABLE",
+    "budget_of",
 ]
-
-#: User attr naming why a trial ended without a result of its own (see :class:`StopCause`).
-STOP_CAUSE_ATTR = "stop_cause"
-
-
-class StopCause(str, enum.Enum):
-    """Why a trial ended early; stored as the ``stop_cause`` user attr (its ``value``)."""
-
-    #: The trial itself failed (trainer raised, crash, timeout, NaN): it used its slot.
-    TRIAL_ERROR = "trial_error"
-    #: Its worker was stopped on purpose (SIGINT/SIGTERM): slot given back, copy re-queued.
-    SHUTDOWN = "shutdown"
-    #: Stopped between epochs at the sweep's deadline, or failed by the night closer.
-    DEADLINE = "deadline"
-    #: This worker cannot train (trainer import, data missing): slot given back, copy re-queued.
-    ENVIRONMENT = "environment"
-
 
 _COUNTING_CAUSES = frozenset({StopCause.TRIAL_ERROR.value})
 
@@ -82,15 +65,15 @@ def counts_toward_budget(state: Any, user_attrs: Mapping[str, Any]) -> bool:
     """
     name = getattr(state, "name", state)
     if name == "COMPLETE":
-        return user_attrs.get("dedup_of") is None or bool(user_attrs.get("dedup_counted"))
+        return user_attrs.get(Attr.DEDUP_OF) is None or bool(user_attrs.get(Attr.DEDUP_COUNTED))
     if name == "PRUNED":
         return True
     if name != "FAIL":
         return False
-    cause = user_attrs.get(STOP_CAUSE_ATTR)
+    cause = user_attrs.get(Attr.STOP_CAUSE)
     if cause is not None:
         return cause in _COUNTING_CAUSES
-    reason = str(user_attrs.get("fail_reason") or "")  # legacy trials, written before stop_cause
+    reason = str(user_attrs.get(Attr.FAIL_REASON) or "")  # legacy trials, written before stop_cause
     return bool(reason) and not reason.startswith(("shutdown", "deadline"))
 
 
@@ -104,35 +87,12 @@ def requeue_copy(study: optuna.Study, trial: Any, why: str) -> None:
     system_attrs: dict[str, Any] = {"failed_trial": trial.number, "retry_history": [], **trial.system_attrs}
     system_attrs["retry_history"] = [*system_attrs["retry_history"], trial.number]
     system_attrs = {k: v for k, v in system_attrs.items() if not k.startswith("artifacts:")}
-    user_attrs = {k: v for k, v in trial.user_attrs.items() if k != STOP_CAUSE_ATTR and k != "fail_reason"}
+    user_attrs = {k: v for k, v in trial.user_attrs.items() if k != Attr.STOP_CAUSE and k != Attr.FAIL_REASON}
     db_call(lambda: study.add_trial(optuna.create_trial(
         state=optuna.trial.TrialState.WAITING, params=trial.params, distributions=trial.distributions,
         user_attrs=user_attrs, system_attrs=system_attrs,
     )), what=f"re-queue a copy of trial {trial.number}")
     _logger.info("Trial %d %s; its slot was given back and a copy re-queued", trial.number, why)
-
-
-_metadata = sa.MetaData()
-TABLE = sa.Table(
-    "regsweep_budget",
-    _metadata,
-    sa.Column("study_name", sa.String(512), primary_key=True),
-    sa.Column("total", sa.Integer, nullable=False),
-    sa.Column("claimed", sa.Integer, nullable=False, default=0),
-    # Slots whose trial finished and counts. claimed - settled = trials in flight, including a
-    # worker between its claim and its ask (no RUNNING trial exists yet in that instant).
-    sa.Column("settled", sa.Integer, nullable=False, default=0),
-)
-
-
-_tables_ready: set[int] = set()
-
-
-def _ensure_table(engine: sa.engine.Engine) -> None:
-    # One CREATE TABLE IF NOT EXISTS per engine, not per claim: claims are on the hot path.
-    if id(engine) not in _tables_ready:
-        db_call(lambda: _metadata.create_all(engine, checkfirst=True), what="create the budget table")
-        _tables_ready.add(id(engine))
 
 
 @dataclass(frozen=True)
@@ -163,12 +123,12 @@ def ensure_budget(engine: sa.engine.Engine, study_name: str, total: int) -> None
         total: Number of trials the study may run.
     """
 
-    _ensure_table(engine)
+    ensure_tables(engine)
 
     def _run() -> None:
         try:
             with engine.begin() as conn:
-                conn.execute(TABLE.insert().values(study_name=study_name, total=total, claimed=0, settled=0))
+                conn.execute(BUDGET.insert().values(study_name=study_name, total=total, claimed=0, settled=0))
         except sa_exc.IntegrityError:
             pass  # another creator inserted it first: same spec, same total
 
@@ -184,19 +144,19 @@ def claim(engine: sa.engine.Engine, study_name: str) -> int | None:
     def _run() -> int | None:
         with engine.begin() as conn:
             row = conn.execute(
-                sa.update(TABLE)
-                .where(TABLE.c.study_name == study_name, TABLE.c.claimed < TABLE.c.total)
-                .values(claimed=TABLE.c.claimed + 1)
-                .returning(TABLE.c.claimed)
+                sa.update(BUDGET)
+                .where(BUDGET.c.study_name == study_name, BUDGET.c.claimed < BUDGET.c.total)
+                .values(claimed=BUDGET.c.claimed + 1)
+                .returning(BUDGET.c.claimed)
             ).first()
             if row is not None:
                 return int(row[0])
             exists = conn.execute(
-                sa.select(TABLE.c.total).where(TABLE.c.study_name == study_name)
+                sa.select(BUDGET.c.total).where(BUDGET.c.study_name == study_name)
             ).first()
             return None if exists is not None else 0
 
-    _ensure_table(engine)
+    ensure_tables(engine)
     return db_call(_run, what=f"claim a budget slot of study {study_name!r}")
 
 
@@ -206,7 +166,7 @@ def settle(engine: sa.engine.Engine, study_name: str) -> None:
     def _run() -> None:
         with engine.begin() as conn:
             conn.execute(
-                sa.update(TABLE).where(TABLE.c.study_name == study_name).values(settled=TABLE.c.settled + 1)
+                sa.update(BUDGET).where(BUDGET.c.study_name == study_name).values(settled=BUDGET.c.settled + 1)
             )
 
     db_call(_run, what=f"settle a budget slot of study {study_name!r}")
@@ -218,9 +178,9 @@ def release(engine: sa.engine.Engine, study_name: str, n: int = 1) -> None:
     def _run() -> None:
         with engine.begin() as conn:
             conn.execute(
-                sa.update(TABLE)
-                .where(TABLE.c.study_name == study_name, TABLE.c.claimed >= n)
-                .values(claimed=TABLE.c.claimed - n)
+                sa.update(BUDGET)
+                .where(BUDGET.c.study_name == study_name, BUDGET.c.claimed >= n)
+                .values(claimed=BUDGET.c.claimed - n)
             )
 
     db_call(_run, what=f"release a budget slot of study {study_name!r}")
@@ -232,7 +192,7 @@ def extend(engine: sa.engine.Engine, study_name: str, n: int) -> None:
     def _run() -> None:
         with engine.begin() as conn:
             conn.execute(
-                sa.update(TABLE).where(TABLE.c.study_name == study_name).values(total=TABLE.c.total + n)
+                sa.update(BUDGET).where(BUDGET.c.study_name == study_name).values(total=BUDGET.c.total + n)
             )
 
     db_call(_run, what=f"extend the budget of study {study_name!r}")
@@ -244,12 +204,32 @@ def budget_state(engine: sa.engine.Engine, study_name: str) -> BudgetState | Non
     def _run() -> BudgetState | None:
         with engine.connect() as conn:
             row = conn.execute(
-                sa.select(TABLE.c.total, TABLE.c.claimed, TABLE.c.settled).where(TABLE.c.study_name == study_name)
+                sa.select(BUDGET.c.total, BUDGET.c.claimed, BUDGET.c.settled).where(BUDGET.c.study_name == study_name)
             ).first()
         return None if row is None else BudgetState(total=int(row[0]), claimed=int(row[1]), settled=int(row[2]))
 
-    _ensure_table(engine)
+    ensure_tables(engine)
     return db_call(_run, what=f"read the budget of study {study_name!r}")
+
+
+def budget_of(study: optuna.Study) -> BudgetState | None:
+    """The study's budget as it stands: the one reader behind ``sweep status``, the report and ``sweep run``.
+
+    The budget lives in one place, the ``regsweep_budget`` row: the finalist phase and ``sweep extend``
+    grow it there, so every reader going through here shows the same total. (The spec's
+    ``budget.trials`` and the study attr ``budget`` keep what the study was created with.)
+
+    Args:
+        study: The study; one not in an RDB storage (in-memory) has no budget row.
+
+    Returns:
+        The slots, or None for a study without a budget row.
+    """
+    try:
+        engine = engine_of(study._storage)
+    except StorageError:  # not an RDB study: no budget table
+        return None
+    return budget_state(engine, study.study_name)
 
 
 class ReleaseSlotAndRetry(optuna.storages.RetryHeartbeatStaleTrialCallback):

@@ -15,29 +15,25 @@ import functools
 import logging
 import math
 import statistics
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import optuna
-import sqlalchemy as sa
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy import exc as sa_exc
 
 from sweep.spec.model import SweepSpec
 from sweep.storage.engine import db_call, engine_of
+from sweep.storage.tables import PHASE, ensure_tables
+from sweep.storage.trial_record import Attr
 from sweep.study import budget
-from sweep.study.ranking import best_first, trial_label, trial_value
+from sweep.study.ranking import ranked, trial_label, trial_value
 
-__all__ = ["FinalistRow", "open_finalist_phase", "finalist_ranking", "t_quantile_975", "mean_ci", "welch_interval"]
+__all__ = ["FinalistRow", "choose_finalists", "open_finalist_phase", "finalist_ranking", "t_quantile_975", "mean_ci",
+           "welch_interval"]
 
 _logger = logging.getLogger(__name__)
-_metadata = sa.MetaData()
-_PHASE = sa.Table(
-    "regsweep_phase",
-    _metadata,
-    sa.Column("study_name", sa.String(512), primary_key=True),
-    sa.Column("phase", sa.String(32), nullable=False),
-)
-
 # Two-sided 95% Student-t quantiles by degrees of freedom (1..30); beyond 30 the normal 1.96.
 _T975 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160,
          2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056,
@@ -51,6 +47,27 @@ def t_quantile_975(df: float) -> float:
     return _T975[int(df) - 1] if df <= 30 else 1.96
 
 
+def choose_finalists(trials: Sequence[FrozenTrial], top_k: int) -> list[FrozenTrial]:
+    """The best ``top_k`` distinct configs of the search phase, best first (a pure function).
+
+    Args:
+        trials: The study's trials (only COMPLETE search-phase ones with a value are considered).
+        top_k: How many configs; a config that ran more than once is chosen once, by its best run.
+    """
+    search = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None
+              and t.user_attrs.get(Attr.PHASE, "search") == "search"]
+    chosen: list[FrozenTrial] = []
+    seen: set[Any] = set()
+    for t in ranked(search) if top_k > 0 else []:
+        key = t.user_attrs.get(Attr.CONFIG_HASH)
+        if key not in seen:
+            seen.add(key)
+            chosen.append(t)
+        if len(chosen) == top_k:
+            break
+    return chosen
+
+
 def open_finalist_phase(study: optuna.Study, spec: SweepSpec) -> bool:
     """Open the finalist phase if this process wins the race; returns whether it did.
 
@@ -62,35 +79,25 @@ def open_finalist_phase(study: optuna.Study, spec: SweepSpec) -> bool:
         return False
     engine = engine_of(study._storage)
 
+    ensure_tables(engine)
+
     def _flip() -> bool:
-        _metadata.create_all(engine, checkfirst=True)
         try:
             with engine.begin() as conn:
-                conn.execute(_PHASE.insert().values(study_name=study.study_name, phase="finalist"))
+                conn.execute(PHASE.insert().values(study_name=study.study_name, phase="finalist"))
             return True
         except sa_exc.IntegrityError:
             return False
 
     if not db_call(_flip, what="open the finalist phase"):
         return False
-    complete = [
-        t for t in db_call(lambda: study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)), what="list trials")
-        if t.user_attrs.get("phase", "search") == "search" and t.value is not None
-    ]
-    complete.sort(key=best_first)
-    chosen, seen = [], set()
-    for t in complete:
-        key = t.user_attrs.get("config_hash")
-        if key not in seen:
-            seen.add(key)
-            chosen.append(t)
-        if len(chosen) == spec.finalists.top_k:
-            break
+    trials = db_call(lambda: study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)), what="list trials")
+    chosen = choose_finalists(trials, spec.finalists.top_k)
     base = spec.training.seed
     count = 0
     for t in chosen:
         for s in range(1, spec.finalists.seeds + 1):
-            attrs = {"phase": "finalist", "seed": base + s, "finalist_of": t.number}
+            attrs = {Attr.PHASE: "finalist", Attr.SEED: base + s, Attr.FINALIST_OF: t.number}
             db_call(functools.partial(study.enqueue_trial, t.params, user_attrs=attrs), what="enqueue a finalist")
             count += 1
     budget.extend(engine, study.study_name, count)  # last: only now can workers claim these
@@ -164,13 +171,13 @@ def finalist_ranking(study: optuna.Study) -> list[FinalistRow]:
     by_number = {t.number: t for t in trials}
     groups: dict[str, list[optuna.trial.FrozenTrial]] = {}
     for t in trials:
-        if t.user_attrs.get("phase") == "finalist" and t.state == TrialState.COMPLETE and t.value is not None:
-            groups.setdefault(t.user_attrs.get("config_hash", "?"), []).append(t)
+        if t.user_attrs.get(Attr.PHASE) == "finalist" and t.state == TrialState.COMPLETE and t.value is not None:
+            groups.setdefault(t.user_attrs.get(Attr.CONFIG_HASH, "?"), []).append(t)
     rows = []
     for key, group in groups.items():
         values = [trial_value(t) for t in group]
         mean, ci_low, ci_high = mean_ci(values)
-        source = by_number.get(group[0].user_attrs.get("finalist_of", -1))
+        source = by_number.get(group[0].user_attrs.get(Attr.FINALIST_OF, -1))
         rows.append(FinalistRow(
             config_hash=key,
             label=trial_label(group[0]),

@@ -21,7 +21,8 @@ import optuna
 from sweep.errors import SpecError, StorageError, StudyNotFoundError
 from sweep.masking import mask_url
 from sweep.penalties.searchspace import grid_params
-from sweep.spec.model import SweepSpec, parse_spec
+from sweep.spec.load import parse_spec
+from sweep.spec.model import SweepSpec
 from sweep.storage.engine import db_call, engine_of
 from sweep.study import budget
 

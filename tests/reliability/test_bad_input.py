@@ -23,7 +23,7 @@ import sqlalchemy as sa
 from optuna.trial import TrialState
 from sqlalchemy.engine import make_url
 
-from sweep.spec.model import load_spec
+from sweep.spec.load import load_spec
 from sweep.study.sweeps import budget_total
 from tests.helpers import BIN, REPO, run_cli, synthetic_spec
 from tests.reliability.bad_inputs import CASES, CREATE, EXISTING, Case
@@ -163,12 +163,9 @@ def test_no_bad_input_created_a_study(results: Results) -> None:
 
 def test_nan_loss_fails_only_that_trial(pg_url: str, study_name: str, tmp_path: Path) -> None:
     """A trainer whose loss turns NaN at epoch 2 of trial 0: that trial FAILs with the reason, trial 1 completes."""
-    spec = synthetic_spec(tmp_path, study_name, trials=2, epochs=3, dedup=False)
-    spec.write_text(
-        spec.read_text()
-        .replace('trainer = "workers.synthetic:train"', 'trainer = "tests.trainers:faulty"')
-        .replace("epoch_seconds = 0.0", 'epoch_seconds = 0.0, fault = "nan", on_trials = "0", at_epoch = 1')
-    )
+    options = {"epoch_seconds": 0.0, "fault": "nan", "on_trials": "0", "at_epoch": 1}
+    spec = synthetic_spec(tmp_path, study_name, trials=2, epochs=3, dedup=False,
+                          changes={"training": {"trainer": "tests.trainers:faulty", "trainer_options": options}})
     run_cli("create", str(spec), "--storage", pg_url, check=True)
     with worker_group() as workers:
         workers.append(start_worker(pg_url, study_name, tmp_path / "logs", 0))

@@ -114,8 +114,8 @@ def test_password_appears_nowhere(secret: Secret, tmp_path: Path) -> None:
     name = "secret-sweep"
     work = tmp_path / "work"
     (work / "report").mkdir(parents=True)  # `sweep report --out` writes into an existing folder only
-    spec = synthetic_spec(tmp_path, name, trials=BUDGET, epochs=3, epoch_seconds=0.3, dedup=False)
-    spec.write_text(spec.read_text().replace(f'name = "{name}"', f'name = "{name}"\nstorage = "{secret.url}"'))
+    spec = synthetic_spec(tmp_path, name, trials=BUDGET, epochs=3, epoch_seconds=0.3, dedup=False,
+                          changes={"study": {"storage": secret.url}})
     outputs = [_sweep(work, "create", str(spec))]  # the password comes from the spec's study.storage
 
     watch = PsWatch(secret.password)

@@ -1,6 +1,7 @@
-"""The training child process: request/result types, the Keras trainer, model, regularizers and data.
+"""The training child process: its main loop, request/result types, the Keras trainer, model, regularizers, data.
 
-Only :mod:`workers.child.request` is imported by the parent (it is Keras-free); ``train``, ``model``,
-``regularizers`` and ``penalties`` import Keras and run in the spawned child only. Nothing is imported
-here, so importing ``workers.child.request`` does not pull in Keras.
+The parent imports only :mod:`workers.child.process` (the child's entry point, started by spawn)
+and :mod:`workers.child.request`; both are Keras-free. ``train``, ``model``, ``regularizers``
+and ``penalties`` import Keras and are loaded in the spawned child only. Nothing is imported here,
+so importing those two does not pull in Keras.
 """

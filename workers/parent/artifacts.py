@@ -16,6 +16,8 @@ from typing import Any
 import optuna
 from optuna.artifacts import FileSystemArtifactStore, upload_artifact
 
+from sweep.storage.trial_record import Attr
+
 __all__ = ["CurveArtifacts", "DiagnosticArtifacts"]
 
 _logger = logging.getLogger(__name__)
@@ -55,7 +57,7 @@ class CurveArtifacts:
         self.__name__ = "CurveArtifacts"
 
     def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        curves = trial.user_attrs.get("curves") or {}
+        curves = trial.user_attrs.get(Attr.CURVES) or {}
         if not curves.get("val_accuracy"):
             return
         plt = _pyplot()
@@ -86,7 +88,7 @@ class DiagnosticArtifacts:
         self.__name__ = "DiagnosticArtifacts"
 
     def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        epochs = trial.user_attrs.get("diagnostics_by_epoch") or []
+        epochs = trial.user_attrs.get(Attr.DIAGNOSTICS_BY_EPOCH) or []
         if not epochs:
             return
         import numpy as np

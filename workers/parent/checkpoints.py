@@ -30,6 +30,7 @@ import optuna
 from optuna.artifacts.exceptions import ArtifactNotFound
 
 from sweep.storage.engine import db_call
+from sweep.storage.trial_record import Attr
 
 __all__ = ["ResumePoint", "Checkpoints"]
 
@@ -84,13 +85,13 @@ class Checkpoints:
         with open(path, "rb") as handle:
             self.store.write(slots[slot], handle)
         record = {"artifact_id": slots[slot], "epoch": epoch, "slot": slot, "slots": slots}
-        db_call(lambda: trial.set_user_attr("checkpoint", record), what="record the checkpoint")
+        db_call(lambda: trial.set_user_attr(Attr.CHECKPOINT, record), what="record the checkpoint")
         return record
 
     def resume_point(self, trial: optuna.Trial) -> ResumePoint | None:
         """The checkpoint inherited by a retried trial, downloaded locally; None if there is none."""
         attrs = db_call(lambda: trial.user_attrs, what="read trial attrs")
-        record = attrs.get("checkpoint")
+        record = attrs.get(Attr.CHECKPOINT)
         if not record:
             return None
         target = self.local_path(trial.number)
@@ -102,7 +103,7 @@ class Checkpoints:
                             trial.number, record.get("artifact_id"), error)
             return None
         initial = int(record["epoch"]) + 1
-        curves = {k: list(v)[:initial] for k, v in (attrs.get("curves") or {}).items()}
+        curves = {k: list(v)[:initial] for k, v in (attrs.get(Attr.CURVES) or {}).items()}
         system = db_call(lambda: trial.study._storage.get_trial_system_attrs(trial._trial_id), what="read trial attrs")
         _logger.info("Trial %d resumes at epoch %d from the checkpoint of trial %s",
                      trial.number, initial + 1, system.get("failed_trial"))
@@ -146,11 +147,11 @@ class Checkpoints:
                 )
             finally:
                 named.unlink(missing_ok=True)
-            db_call(lambda: trial.set_user_attr("model", {"artifact_id": model_id, "epoch": own.get("epoch")}),
+            db_call(lambda: trial.set_user_attr(Attr.MODEL, {"artifact_id": model_id, "epoch": own.get("epoch")}),
                     what="record the model")
         removed = self.remove(own) + (self.remove(inherited) if inherited and inherited != own else 0)
         if own is not None or inherited is not None:
-            db_call(lambda: trial.set_user_attr("checkpoint", None), what="clear the checkpoint record")
+            db_call(lambda: trial.set_user_attr(Attr.CHECKPOINT, None), what="clear the checkpoint record")
         _logger.debug("Trial %d: %d checkpoint file(s) deleted", trial.number, removed)
 
     def discard(self, trial_number: int) -> None:

@@ -9,7 +9,7 @@ Such a trial does not count toward the budget (``sweep.study.budget.counts_towar
 asked for N trials expects N models trained on N different configs, not N minus the sampler's
 repeats (a continued study used to spend slots on copies of trials that had already run). It stays
 COMPLETE in the study so the sampler and the leaderboard see the value. After
-``workers.parent.loop.MAX_CONSECUTIVE_DUPLICATES`` of them in a row the space is taken as exhausted and
+``workers.parent.decisions.MAX_CONSECUTIVE_DUPLICATES`` of them in a row the space is taken as exhausted and
 further duplicates count again (``dedup_counted``), so the study still finishes.
 """
 
@@ -24,6 +24,7 @@ from optuna.trial import TrialState
 
 from sweep.penalties.config import RegularizerConfig
 from sweep.storage.engine import db_call
+from sweep.storage.trial_record import Attr
 
 __all__ = ["learned_no_effect", "find_duplicate", "reuse_result"]
 
@@ -35,8 +36,8 @@ def learned_no_effect(trials: list[optuna.trial.FrozenTrial]) -> tuple[str, ...]
     trials (all trials share one model, so one such trial per placement is proof enough)."""
     found: set[str] = set()
     for t in trials:
-        layers = (t.user_attrs.get("diagnostics") or {}).get("placement_layers") or {}
-        config = t.user_attrs.get("config") or {}
+        layers = (t.user_attrs.get(Attr.DIAGNOSTICS) or {}).get("placement_layers") or {}
+        config = t.user_attrs.get(Attr.CONFIG) or {}
         for placement, count in layers.items():
             if count == 0 and config.get(placement, {}).get("kind", "none") != "none":
                 found.add(placement)
@@ -54,21 +55,21 @@ def find_duplicate(study: optuna.Study, config: RegularizerConfig, seed: int) ->
     trials = db_call(lambda: study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)), what="list trials")
     key = config.config_hash(learned_no_effect(trials))
     for t in trials:
-        if t.user_attrs.get("effective_hash") == key and t.user_attrs.get("seed") == seed and t.value is not None:
+        if t.user_attrs.get(Attr.EFFECTIVE_HASH) == key and t.user_attrs.get(Attr.SEED) == seed and t.value is not None:
             return t
     return None
 
 
 def reuse_result(study: optuna.Study, trial: optuna.Trial, source: optuna.trial.FrozenTrial) -> None:
     """Copy ``source``'s reports and attrs onto ``trial``; the caller then tells its value."""
-    origin = source.user_attrs.get("dedup_of", source.number)
-    epochs = int(source.user_attrs.get("epochs_run", 0))
+    origin = source.user_attrs.get(Attr.DEDUP_OF, source.number)
+    epochs = int(source.user_attrs.get(Attr.EPOCHS_RUN, 0))
     _logger.info("Trial %d: same config and seed as trial %d; reusing its result (%d epochs saved, "
                  "no budget slot used)", trial.number, origin, epochs)
     for step, value in sorted(source.intermediate_values.items()):
         db_call(functools.partial(trial.report, value, step), what="report a reused value")
-    attrs: dict[str, Any] = {k: source.user_attrs[k] for k in ("curves", "diagnostics", "epochs_run", "effective_hash")
-             if k in source.user_attrs}
-    attrs.update({"dedup_of": origin, "epochs_saved": epochs, "duration_s": 0.0})
+    copied = (Attr.CURVES, Attr.DIAGNOSTICS, Attr.EPOCHS_RUN, Attr.EFFECTIVE_HASH)
+    attrs: dict[str, Any] = {k: source.user_attrs[k] for k in copied if k in source.user_attrs}
+    attrs.update({Attr.DEDUP_OF: origin, Attr.EPOCHS_SAVED: epochs, Attr.DURATION_S: 0.0})
     for key, value in attrs.items():
         db_call(functools.partial(trial.set_user_attr, key, value), what=f"write trial attr {key!r}")

@@ -15,9 +15,9 @@ import sys
 from importlib import metadata
 from typing import Any
 
-from sweep.launcher.gpus import NVIDIA_SMI_QUERY
+from sweep.launcher.gpus import NVIDIA_SMI_QUERY, cuda_hides_all_gpus, parse_nvidia_smi
 
-__all__ = ["gpu_name", "worker_info", "gpu_problem", "cuda_hides_all_gpus"]
+__all__ = ["gpu_name", "worker_info", "gpu_problem"]
 
 # Run in a child, so the worker parent stays free of TensorFlow/JAX (and of their CUDA state).
 _GPU_PROBE = {
@@ -26,21 +26,9 @@ _GPU_PROBE = {
 }
 
 
-def cuda_hides_all_gpus() -> bool:
-    """Whether ``CUDA_VISIBLE_DEVICES`` is set to hide every GPU from this process."""
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    return visible is not None and visible.strip() in ("", "-1")
-
-
 def _nvidia_smi(timeout: float) -> subprocess.CompletedProcess[str]:
     """The launcher's GPU query (``sweep.launcher.gpus.NVIDIA_SMI_QUERY``), run here in the worker."""
     return subprocess.run(list(NVIDIA_SMI_QUERY), capture_output=True, text=True, timeout=timeout, check=False)
-
-
-def _gpu_rows(output: str) -> list[tuple[str, str]]:
-    """``(index, name)`` per GPU line of the query's output; other lines are ignored."""
-    return [(index.strip(), name.strip()) for index, name in
-            (line.split(",", 1) for line in output.strip().splitlines() if "," in line)]
 
 
 def gpu_name() -> str:
@@ -51,16 +39,16 @@ def gpu_name() -> str:
         result = _nvidia_smi(timeout=10)
     except (OSError, subprocess.SubprocessError):
         return "cpu"
-    rows = _gpu_rows(result.stdout) if result.returncode == 0 else []
-    if not rows:
+    gpus = parse_nvidia_smi(result.stdout, strict=False) if result.returncode == 0 else []
+    if not gpus:
         return "cpu"
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     if visible:
         first = visible.split(",")[0].strip()
-        for index, name in rows:
-            if index == first:
-                return name
-    return rows[0][1]
+        for gpu in gpus:
+            if gpu.index == first:
+                return gpu.name
+    return gpus[0].name
 
 
 def gpu_problem(timeout: float = 300.0) -> str | None:
@@ -84,7 +72,7 @@ def gpu_problem(timeout: float = 300.0) -> str | None:
     if result.returncode != 0:
         detail = (result.stderr or result.stdout).strip().splitlines()
         return f"nvidia-smi failed with exit status {result.returncode}: {detail[0] if detail else 'no output'}"
-    if not _gpu_rows(result.stdout):
+    if not parse_nvidia_smi(result.stdout, strict=False):
         return "nvidia-smi lists no GPU"
     backend = os.environ.get("KERAS_BACKEND", "tensorflow")
     probe = _GPU_PROBE.get(backend)

@@ -18,6 +18,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from sweep.storage.engine import db_call
+from sweep.storage.trial_record import TrialRecord
 
 __all__ = ["predict_duration", "estimate", "sibling_trials"]
 
@@ -36,12 +37,13 @@ def _evidence(trials: Sequence[FrozenTrial], gpu: str, epochs: int) -> float:
     other: list[float] = []
     per_epoch: list[float] = []
     for t in trials:
-        if t.state not in (TrialState.COMPLETE, TrialState.PRUNED) or t.user_attrs.get("dedup_of") is not None:
+        record = TrialRecord(t.user_attrs)
+        if t.state not in (TrialState.COMPLETE, TrialState.PRUNED) or record.dedup_of is not None:
             continue
-        duration, ran = t.user_attrs.get("duration_s"), t.user_attrs.get("epochs_run")
+        duration, ran = record.duration_s, record.epochs_run
         if not duration or not ran:
             continue
-        on_same = t.user_attrs.get("worker", {}).get("gpu") == gpu
+        on_same = record.worker.get("gpu") == gpu
         if ran >= epochs:
             (same if on_same else other).append(float(duration))
         elif on_same:
