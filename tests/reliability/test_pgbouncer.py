@@ -112,7 +112,7 @@ def test_open_storage_needs_one_server_connection_at_a_time(pg_url: str, private
     """
     code = textwrap.dedent("""
         import sys, optuna
-        from sweep.storage.engine.engine import open_storage
+        from sweep.storage import open_storage
         storage = open_storage(sys.argv[1])
         study = optuna.create_study(study_name="one-connection", storage=storage)
         trial = study.ask()

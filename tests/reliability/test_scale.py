@@ -58,7 +58,7 @@ EPOCHS, EPOCH_SECONDS = 2, 1.0
 PROBE = textwrap.dedent("""
     import json, os, sys, time
     import optuna
-    from sweep.storage.engine.engine import open_storage
+    from sweep.storage import open_storage
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     stop_file, targets = sys.argv[1], dict(pooled=sys.argv[2], direct=sys.argv[3])
     studies = {k: optuna.create_study(study_name="latency-probe", storage=open_storage(u),
