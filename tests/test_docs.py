@@ -40,7 +40,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import BIN, REPO
+from tests.helpers import BIN, REPO, toml_value
 from tests.reliability.support import fresh_database
 
 if sys.version_info >= (3, 11):
@@ -97,28 +97,14 @@ def blocks(doc: Path) -> list[Block]:
     return found
 
 
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    if isinstance(value, str):
-        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    if isinstance(value, list):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    if isinstance(value, dict):
-        return "{ " + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items()) + " }"
-    raise TypeError(f"cannot write {value!r} as TOML")
-
-
 def toml_dumps(data: dict[str, Any]) -> str:
     """TOML text for a spec: top-level keys, then one table per section (``[space.kernel]``)."""
-    out = [f"{k} = {_toml_value(v)}" for k, v in data.items() if not isinstance(v, dict)]
+    out = [f"{k} = {toml_value(v)}" for k, v in data.items() if not isinstance(v, dict)]
 
     def table(prefix: str, body: dict[str, Any]) -> None:
         scalars = {k: v for k, v in body.items() if not (isinstance(v, dict) and _is_table(v))}
         out.append(f"\n[{prefix}]")
-        out.extend(f"{k} = {_toml_value(v)}" for k, v in scalars.items())
+        out.extend(f"{k} = {toml_value(v)}" for k, v in scalars.items())
         for k, v in body.items():
             if isinstance(v, dict) and _is_table(v):
                 table(f"{prefix}.{k}", v)
