@@ -16,7 +16,7 @@ from optuna.distributions import CategoricalDistribution
 from optuna.trial import TrialState, create_trial
 
 from sweep.report.data import ReportData, collect
-from sweep.report.figures import block_figure, sparsity_figure
+from sweep.report.diagfigures import block_figure, sparsity_figure
 from sweep.report.html import render_html
 from sweep.spec.load import load_spec
 from sweep.study.sweeps import Sweep

@@ -2,7 +2,8 @@
 
 * :mod:`sweep.report.summary`: status, leaderboard rows and CSV export (from the one ranking);
 * :mod:`sweep.report.data`: one read of the study flattened into rows for tables and figures;
-* :mod:`sweep.report.figures`, :mod:`sweep.report.html`, :mod:`sweep.report.write`: the report files;
+* :mod:`sweep.report.figures`, :mod:`sweep.report.diagfigures` (styled by :mod:`sweep.report.figstyle`),
+  :mod:`sweep.report.html`, :mod:`sweep.report.write`: the report files;
 * :mod:`sweep.report.tutorial`: the tutorial's published numbers beside ours;
 * :mod:`sweep.report.dashboard`: ``sweep dashboard`` (optuna-dashboard with the artifact store).
 """

@@ -1,14 +1,14 @@
-"""The report's plotly figures. Each function returns a figure, or a note saying why there is none.
+"""The report's plotly figures of accuracy and the search: by kind, by strength, history, importances,
+curves, the tutorial comparison. Each function returns a figure, or a note saying why there is none.
 
 Figures are drawn from :class:`~sweep.report.data.ReportData` and its in-memory study snapshot,
-never from the database. Colours are fixed per regularizer kind so every figure reads the same.
+never from the database. Their look (colours fixed per regularizer kind) is :mod:`sweep.report.figstyle`;
+the weight and diagnostics figures are :mod:`sweep.report.diagfigures`.
 """
 
 from __future__ import annotations
 
-import logging
 import math
-from typing import Any, TypeAlias
 
 import optuna
 import plotly.graph_objects as go
@@ -20,47 +20,17 @@ from sweep.report.data import (
     kind_values,
     searched_placements,
 )
+from sweep.report.figstyle import KIND_COLORS, LINE_COLORS, Figure, hover, log_axis, style
 from sweep.report.tutorial import TUTORIAL_ORDER, TUTORIAL_RUNS, experiment_runs, tutorial_results
 
 __all__ = [
-    "KIND_COLORS",
-    "Figure",
-    "block_figure",
     "curves_figure",
-    "diagnostics_figure",
-    "diagnostics_epochs_figure",
     "history_figure",
     "importance_figure",
     "kinds_figure",
     "placement_figure",
-    "sparsity_figure",
     "tutorial_figure",
 ]
-
-_logger = logging.getLogger(__name__)
-#: A figure, or a sentence explaining why there is none.
-Figure: TypeAlias = "go.Figure | str"
-KIND_COLORS = {"none": "#7f7f7f", "l1": "#1f77b4", "l2": "#d62728", "l1_l2": "#9467bd", "custom": "#2ca02c"}
-_LINE_COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf")
-_FONT = {"family": "system-ui, -apple-system, Segoe UI, Roboto, sans-serif", "size": 13}
-
-
-def _style(fig: go.Figure, height: int, *, legend_below: bool = False, **layout: Any) -> go.Figure:
-    # A long legend above the plot collides with subplot titles and the mode bar: put it below.
-    legend = ({"orientation": "h", "yanchor": "top", "y": -0.2, "x": 0} if legend_below
-              else {"orientation": "h", "yanchor": "bottom", "y": 1.08, "x": 0})
-    fig.update_layout(template="plotly_white", height=height, font=_FONT, legend=legend,
-                      margin={"l": 60, "r": 20, "t": 60, "b": 40 if not legend_below else 60}, **layout)
-    return fig
-
-
-def _hover(r: TrialRow) -> str:
-    return f"trial {r.number}<br>{r.short}"
-
-
-def _log_axis(fig: go.Figure, **where: int) -> None:
-    # One tick per decade, written 1e-05: SI prefixes (10µ) read badly for penalty factors.
-    fig.update_xaxes(type="log", dtick=1, exponentformat="e", showexponent="all", **where)
 
 
 def kinds_figure(data: ReportData) -> Figure:
@@ -79,7 +49,7 @@ def kinds_figure(data: ReportData) -> Figure:
         rows_by_kind = {k: [r for r in data.trained if r.kind(p) == k] for k in groups}
         for kind, values in groups.items():
             common = {"name": kind, "legendgroup": kind, "showlegend": kind not in shown,
-                      "text": [_hover(r) for r in rows_by_kind[kind]],
+                      "text": [hover(r) for r in rows_by_kind[kind]],
                       "hovertemplate": "%{text}<br>val acc %{y:.4f}<extra></extra>"}
             color = KIND_COLORS.get(kind, "#333")
             if len(values) >= 3:
@@ -91,7 +61,7 @@ def kinds_figure(data: ReportData) -> Figure:
             fig.add_trace(trace, row=1, col=col)
             shown.add(kind)
     fig.update_yaxes(title_text="validation accuracy", row=1, col=1)
-    return _style(fig, 420)
+    return style(fig, 420)
 
 
 def placement_figure(data: ReportData) -> Figure:
@@ -116,17 +86,17 @@ def placement_figure(data: ReportData) -> Figure:
                     legendgroup=kind,
                     showlegend=kind not in shown,
                     marker={"color": KIND_COLORS[kind], "size": 8, "opacity": 0.8},
-                    text=[_hover(r) for r in rows],
+                    text=[hover(r) for r in rows],
                     hovertemplate="%{text}<br>lambda %{x:.2g}<br>val acc %{y:.4f}<extra></extra>",
                 ),
                 row=1,
                 col=col,
             )
             shown.add(kind)
-        _log_axis(fig, row=1, col=col)
+        log_axis(fig, row=1, col=col)
         fig.update_xaxes(title_text="lambda (l1 + l2)", row=1, col=col)
     fig.update_yaxes(title_text="validation accuracy", row=1, col=1)
-    return _style(fig, 400)
+    return style(fig, 400)
 
 
 def history_figure(study: optuna.Study) -> Figure:
@@ -134,7 +104,7 @@ def history_figure(study: optuna.Study) -> Figure:
     if not study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
         return "No completed trials yet."
     fig = optuna.visualization.plot_optimization_history(study, target_name="validation accuracy")
-    return _style(fig, 400, title=None)
+    return style(fig, 400, title=None)
 
 
 def importance_figure(study: optuna.Study) -> Figure:
@@ -150,14 +120,14 @@ def importance_figure(study: optuna.Study) -> Figure:
     if not importances:
         return "Parameter importances could not be computed: no parameter varies across the completed trials."
     fig = optuna.visualization.plot_param_importances(study, target_name="validation accuracy")
-    return _style(fig, max(260, 60 + 40 * len(importances)), title=None)
+    return style(fig, max(260, 60 + 40 * len(importances)), title=None)
 
 
 def _curve_panels(rows: list[TrialRow], names: dict[int, str], keys: tuple[str, ...], titles: tuple[str, ...],
                   height: int, colors: list[str] | None = None) -> go.Figure:
     fig = make_subplots(rows=1, cols=len(keys), subplot_titles=titles)
     for i, r in enumerate(rows):
-        color = colors[i] if colors else _LINE_COLORS[i % len(_LINE_COLORS)]
+        color = colors[i] if colors else LINE_COLORS[i % len(LINE_COLORS)]
         for col, key in enumerate(keys, 1):
             ys = [y if math.isfinite(y) else None for y in r.curves.get(key, [])]
             fig.add_trace(go.Scatter(
@@ -166,7 +136,7 @@ def _curve_panels(rows: list[TrialRow], names: dict[int, str], keys: tuple[str, 
                 hovertemplate=f"{names[r.number]}<br>epoch %{{x}}<br>{key} %{{y:.4g}}<extra></extra>",
             ), row=1, col=col)
             fig.update_xaxes(title_text="epoch", row=1, col=col)
-    return _style(fig, height + 22 * len(rows), legend_below=True)
+    return style(fig, height + 22 * len(rows), legend_below=True)
 
 
 def curves_figure(data: ReportData, top: int = 5) -> Figure:
@@ -183,53 +153,6 @@ def curves_figure(data: ReportData, top: int = 5) -> Figure:
     names = {r.number: f"#{r.number} {r.short}" for r in rows}
     return _curve_panels(rows, names, ("val_accuracy", "val_loss", "reg_loss"),
                          ("validation accuracy", "validation loss", "regularization loss"), 430)
-
-
-def sparsity_figure(data: ReportData) -> Figure:
-    """Validation accuracy against the fraction of near-zero kernel weights, coloured by kernel kind."""
-    rows = [r for r in data.trained if r.sparsity is not None]
-    if not rows:
-        return "No trial recorded sparsity diagnostics."
-    fig = go.Figure()
-    for kind in dict.fromkeys(r.kind("kernel") for r in rows):
-        sub = [r for r in rows if r.kind("kernel") == kind]
-        fig.add_trace(
-            go.Scatter(
-                x=[r.sparsity for r in sub],
-                y=[r.value for r in sub],
-                mode="markers",
-                name=f"kernel {kind}",
-                marker={"color": KIND_COLORS.get(kind, "#333"), "size": 9, "opacity": 0.85},
-                text=[_hover(r) for r in sub],
-                hovertemplate="%{text}<br>sparsity %{x:.3f}<br>val acc %{y:.4f}<extra></extra>",
-            )
-        )
-    top = max(float(r.sparsity or 0.0) for r in rows)
-    # Padded range: points at sparsity 0 would otherwise sit half outside the plot on the axis.
-    # From 0, as a fraction reads; markers are not clipped, so a point at 0 shows whole on the axis.
-    fig.update_traces(cliponaxis=False)
-    fig.update_xaxes(title_text="sparsity (fraction of kernel weights with |w| < 1e-3)",
-                     range=[0, min(1.02, top * 1.1 + 0.05)])
-    fig.update_yaxes(title_text="validation accuracy")
-    return _style(fig, 400)
-
-
-def block_figure(data: ReportData, top: int = 5) -> Figure:
-    """Per-block sparsity of the top trials (from ``diagnostics.block_norms``)."""
-    rows = [r for r in data.trained if r.diagnostics.get("block_norms")][:top]
-    if not rows:
-        return "No trial recorded per-block norms (diagnostics.block_norms)."
-    blocks = list(dict.fromkeys(b for r in rows for b in r.diagnostics["block_norms"]))
-    z = [[(r.diagnostics["block_norms"].get(b) or {}).get("sparsity") for b in blocks] for r in rows]
-    # Scaled to the largest value seen, not to 1: typical sparsities are a few percent, which a 0-1
-    # scale paints white. Zero stays the lightest colour.
-    top_value = max([float(v) for row in z for v in row if v is not None] + [0.0])
-    fig = go.Figure(go.Heatmap(z=z, x=blocks, y=[f"#{r.number}" for r in rows], colorscale="Blues", zmin=0,
-                               zmax=max(top_value, 0.01), colorbar={"title": "sparsity"},
-                               hovertemplate="%{y} %{x}<br>sparsity %{z:.3f}<extra></extra>"))
-    fig.update_layout(title_text=f"Per-block sparsity of the top {len(rows)} trial(s) (fraction of |w| < 1e-3; "
-                                 f"colour scale 0 to {max(top_value, 0.01):.3g})", title_font_size=13)
-    return _style(fig, 160 + 40 * len(rows))
 
 
 def tutorial_figure(data: ReportData) -> Figure:
@@ -269,66 +192,4 @@ def tutorial_figure(data: ReportData) -> Figure:
                                      marker={"size": 5, "symbol": "star"}), row=1, col=2)
     fig.update_yaxes(type="log", row=1, col=2)
     fig.update_xaxes(title_text="epoch")
-    return _style(fig, 460, legend_below=True)
-
-
-def _network_totals(epoch: dict[str, Any]) -> tuple[float, float, float]:
-    """Whole-network kernel L2 norm, sparsity and mean |activation| of one epoch's diagnostics."""
-    blocks = epoch.get("blocks") or {}
-    l2 = math.sqrt(sum(float(b.get("l2", 0.0)) ** 2 for b in blocks.values()))
-    acts = [float(b["activation"]) for b in blocks.values() if "activation" in b]
-    return l2, float(epoch.get("sparsity") or 0.0), (sum(acts) / len(acts) if acts else math.nan)
-
-
-def diagnostics_figure(data: ReportData) -> Figure:
-    """Validation accuracy against the final epoch's weight norm, sparsity and activation, per kind."""
-    rows = [r for r in data.trained if r.by_epoch]
-    if not rows:
-        return "No trial recorded per-epoch diagnostics (diagnostics_by_epoch)."
-    titles = ("kernel L2 norm (whole network)", "kernel sparsity (|w| < 1e-3)", "mean |activation| of block outputs")
-    fig = make_subplots(rows=1, cols=3, subplot_titles=titles, shared_yaxes=True, horizontal_spacing=0.05)
-    for kind in dict.fromkeys(r.kind("kernel") for r in rows):
-        sub = [r for r in rows if r.kind("kernel") == kind]
-        totals = [_network_totals(r.by_epoch[-1]) for r in sub]
-        for col in range(3):
-            fig.add_trace(go.Scatter(
-                x=[t[col] for t in totals], y=[r.value for r in sub], mode="markers", name=f"kernel {kind}",
-                legendgroup=kind, showlegend=col == 0, text=[_hover(r) for r in sub],
-                marker={"color": KIND_COLORS.get(kind, "#333"), "size": 8, "opacity": 0.85},
-                hovertemplate="%{text}<br>%{x:.4g}<br>val acc %{y:.4f}<extra></extra>",
-            ), row=1, col=col + 1)
-    fig.update_yaxes(title_text="validation accuracy", row=1, col=1)
-    return _style(fig, 380, legend_below=True)
-
-
-def diagnostics_epochs_figure(data: ReportData) -> Figure:
-    """How the best trial's penalty reshaped each block over epochs: kernel L2 norm and activation."""
-    rows = [r for r in data.trained if r.by_epoch]
-    if not rows:
-        return "No trial recorded per-epoch diagnostics."
-    best = rows[0]
-    blocks = list(best.by_epoch[-1].get("blocks") or {})
-    epochs = [int(e.get("epoch", i)) + 1 for i, e in enumerate(best.by_epoch)]
-    titles = ("kernel L2 norm by block, relative to epoch 1", "mean |activation| by block, relative to epoch 1")
-    fig = make_subplots(rows=1, cols=2, subplot_titles=titles, horizontal_spacing=0.12)
-    grids = []
-    for key in ("l2", "activation"):
-        # Relative to each block's first epoch (absolute values differ by orders of magnitude between
-        # blocks), in log2 so that halving and doubling look equally strong on one shared scale.
-        grid = []
-        for b in blocks:
-            series = [(e.get("blocks") or {}).get(b, {}).get(key) for e in best.by_epoch]
-            first = next((v for v in series if v), None)
-            grid.append([math.log2(v / first) if v and first else None for v in series])
-        grids.append(grid)
-    span = max([abs(v) for g in grids for row in g for v in row if v is not None] + [1.0])
-    for col, grid in enumerate(grids, start=1):
-        fig.add_trace(go.Heatmap(z=grid, x=epochs, y=blocks, coloraxis="coloraxis",
-                                 hovertemplate="%{y} epoch %{x}<br>log2(x epoch 1) = %{z:.2f}<extra></extra>"),
-                      row=1, col=col)
-        fig.update_xaxes(title_text="epoch", dtick=1, row=1, col=col)
-    ticks = [t for t in range(-int(span), int(span) + 1)]
-    fig.update_layout(coloraxis={"colorscale": "RdBu", "cmin": -span, "cmax": span, "colorbar": {
-        "title": "vs epoch 1", "tickvals": ticks, "ticktext": [f"x{2.0 ** t:g}" for t in ticks]}})
-    fig.update_layout(title_text=f"best trial #{best.number}: {best.short}", title_font_size=13)
-    return _style(fig, 120 + 18 * len(blocks))
+    return style(fig, 460, legend_below=True)

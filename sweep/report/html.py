@@ -19,16 +19,18 @@ from sweep.report.data import (
     snapshot,
     unsearched_notes,
 )
-from sweep.report.figures import (
+from sweep.report.diagfigures import (
     block_figure,
-    curves_figure,
     diagnostics_epochs_figure,
     diagnostics_figure,
+    sparsity_figure,
+)
+from sweep.report.figures import (
+    curves_figure,
     history_figure,
     importance_figure,
     kinds_figure,
     placement_figure,
-    sparsity_figure,
     tutorial_figure,
 )
 from sweep.report.htmlparts import CSS, esc, figure_html, fmt, fmt_seconds, html_table, section_html, when

@@ -12,7 +12,7 @@ from collections.abc import Set as AbstractSet
 from typing import Any
 
 from sweep.masking import mask_secrets
-from sweep.report.figures import Figure
+from sweep.report.figstyle import Figure
 
 __all__ = ["CSS", "esc", "figure_html", "fmt", "fmt_seconds", "html_table", "section_html", "when"]
 

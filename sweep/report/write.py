@@ -6,7 +6,8 @@ holds the counts, the best trial and the leaderboard for chat or a ticket. The s
 shown masked (:func:`~sweep.masking.mask_url`) and free text (fail reasons) has passwords masked.
 ``sweep schedule`` writes the report of each night at its close (see :mod:`sweep.schedule.night`).
 
-Sections live in :mod:`sweep.report.html`, figures in :mod:`sweep.report.figures`, the data read
+Sections live in :mod:`sweep.report.html`, figures in :mod:`sweep.report.figures` and
+:mod:`sweep.report.diagfigures`, the data read
 from storage in :mod:`sweep.report.data`.
 """
 
