@@ -1,7 +1,9 @@
 """Starting workers: local processes (``sweep run``) and Docker containers, one per GPU (``sweep workers``).
 
 * :mod:`sweep.launcher.local`: N worker processes on this machine with live progress;
-* :mod:`sweep.launcher.containers`: pure functions that build a ``WorkerSpec`` and the docker-py arguments;
+* :mod:`sweep.launcher.containers`: pure functions that build a ``WorkerSpec``;
+* :mod:`sweep.launcher.labels`: how a worker container is named and found again (labels, ``WorkerInfo``);
+* :mod:`sweep.launcher.docker_args`: the docker-py arguments of a ``WorkerSpec``;
 * :mod:`sweep.launcher.gpus`: the GPU list (the one ``nvidia-smi`` parser, ``--gpus all|0,1``);
 * :mod:`sweep.launcher.docker_engine`: the calls to the engine, each taking the client as a parameter;
 * :mod:`sweep.launcher.cli`: the ``sweep workers up|ls|down`` command group.
@@ -11,6 +13,16 @@ from __future__ import annotations
 
 from sweep.launcher.containers import (
     CONTAINER_ARTIFACTS,
+    WorkerSpec,
+    build_cpu_worker_specs,
+    build_worker_spec,
+    build_worker_specs,
+    parse_restart,
+)
+from sweep.launcher.docker_args import describe, host_config_kwargs, run_kwargs
+from sweep.launcher.docker_engine import connect, down, ls, up
+from sweep.launcher.gpus import NVIDIA_SMI_QUERY, GpuInfo, parse_gpus, parse_nvidia_smi, query_gpus
+from sweep.launcher.labels import (
     LABEL_CPU,
     LABEL_FOLLOW,
     LABEL_GPU,
@@ -19,16 +31,8 @@ from sweep.launcher.containers import (
     LABEL_STUDY,
     ROLE_WORKER,
     WorkerInfo,
-    WorkerSpec,
-    build_cpu_worker_specs,
-    build_worker_spec,
-    build_worker_specs,
     container_name,
-    parse_restart,
 )
-from sweep.launcher.docker_args import describe, host_config_kwargs, run_kwargs
-from sweep.launcher.docker_engine import connect, down, ls, up
-from sweep.launcher.gpus import NVIDIA_SMI_QUERY, GpuInfo, parse_gpus, parse_nvidia_smi, query_gpus
 
 __all__ = [
     "CONTAINER_ARTIFACTS",

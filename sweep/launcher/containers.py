@@ -8,27 +8,28 @@ and every message shows it through :func:`sweep.masking.mask_url`.
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from sweep.errors import LauncherError
 from sweep.launcher.gpus import _GPU_ID
+from sweep.launcher.labels import (
+    LABEL_CPU,
+    LABEL_FOLLOW,
+    LABEL_GPU,
+    LABEL_IMAGE,
+    LABEL_ROLE,
+    LABEL_STUDY,
+    ROLE_WORKER,
+    container_name,
+)
+from sweep.masking import mask_url
 
 __all__ = [
-    "LABEL_ROLE",
-    "LABEL_STUDY",
-    "LABEL_GPU",
-    "LABEL_CPU",
-    "LABEL_IMAGE",
-    "LABEL_FOLLOW",
-    "ROLE_WORKER",
     "CONTAINER_ARTIFACTS",
     "WorkerSpec",
-    "WorkerInfo",
     "parse_restart",
-    "container_name",
     "build_worker_spec",
     "build_worker_specs",
     "build_cpu_worker_specs",
@@ -36,22 +37,11 @@ __all__ = [
 
 _logger = logging.getLogger("sweep.launcher")
 
-LABEL_ROLE = "regsweep.role"
-LABEL_STUDY = "regsweep.study"
-LABEL_GPU = "regsweep.gpu"
-#: CPU-only workers (``--cpus N``) carry this label (0..N-1) instead of LABEL_GPU.
-LABEL_CPU = "regsweep.cpu"
-LABEL_IMAGE = "regsweep.image"
-LABEL_FOLLOW = "regsweep.follow"
-ROLE_WORKER = "worker"
 
 #: Where the artifact store is mounted inside a worker (Dockerfile.gpu's SWEEP_ARTIFACTS).
 CONTAINER_ARTIFACTS = "/artifacts"
 
 
-# A GPU as Docker's --gpus device=... accepts it: an index, or a GPU/MIG UUID.
-# Docker container names: [a-zA-Z0-9][a-zA-Z0-9_.-]+
-_NAME_UNSAFE = re.compile(r"[^a-zA-Z0-9_.-]+")
 # Storage hosts that mean "this machine": inside a container they mean the container itself.
 _LOOPBACK = {"localhost", "127.0.0.1", "::1"}
 
@@ -92,34 +82,6 @@ class WorkerSpec:
         return f"gpu {self.gpu}" if self.gpu is not None else f"cpu {self.cpu}"
 
 
-@dataclass(frozen=True)
-class WorkerInfo:
-    """A worker container found by its labels.
-
-    Args:
-        name: Container name.
-        short_id: Short container id.
-        status: Docker status (``running``, ``exited``, ...).
-        study: Value of the study label.
-        gpu: Value of the GPU label ("" for a CPU-only worker).
-        image: Image the worker was started from.
-        cpu: Value of the CPU-slot label ("" for a GPU worker).
-    """
-
-    name: str
-    short_id: str
-    status: str
-    study: str
-    gpu: str
-    image: str
-    cpu: str = ""
-
-    @property
-    def device(self) -> str:
-        """``gpu N`` or ``cpu N``."""
-        return f"gpu {self.gpu}" if self.gpu else f"cpu {self.cpu}"
-
-
 def parse_restart(value: str) -> dict[str, Any]:
     """Turn ``--restart`` into a Docker restart policy.
 
@@ -147,34 +109,6 @@ def parse_restart(value: str) -> dict[str, Any]:
     )
 
 
-def container_name(prefix: str, study: str, gpu: str | None, cpu: str | None = None) -> str:
-    """Name of the worker container for ``study`` on ``gpu``, e.g. ``regsweep-quick-gpu0``
-    (``regsweep-quick-cpu0`` for CPU-only slot 0).
-
-    Args:
-        prefix: The ``--name-prefix``.
-        study: Study name.
-        gpu: GPU id (a UUID is shortened to its first 8 hex digits); None for a CPU worker.
-        cpu: CPU-only worker slot, when ``gpu`` is None.
-    """
-    if gpu is None:
-        device = f"cpu{cpu}"
-    else:
-        device = "gpu" + (gpu if gpu.isdigit() else gpu.split("-", 1)[-1].replace("-", "")[:8])
-    name = _NAME_UNSAFE.sub("-", f"{prefix}-{study}-{device}").strip("-._")
-    if not name or not name[0].isalnum():
-        raise LauncherError(
-            f"Invalid --name-prefix: container names must start with a letter or digit, received {prefix!r}"
-        )
-    return name
-
-
-def _mask(url: str) -> str:
-    from sweep.masking import mask_url  # lazy: sweep.storage.engine imports optuna/sqlalchemy
-
-    return mask_url(url)
-
-
 def _check_storage(storage: str, network: str | None) -> None:
     """Reject storage URLs a container cannot use; warn about ones that probably won't work."""
     from sqlalchemy.engine import make_url  # lazy, like sweep.storage.engine
@@ -184,18 +118,18 @@ def _check_storage(storage: str, network: str | None) -> None:
     except Exception:
         raise LauncherError(
             f"Invalid --storage: expected a database URL such as postgresql+psycopg2://user@host/db, "
-            f"received {_mask(storage)!r}"
+            f"received {mask_url(storage)!r}"
         ) from None
     if url.get_backend_name() == "sqlite":
         raise LauncherError(
             f"Invalid --storage for containers: a SQLite file is private to each container; use "
-            f"PostgreSQL, received {_mask(storage)!r}"
+            f"PostgreSQL, received {mask_url(storage)!r}"
         )
     if (url.host or "localhost") in _LOOPBACK and network != "host":
         _logger.warning(
             "Storage %s points at %s, which inside a container is the container itself; use the "
             "database's host name/IP, or --network host",
-            _mask(storage), url.host or "localhost (unix socket)",
+            mask_url(storage), url.host or "localhost (unix socket)",
         )
 
 

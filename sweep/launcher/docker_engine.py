@@ -13,7 +13,9 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from sweep.errors import LauncherError
-from sweep.launcher.containers import (
+from sweep.launcher.containers import WorkerSpec
+from sweep.launcher.docker_args import describe, run_kwargs
+from sweep.launcher.labels import (
     LABEL_CPU,
     LABEL_FOLLOW,
     LABEL_GPU,
@@ -22,10 +24,8 @@ from sweep.launcher.containers import (
     LABEL_STUDY,
     ROLE_WORKER,
     WorkerInfo,
-    WorkerSpec,
-    _mask,
 )
-from sweep.launcher.docker_args import describe, run_kwargs
+from sweep.masking import mask_url
 
 __all__ = ["connect", "up", "ls", "down"]
 
@@ -123,7 +123,7 @@ def up(client: Any, specs: Iterable[WorkerSpec]) -> list[str]:
                 old.remove(force=True)
             _logger.info(
                 "Starting worker %s: study %s, %s, storage %s: %s",
-                spec.name, spec.study, spec.device, _mask(spec.environment["SWEEP_STORAGE"]), describe(spec),
+                spec.name, spec.study, spec.device, mask_url(spec.environment["SWEEP_STORAGE"]), describe(spec),
             )
             # create + start rather than run: when start fails, the `created` container is ours to remove.
             container = client.containers.create(**run_kwargs(spec))
