@@ -21,15 +21,7 @@ import numpy as np
 from PIL import Image
 
 from sweep.errors import DataError
-from workers.child.sources import (
-    IMAGE_EXTENSIONS,
-    check_images,
-    check_labels,
-    read_digits,
-    read_dir,
-    read_npz,
-    read_tfds,
-)
+from workers.child.sources import IMAGE_EXTENSIONS, SourceArrays, read_source
 
 __all__ = ["ImageData", "load_dataset", "IMAGE_EXTENSIONS"]
 
@@ -122,76 +114,66 @@ def load_dataset(
     Raises:
         DataError: If the source is unknown, missing, empty or malformed.
     """
-    if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
-        raise DataError(f"Invalid image_size: expected a positive int, received image_size={image_size!r}")
-    if not isinstance(val_fraction, (int, float)) or not 0.0 < val_fraction < 1.0:
-        raise DataError(f"Invalid val_fraction: expected a float in (0, 1), received val_fraction={val_fraction!r}")
-    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
-        raise DataError(f"Invalid limit: expected a positive int or None, received limit={limit!r}")
-    if not isinstance(source, str):
-        raise DataError(f"Invalid dataset: expected a string, received dataset={source!r}")
-    scheme, _, arg = source.partition(":")
-    if scheme in ("dir", "npz", "tfds") and not arg:
-        raise DataError(f"Dataset {source!r}: missing the part after '{scheme}:'")
-
-    given_split: tuple[np.ndarray, ...] | None = None
-    class_names: list[str] | None  # dir and npz sources may not name their classes
-    if source == "digits":
-        x, y, class_names = read_digits()
-    elif scheme == "dir":
-        x, y, class_names = read_dir(source, arg, image_size)
-    elif scheme == "npz":
-        arrays, class_names = read_npz(source, arg)
-        if "x" in arrays:
-            x = check_images(source, "x", arrays["x"])
-            y = check_labels(source, "y", arrays["y"], len(x))
-        else:
-            x_tr = check_images(source, "x_train", arrays["x_train"])
-            x_va = check_images(source, "x_val", arrays["x_val"])
-            given_split = (
-                x_tr, check_labels(source, "y_train", arrays["y_train"], len(x_tr)),
-                x_va, check_labels(source, "y_val", arrays["y_val"], len(x_va)),
-            )
-            y = np.concatenate([given_split[1], given_split[3]])
-    elif scheme == "tfds":
-        x, y, class_names = read_tfds(source, arg)
-        x = check_images(source, "images", x)
-        y = check_labels(source, "labels", y, len(x))
-    else:
-        raise DataError(
-            f"Invalid dataset: unknown source {source!r}, expected 'digits', 'dir:PATH', 'npz:PATH' or 'tfds:NAME'"
-        )
-
-    num_classes = int(y.max()) + 1 if y.size else 0
-    if num_classes < 2:
-        raise DataError(f"Dataset {source!r}: needs at least 2 classes, found {num_classes}")
-    if class_names is None:
-        class_names = [str(i) for i in range(num_classes)]
-    elif len(class_names) < num_classes:
-        raise DataError(f"Dataset {source!r}: {len(class_names)} class_names for labels up to {num_classes - 1}")
-    if given_split is not None:
-        x_train, y_train, x_val, y_val = given_split
-    else:
-        if len(x) < 2:
-            raise DataError(f"Dataset {source!r}: needs at least 2 images, found {len(x)}")
-        train_idx, val_idx = stratified_split(y, val_fraction, seed)
-        x_train, y_train, x_val, y_val = x[train_idx], y[train_idx], x[val_idx], y[val_idx]
-    if not len(x_train) or not len(x_val):
-        raise DataError(
-            f"Dataset {source!r}: empty split ({len(x_train)} train, {len(x_val)} validation images)"
-        )
-    if limit is not None and limit < len(x_train):
-        keep = np.sort(np.random.default_rng(seed).permutation(len(x_train))[:limit])
-        x_train, y_train = x_train[keep], y_train[keep]
+    _check_arguments(image_size, val_fraction, limit)
+    read = read_source(source, image_size)
+    class_names = _class_names(source, read.y, read.class_names)
+    x_train, y_train, x_val, y_val = _split(source, read, val_fraction, seed)
+    x_train, y_train = _limit(x_train, y_train, limit, seed)
     data = ImageData(
         x_train=_to_rgb(_resize(x_train, image_size)),
         y_train=y_train,
         x_val=_to_rgb(_resize(x_val, image_size)),
         y_val=y_val,
         num_classes=len(class_names),
-        class_names=list(class_names),
+        class_names=class_names,
         source=source,
     )
     logger.info("Loaded %s: %d train / %d validation images, %d classes, %dx%d",
                 source, len(data.x_train), len(data.x_val), data.num_classes, image_size, image_size)
     return data
+
+
+def _check_arguments(image_size: object, val_fraction: object, limit: object) -> None:
+    if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
+        raise DataError(f"Invalid image_size: expected a positive int, received image_size={image_size!r}")
+    if not isinstance(val_fraction, (int, float)) or not 0.0 < val_fraction < 1.0:
+        raise DataError(f"Invalid val_fraction: expected a float in (0, 1), received val_fraction={val_fraction!r}")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise DataError(f"Invalid limit: expected a positive int or None, received limit={limit!r}")
+
+
+def _class_names(source: str, y: np.ndarray, names: list[str] | None) -> list[str]:
+    """The name of each class index: the source's own, or the index as a string."""
+    num_classes = int(y.max()) + 1 if y.size else 0
+    if num_classes < 2:
+        raise DataError(f"Dataset {source!r}: needs at least 2 classes, found {num_classes}")
+    if names is None:
+        return [str(i) for i in range(num_classes)]
+    if len(names) < num_classes:
+        raise DataError(f"Dataset {source!r}: {len(names)} class_names for labels up to {num_classes - 1}")
+    return list(names)
+
+
+def _split(source: str, read: SourceArrays, val_fraction: float,
+           seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``(x_train, y_train, x_val, y_val)``: the source's own split, else a stratified one."""
+    if read.given_split is not None:
+        x_train, y_train, x_val, y_val = read.given_split
+    else:
+        if len(read.x) < 2:
+            raise DataError(f"Dataset {source!r}: needs at least 2 images, found {len(read.x)}")
+        train_idx, val_idx = stratified_split(read.y, val_fraction, seed)
+        x_train, y_train, x_val, y_val = read.x[train_idx], read.y[train_idx], read.x[val_idx], read.y[val_idx]
+    if not len(x_train) or not len(x_val):
+        raise DataError(
+            f"Dataset {source!r}: empty split ({len(x_train)} train, {len(x_val)} validation images)"
+        )
+    return x_train, y_train, x_val, y_val
+
+
+def _limit(x: np.ndarray, y: np.ndarray, limit: int | None, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """At most ``limit`` training images, drawn with ``seed`` and kept in their order."""
+    if limit is None or limit >= len(x):
+        return x, y
+    keep = np.sort(np.random.default_rng(seed).permutation(len(x))[:limit])
+    return x[keep], y[keep]

@@ -11,6 +11,7 @@ Splitting, limiting and resizing into an :class:`~workers.child.data.ImageData` 
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import numpy as np
@@ -20,11 +21,13 @@ from sweep.errors import DataError
 
 __all__ = [
     "IMAGE_EXTENSIONS",
+    "SourceArrays",
     "check_images",
     "check_labels",
     "read_digits",
     "read_dir",
     "read_npz",
+    "read_source",
     "read_tfds",
 ]
 
@@ -139,3 +142,59 @@ def read_tfds(source: str, name: str) -> tuple[np.ndarray, np.ndarray, list[str]
     x, y = tfds.as_numpy(data)
     label = info.features["label"]
     return x, y, list(getattr(label, "names", None) or [str(i) for i in range(int(label.num_classes))])
+
+
+@dataclasses.dataclass(frozen=True)
+class SourceArrays:
+    """What a source holds, checked but not yet split or resized.
+
+    Attributes:
+        x: float32 NHWC images in [0, 1], to be split (with ``given_split``: its training images).
+        y: int32 labels, all of them (the classes are counted from it).
+        class_names: The source's class names, or None when it does not name them.
+        given_split: ``(x_train, y_train, x_val, y_val)`` when an npz file brings its own split.
+    """
+
+    x: np.ndarray
+    y: np.ndarray
+    class_names: list[str] | None
+    given_split: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
+
+
+def read_source(source: str, image_size: int) -> SourceArrays:
+    """Read ``"digits"``, ``"dir:PATH"``, ``"npz:PATH"`` or ``"tfds:NAME"`` (``dir`` images at ``image_size``).
+
+    Raises:
+        DataError: If the source is unknown, missing, empty or malformed.
+    """
+    if not isinstance(source, str):
+        raise DataError(f"Invalid dataset: expected a string, received dataset={source!r}")
+    scheme, _, arg = source.partition(":")
+    if scheme in ("dir", "npz", "tfds") and not arg:
+        raise DataError(f"Dataset {source!r}: missing the part after '{scheme}:'")
+    if source == "digits":
+        return SourceArrays(*read_digits())
+    if scheme == "dir":
+        return SourceArrays(*read_dir(source, arg, image_size))
+    if scheme == "npz":
+        return _npz_arrays(source, arg)
+    if scheme == "tfds":
+        x, y, class_names = read_tfds(source, arg)
+        x = check_images(source, "images", x)
+        return SourceArrays(x, check_labels(source, "labels", y, len(x)), class_names)
+    raise DataError(
+        f"Invalid dataset: unknown source {source!r}, expected 'digits', 'dir:PATH', 'npz:PATH' or 'tfds:NAME'"
+    )
+
+
+def _npz_arrays(source: str, path: str) -> SourceArrays:
+    arrays, class_names = read_npz(source, path)
+    if "x" in arrays:
+        x = check_images(source, "x", arrays["x"])
+        return SourceArrays(x, check_labels(source, "y", arrays["y"], len(x)), class_names)
+    x_tr = check_images(source, "x_train", arrays["x_train"])
+    x_va = check_images(source, "x_val", arrays["x_val"])
+    y_tr = check_labels(source, "y_train", arrays["y_train"], len(x_tr))
+    y_va = check_labels(source, "y_val", arrays["y_val"], len(x_va))
+    # The given split is used as it is; y (both halves) only counts the classes.
+    return SourceArrays(x_tr, np.concatenate([y_tr, y_va]), class_names, (x_tr, y_tr, x_va, y_va))
