@@ -175,6 +175,31 @@ def build_worker_spec(
     Raises:
         LauncherError: Bad GPU id, restart policy, image, study or storage.
     """
+    _check_worker_args(gpu, cpu, image, study)
+    _check_storage(storage, network)
+    policy = parse_restart(restart)
+    environment = _worker_environment(
+        extra_env, storage=storage, study=study, gpu=gpu, worker_index=worker_index, follow=follow,
+        artifacts=artifacts,
+    )
+    slot = None if cpu is None else str(cpu)
+    return WorkerSpec(
+        name=container_name(name_prefix, f"{study}-follow" if follow else study, gpu, slot),
+        image=image,
+        study=study,
+        gpu=gpu,
+        environment=environment,
+        labels=_worker_labels(study, image, gpu, slot, follow),
+        restart_policy=policy,
+        artifacts=artifacts,
+        network=network,
+        # Study only: visible in `docker ps`, and the storage URL stays in the environment.
+        command=("--follow", study) if follow else ("--study", study),
+        cpu=slot,
+    )
+
+
+def _check_worker_args(gpu: str | None, cpu: int | None, image: str, study: str) -> None:
     if (gpu is None) == (cpu is None):
         raise LauncherError(f"A worker needs a GPU id or a CPU slot, not both or neither: gpu={gpu!r}, cpu={cpu!r}")
     if gpu is not None and not _GPU_ID.match(gpu):
@@ -183,8 +208,13 @@ def build_worker_spec(
         raise LauncherError("Invalid --image: expected an image reference, received --image=''")
     if not study.strip():
         raise LauncherError("Invalid --study: expected a study name, received --study=''")
-    _check_storage(storage, network)
-    policy = parse_restart(restart)
+
+
+def _worker_environment(
+    extra_env: dict[str, str] | None, *, storage: str, study: str, gpu: str | None, worker_index: int,
+    follow: bool, artifacts: str | None,
+) -> dict[str, str]:
+    """The container's environment: ``extra_env`` plus what the arguments set (the storage URL among them)."""
     environment = dict(extra_env or {})
     clash = {"SWEEP_STORAGE", "SWEEP_STUDY", "SWEEP_WORKER_INDEX", "SWEEP_REQUIRE_GPU"} & environment.keys()
     if clash:
@@ -198,7 +228,11 @@ def build_worker_spec(
         environment["SWEEP_STUDY"] = study
     if artifacts is not None:
         environment.setdefault("SWEEP_ARTIFACTS", CONTAINER_ARTIFACTS)
-    slot = None if cpu is None else str(cpu)
+    return environment
+
+
+def _worker_labels(study: str, image: str, gpu: str | None, slot: str | None, follow: bool) -> dict[str, str]:
+    """The ``regsweep.*`` labels that ``sweep workers ls|down`` find the container by."""
     labels = {
         LABEL_ROLE: ROLE_WORKER,
         LABEL_STUDY: study,
@@ -207,20 +241,7 @@ def build_worker_spec(
     }
     if follow:
         labels[LABEL_FOLLOW] = "true"
-    return WorkerSpec(
-        name=container_name(name_prefix, f"{study}-follow" if follow else study, gpu, slot),
-        image=image,
-        study=study,
-        gpu=gpu,
-        environment=environment,
-        labels=labels,
-        restart_policy=policy,
-        artifacts=artifacts,
-        network=network,
-        # Study only: visible in `docker ps`, and the storage URL stays in the environment.
-        command=("--follow", study) if follow else ("--study", study),
-        cpu=slot,
-    )
+    return labels
 
 
 def build_worker_specs(gpus: Sequence[str], **kwargs: Any) -> list[WorkerSpec]:
