@@ -63,6 +63,8 @@ def test_two_sweep_runs_share_a_study_without_sharing_seeds_or_logs(
     assert all(len(p) == 1 for p in pids) and pids[0] != pids[1], pids  # one worker per file, not interleaved
     workers = {t.user_attrs["worker"]["id"]: t.user_attrs["worker"] for t in done}
     assert len(workers) == 2, sorted(workers)  # both runs took trials, each under its own identity
+    # One worker per run: the thread pools keep the libraries' defaults (sweep.launcher.threads).
+    assert {w["cpu_threads"] for w in workers.values()} == {None}
     seeds = {w["sampler_seed"] for w in workers.values()}
     assert len(seeds) == 2, seeds
     print(f"\n[identity] two sweep runs: worker ids {sorted(workers)}, sampler seeds {sorted(seeds)}, "

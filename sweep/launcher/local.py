@@ -7,6 +7,8 @@ epoch, re-queues its trial (slot given back) and exits. A second Ctrl-C (at leas
 ``SIGNAL_WINDOW_S`` after the first) forwards a second SIGTERM: workers abort their trial at once,
 still re-queuing it; a third kills them. ``sweep run`` then prints a one-line summary and exits 130.
 
+Each worker gets its share of the cores as its CPU thread count (:mod:`sweep.launcher.threads`).
+
 Logs: ``LOG_DIR/worker-N.log`` (default ``LOG_DIR`` = ``regsweep-logs/<study>/`` in the current
 directory). A log file another running ``sweep run`` still writes (an exclusive ``flock``) is
 never shared: this run's worker N then logs to ``worker-N.<host>-<pid>.log``.
@@ -28,6 +30,7 @@ from typing import BinaryIO
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
+from sweep.launcher.threads import available_cpus, thread_env
 from sweep.processes import die_with_parent
 from sweep.report.summary import sweep_status
 from sweep.study.sweeps import UNLIMITED, Sweep
@@ -106,10 +109,14 @@ def run_local_workers(
                 p.send_signal(signal.SIGTERM if len(requests) <= 2 else signal.SIGKILL)
 
     previous = {sig: signal.signal(sig, _forward) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    inherited = {**os.environ, **(extra_env or {})}
+    threads = thread_env(n_workers, available_cpus(), inherited)
+    if threads:
+        _logger.info("Each worker trains with %s CPU thread(s) per pool", threads[next(iter(threads))])
     for index in range(n_workers):
         env = {
-            **os.environ,
-            **(extra_env or {}),
+            **inherited,
+            **threads,
             "SWEEP_STORAGE": storage_url,
             "SWEEP_STUDY": sweep.name,
             "SWEEP_WORKER_INDEX": str(index),

@@ -115,5 +115,7 @@ def worker_info() -> dict[str, Any]:
         "pid": os.getpid(),
         "gpu": gpu_name(),
         "backend": os.environ.get("KERAS_BACKEND", "tensorflow"),
+        # Set by `sweep run` to this worker's share of the cores; None: the libraries' default (all).
+        "cpu_threads": int(os.environ["TF_NUM_INTRAOP_THREADS"]) if "TF_NUM_INTRAOP_THREADS" in os.environ else None,
         "versions": {k: v for k, v in versions.items() if v},
     }
