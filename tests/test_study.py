@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from sweep.errors import SpecError
 from sweep.spec.load import load_spec
 from sweep.storage.engine import engine_of, open_storage
-from sweep.study.budget import budget_state
+from sweep.study.budget import budget_of, budget_state
 from sweep.study.sweeps import create_sweep, load_sweep
 from tests.helpers import BIN, REPO, run_cli, synthetic_spec
 
@@ -111,4 +111,7 @@ def test_study_is_read_back_by_optuna_cli(pg_url: str, study_name: str, tmp_path
     assert rows[study_name]["direction"] == ["MAXIMIZE"]
     study = optuna.load_study(study_name=study_name, storage=pg_url)
     assert study.user_attrs["spec"]["study"]["name"] == study_name
-    assert study.user_attrs["budget"]["trials"] == 3
+    # The budget is read from its one home, the regsweep_budget row, and is stored nowhere else.
+    state = budget_of(study)
+    assert state is not None and state.total == 3
+    assert "trials" not in study.user_attrs["budget"]

@@ -217,7 +217,8 @@ def budget_of(study: optuna.Study) -> BudgetState | None:
 
     The budget lives in one place, the ``regsweep_budget`` row: the finalist phase and ``sweep extend``
     grow it there, so every reader going through here shows the same total. (The spec's
-    ``budget.trials`` and the study attr ``budget`` keep what the study was created with.)
+    ``budget.trials`` keeps what the study was created with; the study attr ``budget`` holds
+    only the deadline and trial timeout.)
 
     Args:
         study: The study; one not in an RDB storage (in-memory) has no budget row.

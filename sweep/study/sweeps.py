@@ -121,11 +121,11 @@ def create_sweep(spec: SweepSpec, storage: optuna.storages.BaseStorage) -> tuple
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             # optuna-dashboard shows this name instead of "Objective 0".
             db_call(lambda: study.set_metric_names([spec.objective.metric]), what="name the objective")
+        # The trial budget's one home is the regsweep_budget row (budget.budget_of); not repeated here.
         db_call(
             lambda: study.set_user_attr(
                 "budget",
                 {
-                    "trials": total,
                     "deadline": spec.budget.deadline.isoformat() if spec.budget.deadline else None,
                     "trial_timeout_s": spec.budget.trial_timeout_s,
                 },
