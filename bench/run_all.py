@@ -35,6 +35,10 @@ PLANS: dict[str, dict[str, list[str]]] = {
 }
 
 
+def _met(ok: bool) -> str:
+    return "met" if ok else "NOT met"
+
+
 def _goals(size: str) -> list[str]:
     """One line per goal, read back from the result files."""
     lines: list[str] = []
@@ -50,8 +54,13 @@ def _goals(size: str) -> list[str]:
         lines.append(f"orchestration: no result ({error})")
     try:
         t = json.loads((RESULTS / f"throughput-{size}.json").read_text())
-        ratios = ", ".join(f"{k}: {v['worker/plain']}x" for k, v in t["ratios"].items())
-        lines.append(f"throughput worker/plain (goal >= 1.3x): {ratios}")
+        speed = {k: v["worker/plain"] for k, v in t["ratios"].items()}
+        share = {k: v.get("worker diagnostics share of epoch") for k, v in t["ratios"].items()}
+        lines.append(f"throughput worker/plain img/s (goal >= 1.0x): {_met(all(x >= 1.0 for x in speed.values()))}; "
+                     + ", ".join(f"{k}: {v}x" for k, v in speed.items()))
+        lines.append("throughput diagnostics share of an epoch (goal <= 5%): "
+                     + _met(all(x is not None and x <= 0.05 for x in share.values())) + "; "
+                     + ", ".join(f"{k}: {'-' if v is None else f'{100 * v:.1f}%'}" for k, v in share.items()))
     except (OSError, KeyError, ValueError) as error:
         lines.append(f"throughput: no result ({error})")
     try:
