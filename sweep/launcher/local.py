@@ -92,23 +92,55 @@ def run_local_workers(
     console = console or Console(stderr=True)
     log_dir = log_dir or Path("regsweep-logs") / sweep.name
     log_dir.mkdir(parents=True, exist_ok=True)
-    procs: list[subprocess.Popen[bytes]] = []
+    forwarder = _SignalForwarder(console)
+    previous = {sig: signal.signal(sig, forwarder) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     handles: list[BinaryIO] = []
-    requests: list[float] = []
+    try:
+        _start_workers(sweep, storage_url, n_workers, log_dir, extra_env, procs=forwarder.procs, handles=handles)
+        logs = sorted({Path(h.name).name for h in handles})
+        console.print(f"Started {n_workers} worker(s) on study [bold]{sweep.name}[/]; logs in {log_dir}/"
+                      + ("" if logs == [f"worker-{i}.log" for i in range(n_workers)] else f" ({', '.join(logs)})"))
+        _show_progress(sweep, forwarder.procs, console, poll_s)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        for handle in handles:
+            handle.close()
+    codes = [p.returncode for p in forwarder.procs]
+    for index, code in enumerate(codes):
+        if code != 0:
+            console.print(f"[red]worker {index} exited with status {code}; see {handles[index].name}[/]")
+    if forwarder.requests:
+        console.print(_interrupted_summary(sweep, codes), highlight=False)
+        raise KeyboardInterrupt  # `sweep` exits 130, as after any interruption
+    return codes
 
-    def _forward(signum: int, frame: object) -> None:
+
+class _SignalForwarder:
+    """The signal handler of ``sweep run``: one SIGTERM to every worker per request, SIGKILL at the third."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.requests: list[float] = []
+
+    def __call__(self, signum: int, frame: object) -> None:
         now = time.monotonic()
-        if requests and now - requests[-1] < SIGNAL_WINDOW_S:
+        if self.requests and now - self.requests[-1] < SIGNAL_WINDOW_S:
             return  # the same request delivered twice
-        requests.append(now)
-        if len(requests) == 1:
-            console.print("[yellow]Interrupted: workers finish their epoch and re-queue their trials "
-                          "(Ctrl-C again to abort the trials now)[/]")
-        for p in procs:
+        self.requests.append(now)
+        if len(self.requests) == 1:
+            self.console.print("[yellow]Interrupted: workers finish their epoch and re-queue their trials "
+                               "(Ctrl-C again to abort the trials now)[/]")
+        for p in self.procs:
             if p.poll() is None:
-                p.send_signal(signal.SIGTERM if len(requests) <= 2 else signal.SIGKILL)
+                p.send_signal(signal.SIGTERM if len(self.requests) <= 2 else signal.SIGKILL)
 
-    previous = {sig: signal.signal(sig, _forward) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+
+def _start_workers(sweep: Sweep, storage_url: str, n_workers: int, log_dir: Path, extra_env: dict[str, str] | None,
+                   *, procs: list[subprocess.Popen[bytes]], handles: list[BinaryIO]) -> None:
+    """Start the worker processes into ``procs`` one by one (a Ctrl-C meanwhile reaches those
+    already started), each logging to a file it holds locked (into ``handles``)."""
     inherited = {**os.environ, **(extra_env or {})}
     threads = thread_env(n_workers, available_cpus(), inherited)
     if threads:
@@ -128,38 +160,24 @@ def run_local_workers(
         # Out of the group, a kill -9 of `sweep run` would orphan the workers: they get SIGTERM then.
         procs.append(subprocess.Popen(_worker_command(), env=env, stdout=handle, stderr=subprocess.STDOUT,
                                       start_new_session=True, preexec_fn=_stop_with_sweep_run))
-    logs = sorted({Path(h.name).name for h in handles})
-    console.print(f"Started {n_workers} worker(s) on study [bold]{sweep.name}[/]; logs in {log_dir}/"
-                  + ("" if logs == [f"worker-{i}.log" for i in range(n_workers)] else f" ({', '.join(logs)})"))
 
-    try:
-        with Progress(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[best]}"),
-            TimeElapsedColumn(),
-            console=console,
-            transient=False,
-        ) as progress:
-            task = progress.add_task("trials", total=None, best="")
-            while any(p.poll() is None for p in procs):
-                _refresh(progress, task, sweep)
-                time.sleep(poll_s)
+
+def _show_progress(sweep: Sweep, procs: list[subprocess.Popen[bytes]], console: Console, poll_s: float) -> None:
+    """Draw the study's progress until every worker has exited."""
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[best]}"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+    ) as progress:
+        task = progress.add_task("trials", total=None, best="")
+        while any(p.poll() is None for p in procs):
             _refresh(progress, task, sweep)
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-        for handle in handles:
-            handle.close()
-    codes = [p.returncode for p in procs]
-    for index, code in enumerate(codes):
-        if code != 0:
-            console.print(f"[red]worker {index} exited with status {code}; see {handles[index].name}[/]")
-    if requests:
-        console.print(_interrupted_summary(sweep, codes), highlight=False)
-        raise KeyboardInterrupt  # `sweep` exits 130, as after any interruption
-    return codes
+            time.sleep(poll_s)
+        _refresh(progress, task, sweep)
 
 
 def _interrupted_summary(sweep: Sweep, codes: list[int]) -> str:
