@@ -160,12 +160,7 @@ def train(request: TrainRequest, on_epoch: Callable[[dict[str, Any]], str]) -> d
 
     gpu, device = _device()  # first: memory growth must be set before TF touches the GPU
     previous_policy = keras.mixed_precision.global_policy()
-    keras.backend.clear_session()  # also resets the dtype policy; set it right after
-    keras.mixed_precision.set_global_policy(
-        "mixed_float16" if mixed == "on" or (mixed == "auto" and gpu) else "float32"
-    )
-    if mixed == "on" and not gpu:
-        logger.warning("mixed_precision='on' on CPU: float16 is emulated there and slow")
+    _fresh_session(mixed, gpu)
     keras.utils.set_random_seed(int(request.seed))
     try:
         optimizer = _optimizer(setup)  # before loading data: a bad setup should fail fast
@@ -173,22 +168,7 @@ def train(request: TrainRequest, on_epoch: Callable[[dict[str, Any]], str]) -> d
             setup["dataset"], image_size=int(setup["input_size"]), val_fraction=float(setup["val_fraction"]),
             seed=int(setup["seed"]), limit=setup["limit"],
         )
-        if request.resume_path:
-            model = keras.models.load_model(request.resume_path)  # compiled, optimizer state included
-            logger.info("Trial %d resumes from %s at epoch %d", request.trial_number, request.resume_path,
-                        request.initial_epoch)
-        else:
-            model = build_classifier(
-                input_shape=data.x_train.shape[1:], num_classes=data.num_classes, width=float(setup["width"]),
-                bn_momentum=float(setup["bn_momentum"]), conv_bias=bool(setup["conv_bias"]), regularizers=regs,
-            )
-            model.compile(
-                optimizer=optimizer,
-                loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
-                jit_compile=_jit(jit_setting, gpu),
-            )
-        model.jit_compile = _jit(jit_setting, gpu)  # a loaded model keeps the saving machine's choice
+        model = _model(request, setup, data, regs, optimizer, _jit(jit_setting, gpu))
         # Shuffle seed moves with initial_epoch so a resumed run does not replay epoch 0's order.
         fit_kwargs = _inputs(data, batch_size, int(request.seed) + request.initial_epoch, steps_per_epoch)
         images_per_epoch = steps_per_epoch * batch_size if steps_per_epoch else len(data.x_train)
@@ -198,23 +178,60 @@ def train(request: TrainRequest, on_epoch: Callable[[dict[str, Any]], str]) -> d
                     keras.mixed_precision.global_policy().name)
         model.fit(epochs=epochs, initial_epoch=request.initial_epoch,
                   callbacks=[reporter], verbose=0, **fit_kwargs)
-        sparsity, block_norms = weight_stats(model)
-        return {
-            "epochs_run": request.initial_epoch + len(reporter.history["epoch"]),
-            "history": reporter.history,
-            "stopped": reporter.stopped,
-            "sparsity": sparsity,
-            "block_norms": block_norms,
-            "diagnostics_by_epoch": reporter.diagnostics,
-            "placement_layers": placement_layers(model),
-            "param_count": int(model.count_params()),
-            # Steps taken, resumed ones included: what a penalty's pull scales with (x learning rate).
-            "optimizer_steps": int(keras.ops.convert_to_numpy(model.optimizer.iterations)),
-            "device": device,
-            "backend": keras.backend.backend(),
-            # What "auto" resolved to on this device (benchmarks compare against the other choices).
-            "jit_compile": bool(model.jit_compile),
-            "policy": keras.mixed_precision.global_policy().name,
-        }
+        return _result(request, model, reporter, device)
     finally:
         keras.mixed_precision.set_global_policy(previous_policy)
+
+
+def _fresh_session(mixed: str, gpu: bool) -> None:
+    """Clear Keras' state and set this trial's dtype policy (mixed float16 on GPU with ``auto``)."""
+    keras.backend.clear_session()  # also resets the dtype policy; set it right after
+    keras.mixed_precision.set_global_policy(
+        "mixed_float16" if mixed == "on" or (mixed == "auto" and gpu) else "float32"
+    )
+    if mixed == "on" and not gpu:
+        logger.warning("mixed_precision='on' on CPU: float16 is emulated there and slow")
+
+
+def _model(request: TrainRequest, setup: dict[str, Any], data: ImageData, regs: RegularizerSet,
+           optimizer: keras.optimizers.Optimizer, jit: bool) -> keras.Model:
+    """The compiled classifier: built afresh, or the checkpoint's when the trial resumes."""
+    if request.resume_path:
+        model = keras.models.load_model(request.resume_path)  # compiled, optimizer state included
+        logger.info("Trial %d resumes from %s at epoch %d", request.trial_number, request.resume_path,
+                    request.initial_epoch)
+    else:
+        model = build_classifier(
+            input_shape=data.x_train.shape[1:], num_classes=data.num_classes, width=float(setup["width"]),
+            bn_momentum=float(setup["bn_momentum"]), conv_bias=bool(setup["conv_bias"]), regularizers=regs,
+        )
+        model.compile(
+            optimizer=optimizer,
+            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+            jit_compile=jit,
+        )
+    model.jit_compile = jit  # a loaded model keeps the saving machine's choice
+    return model
+
+
+def _result(request: TrainRequest, model: keras.Model, reporter: EpochReporter, device: str) -> dict[str, Any]:
+    """The trainer's JSON-able result (keys in :func:`train`'s docstring)."""
+    sparsity, block_norms = weight_stats(model)
+    return {
+        "epochs_run": request.initial_epoch + len(reporter.history["epoch"]),
+        "history": reporter.history,
+        "stopped": reporter.stopped,
+        "sparsity": sparsity,
+        "block_norms": block_norms,
+        "diagnostics_by_epoch": reporter.diagnostics,
+        "placement_layers": placement_layers(model),
+        "param_count": int(model.count_params()),
+        # Steps taken, resumed ones included: what a penalty's pull scales with (x learning rate).
+        "optimizer_steps": int(keras.ops.convert_to_numpy(model.optimizer.iterations)),
+        "device": device,
+        "backend": keras.backend.backend(),
+        # What "auto" resolved to on this device (benchmarks compare against the other choices).
+        "jit_compile": bool(model.jit_compile),
+        "policy": keras.mixed_precision.global_policy().name,
+    }
