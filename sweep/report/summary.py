@@ -17,7 +17,7 @@ from optuna.trial import FrozenTrial, TrialState
 from sweep.penalties.config import penalty_text
 from sweep.penalties.kinds import PLACEMENTS
 from sweep.storage.engine import db_call
-from sweep.storage.trial_record import Attr
+from sweep.storage.trial_record import TrialRecord
 from sweep.study.budget import budget_of, counts_toward_budget
 from sweep.study.ranking import ranked, trial_label, trial_value
 from sweep.study.sweeps import UNLIMITED, Sweep
@@ -90,8 +90,8 @@ def sweep_status(sweep: Sweep) -> SweepStatus:
     for t in trials:
         if t.state != TrialState.RUNNING:
             continue
-        w = t.user_attrs.get(Attr.WORKER, {})
-        config = t.user_attrs.get(Attr.CONFIG) or {}
+        record = TrialRecord(t.user_attrs)
+        w, config = record.worker, record.config
         running.append(
             RunningTrial(
                 number=t.number,
@@ -103,10 +103,10 @@ def sweep_status(sweep: Sweep) -> SweepStatus:
                 gpu=str(w.get("gpu", "?")),
             )
         )
+    records = [TrialRecord(t.user_attrs) for t in trials]
     durations = [
-        float(t.user_attrs[Attr.DURATION_S])
-        for t in trials
-        if t.state in _COUNTED and t.user_attrs.get(Attr.DURATION_S) and not t.user_attrs.get(Attr.DEDUP_OF)
+        r.duration_s for t, r in zip(trials, records, strict=True)
+        if t.state in _COUNTED and r.duration_s and r.dedup_of is None
     ]
     median = statistics.median(durations) if durations else None
     eta = None
@@ -115,8 +115,8 @@ def sweep_status(sweep: Sweep) -> SweepStatus:
     if state is not None and state.total < UNLIMITED and median is not None:
         remaining = max(state.total - len(counting), 0)
         eta = remaining * median / max(len(running), 1)
-    reused = [t for t in trials if t.user_attrs.get(Attr.DEDUP_OF) is not None]
-    epochs_saved = sum(int(t.user_attrs.get(Attr.EPOCHS_SAVED, 0)) for t in reused)
+    reused = [r for r in records if r.dedup_of is not None]
+    epochs_saved = sum(r.epochs_saved for r in reused)
     counts_dict = dict(counts)
     counts_dict["FAIL_COUNTED"] = sum(1 for t in counting if t.state == TrialState.FAIL)
     return SweepStatus(
@@ -141,17 +141,18 @@ def leaderboard(sweep: Sweep, top: int = 10) -> list[dict[str, Any]]:
     trials = ranked(t for t in _trials(sweep.study) if t.state == TrialState.COMPLETE)
     rows = []
     for t in trials[:top]:
+        record = TrialRecord(t.user_attrs)
         rows.append(
             {
                 "number": t.number,
                 "value": t.value,
                 "label": trial_label(t),
-                "penalties": {p: penalty_text((t.user_attrs.get(Attr.CONFIG) or {}).get(p)) for p in PLACEMENTS},
-                "epochs": t.user_attrs.get(Attr.EPOCHS_RUN),
-                "duration_s": t.user_attrs.get(Attr.DURATION_S),
-                "config_hash": t.user_attrs.get(Attr.CONFIG_HASH),
-                "phase": t.user_attrs.get(Attr.PHASE, "search"),
-                "reused": t.user_attrs.get(Attr.DEDUP_OF),
+                "penalties": {p: penalty_text(record.config.get(p)) for p in PLACEMENTS},
+                "epochs": record.epochs_run,
+                "duration_s": record.duration_s,
+                "config_hash": record.config_hash,
+                "phase": record.phase,
+                "reused": record.dedup_of,
             }
         )
     return rows
@@ -174,22 +175,22 @@ def export_csv(sweep: Sweep, path: str | Path) -> int:
         writer = csv.DictWriter(handle, fieldnames=columns)
         writer.writeheader()
         for t in trials:
-            attrs = t.user_attrs
+            record = TrialRecord(t.user_attrs)
             row: dict[str, Any] = {
                 "number": t.number,
                 "state": t.state.name,
                 "value": t.value,
                 "label": trial_label(t),
-                "config_hash": attrs.get(Attr.CONFIG_HASH),
-                "phase": attrs.get(Attr.PHASE),
-                "seed": attrs.get(Attr.SEED),
-                "epochs_run": attrs.get(Attr.EPOCHS_RUN),
-                "duration_s": attrs.get(Attr.DURATION_S),
-                "sparsity": (attrs.get(Attr.DIAGNOSTICS) or {}).get("sparsity"),
-                "worker_host": (attrs.get(Attr.WORKER) or {}).get("host"),
-                "gpu": (attrs.get(Attr.WORKER) or {}).get("gpu"),
-                "fail_reason": attrs.get(Attr.FAIL_REASON),
-                "dedup_of": attrs.get(Attr.DEDUP_OF),
+                "config_hash": record.config_hash,
+                "phase": record.written_phase,
+                "seed": record.seed,
+                "epochs_run": record.epochs_run,
+                "duration_s": record.duration_s,
+                "sparsity": record.sparsity,
+                "worker_host": record.worker.get("host"),
+                "gpu": record.worker.get("gpu"),
+                "fail_reason": record.fail_reason,
+                "dedup_of": record.dedup_of,
             }
             row.update({name: t.params.get(name) for name in param_names})
             writer.writerow(row)

@@ -9,7 +9,7 @@ the worker's dedup and duration prediction, ``sweep status``/``export`` and the 
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -93,6 +93,12 @@ class TrialRecord:
         return str(self.attrs.get(Attr.PHASE, "search"))
 
     @property
+    def written_phase(self) -> str | None:
+        """The phase as written: None on a trial no worker has started (``sweep export`` shows it empty)."""
+        phase = self.attrs.get(Attr.PHASE)
+        return None if phase is None else str(phase)
+
+    @property
     def worker(self) -> dict[str, Any]:
         """Who ran it: host, pid, gpu, backend, versions, id, index, sampler_seed."""
         return dict(self.attrs.get(Attr.WORKER) or {})
@@ -118,6 +124,32 @@ class TrialRecord:
     def diagnostics(self) -> dict[str, Any]:
         """End-of-trial diagnostics (sparsity, block norms, placement layers, device, ...)."""
         return dict(self.attrs.get(Attr.DIAGNOSTICS) or {})
+
+    @property
+    def sparsity(self) -> float | None:
+        """Fraction of near-zero kernel weights at the end (``diagnostics.sparsity``)."""
+        sparsity = self.diagnostics.get("sparsity")
+        return None if sparsity is None else float(sparsity)
+
+    @property
+    def placement_layers(self) -> dict[str, int]:
+        """How many layers each placement's penalty reached (``diagnostics.placement_layers``; 0 = no effect)."""
+        return {p: int(n) for p, n in (self.diagnostics.get("placement_layers") or {}).items()}
+
+    @property
+    def checkpoint(self) -> dict[str, Any] | None:
+        """The latest epoch checkpoint: ``{"artifact_id", "epoch", "slot", "slots"}`` (None: none, or deleted)."""
+        record = self.attrs.get(Attr.CHECKPOINT)
+        return dict(record) if record else None
+
+    @property
+    def epochs_saved(self) -> int:
+        """Epochs not trained because the result was reused (0 on other trials)."""
+        return int(self.attrs.get(Attr.EPOCHS_SAVED) or 0)
+
+    def present(self, keys: Iterable[str]) -> dict[str, Any]:
+        """The values of those of ``keys`` the trial has, as stored (to copy attrs verbatim)."""
+        return {k: self.attrs[k] for k in keys if k in self.attrs}
 
     @property
     def dedup_of(self) -> int | None:

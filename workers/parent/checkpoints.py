@@ -30,7 +30,7 @@ import optuna
 from optuna.artifacts.exceptions import ArtifactNotFound
 
 from sweep.storage.engine import db_call
-from sweep.storage.trial_record import Attr
+from sweep.storage.trial_record import Attr, TrialRecord
 
 __all__ = ["ResumePoint", "Checkpoints"]
 
@@ -90,9 +90,9 @@ class Checkpoints:
 
     def resume_point(self, trial: optuna.Trial) -> ResumePoint | None:
         """The checkpoint inherited by a retried trial, downloaded locally; None if there is none."""
-        attrs = db_call(lambda: trial.user_attrs, what="read trial attrs")
-        record = attrs.get(Attr.CHECKPOINT)
-        if not record:
+        stored = TrialRecord(db_call(lambda: trial.user_attrs, what="read trial attrs"))
+        record = stored.checkpoint
+        if record is None:
             return None
         target = self.local_path(trial.number)
         try:
@@ -103,7 +103,7 @@ class Checkpoints:
                             trial.number, record.get("artifact_id"), error)
             return None
         initial = int(record["epoch"]) + 1
-        curves = {k: list(v)[:initial] for k, v in (attrs.get(Attr.CURVES) or {}).items()}
+        curves = {k: list(v)[:initial] for k, v in stored.curves.items()}
         system = db_call(lambda: trial.study._storage.get_trial_system_attrs(trial._trial_id), what="read trial attrs")
         _logger.info("Trial %d resumes at epoch %d from the checkpoint of trial %s",
                      trial.number, initial + 1, system.get("failed_trial"))

@@ -24,7 +24,7 @@ from optuna.trial import TrialState
 
 from sweep.penalties.config import RegularizerConfig
 from sweep.storage.engine import db_call
-from sweep.storage.trial_record import Attr
+from sweep.storage.trial_record import Attr, TrialRecord
 
 __all__ = ["learned_no_effect", "find_duplicate", "reuse_result"]
 
@@ -36,9 +36,9 @@ def learned_no_effect(trials: list[optuna.trial.FrozenTrial]) -> tuple[str, ...]
     trials (all trials share one model, so one such trial per placement is proof enough)."""
     found: set[str] = set()
     for t in trials:
-        layers = (t.user_attrs.get(Attr.DIAGNOSTICS) or {}).get("placement_layers") or {}
-        config = t.user_attrs.get(Attr.CONFIG) or {}
-        for placement, count in layers.items():
+        record = TrialRecord(t.user_attrs)
+        config = record.config
+        for placement, count in record.placement_layers.items():
             if count == 0 and config.get(placement, {}).get("kind", "none") != "none":
                 found.add(placement)
     return tuple(sorted(found))
@@ -55,21 +55,23 @@ def find_duplicate(study: optuna.Study, config: RegularizerConfig, seed: int) ->
     trials = db_call(lambda: study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)), what="list trials")
     key = config.config_hash(learned_no_effect(trials))
     for t in trials:
-        if t.user_attrs.get(Attr.EFFECTIVE_HASH) == key and t.user_attrs.get(Attr.SEED) == seed and t.value is not None:
+        record = TrialRecord(t.user_attrs)
+        if record.effective_hash == key and record.seed == seed and t.value is not None:
             return t
     return None
 
 
 def reuse_result(study: optuna.Study, trial: optuna.Trial, source: optuna.trial.FrozenTrial) -> None:
     """Copy ``source``'s reports and attrs onto ``trial``; the caller then tells its value."""
-    origin = source.user_attrs.get(Attr.DEDUP_OF, source.number)
-    epochs = int(source.user_attrs.get(Attr.EPOCHS_RUN, 0))
+    record = TrialRecord(source.user_attrs)
+    origin = source.number if record.dedup_of is None else record.dedup_of
+    epochs = record.epochs_run or 0
     _logger.info("Trial %d: same config and seed as trial %d; reusing its result (%d epochs saved, "
                  "no budget slot used)", trial.number, origin, epochs)
     for step, value in sorted(source.intermediate_values.items()):
         db_call(functools.partial(trial.report, value, step), what="report a reused value")
     copied = (Attr.CURVES, Attr.DIAGNOSTICS, Attr.EPOCHS_RUN, Attr.EFFECTIVE_HASH)
-    attrs: dict[str, Any] = {k: source.user_attrs[k] for k in copied if k in source.user_attrs}
+    attrs: dict[str, Any] = record.present(copied)
     attrs.update({Attr.DEDUP_OF: origin, Attr.EPOCHS_SAVED: epochs, Attr.DURATION_S: 0.0})
     for key, value in attrs.items():
         db_call(functools.partial(trial.set_user_attr, key, value), what=f"write trial attr {key!r}")
