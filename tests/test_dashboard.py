@@ -101,8 +101,14 @@ def test_api_serves_study_trials_curves_and_kept_model_artifact(dashboard: Dashb
     store = FileSystemArtifactStore(str(d.artifacts))
     for t in trials:
         attrs = {a["key"]: a["value"] for a in t["user_attrs"]}
-        assert json.loads(attrs["curves"]) == stored[t["number"]].user_attrs["curves"]
-        assert len(json.loads(attrs["curves"])["val_accuracy"]) == 2
+        # The per-epoch record (curves, diagnostics by epoch) is an artifact the ``record`` attr names.
+        record = json.loads(attrs["record"])
+        assert record == stored[t["number"]].user_attrs["record"]
+        assert {a["artifact_id"]: a["filename"] for a in t["artifacts"]}.get(record["artifact_id"]) == \
+            f"trial-{t['number']}-record.json"
+        status, _, body = d.get(f"/artifacts/{d.study_id}/{t['trial_id']}/{record['artifact_id']}")
+        assert status == 200
+        assert len(json.loads(body)["curves"]["val_accuracy"]) == 2
         # The trained model (--keep-models): listed among its artifacts and served byte for byte.
         model = stored[t["number"]].user_attrs["model"]["artifact_id"]
         listed = {a["artifact_id"]: a["filename"] for a in t["artifacts"]}

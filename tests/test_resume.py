@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import time
@@ -74,7 +75,8 @@ def test_killed_trial_resumes_from_its_checkpoint_on_another_worker(
     reported = len(killed.intermediate_values)
     assert saved >= 3 and saved in (reported - 1, reported), (saved, reported)
     assert resumed.user_attrs["epochs_run"] == 6
-    assert len(resumed.user_attrs["curves"]["val_accuracy"]) == 6
+    record = json.loads((artifacts / resumed.user_attrs["record"]["artifact_id"]).read_text())
+    assert len(record["curves"]["val_accuracy"]) == 6
     assert sorted(resumed.intermediate_values) == list(range(6))
     assert f"resumes at epoch {saved + 1}" in output
     assert budget_state(engine_of(open_storage(pg_url)), study_name).settled == 1

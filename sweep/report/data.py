@@ -7,9 +7,13 @@ in-memory snapshot of the study (:func:`snapshot`), so plotting never touches th
 from __future__ import annotations
 
 import datetime as dt
+import json
+import logging
+import os
 import statistics
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import optuna
@@ -38,6 +42,8 @@ __all__ = [
     "snapshot",
     "unsearched_notes",
 ]
+
+_logger = logging.getLogger(__name__)
 
 KIND_ORDER = ("none", "l1", "l2", "l1_l2", "custom")
 #: Per-epoch metrics of the tutorial's table, in its column order, with their column names.
@@ -148,8 +154,40 @@ class ReportData:
         return [r for r in self.rows if r.dedup_of is not None]
 
 
-def _row(t: FrozenTrial) -> TrialRow:
+def _per_epoch(t: FrozenTrial, artifacts: str | None, by_number: dict[int, FrozenTrial]) -> dict[str, Any]:
+    """A trial's per-epoch record: ``curves`` and ``diagnostics_by_epoch``.
+
+    Trials written before the record moved out of the attrs (or by a worker with no artifact
+    store) carry both as attrs; newer ones point to ``trial-N-record.json`` in the artifact store
+    (``record`` attr), read from ``artifacts`` (``SWEEP_ARTIFACTS``) or else the directory the
+    worker wrote to. A trial that reused another's result shows that trial's record.
+    """
+    a = t.user_attrs
+    pointer = TrialRecord(a).record
+    if not pointer and a.get(Attr.DEDUP_OF) is not None and not a.get(Attr.CURVES):
+        source = by_number.get(int(a[Attr.DEDUP_OF]))
+        if source is not None and source.number != t.number:
+            return _per_epoch(source, artifacts, {})
+    out = {Attr.CURVES: a.get(Attr.CURVES) or {}, Attr.DIAGNOSTICS_BY_EPOCH: a.get(Attr.DIAGNOSTICS_BY_EPOCH) or []}
+    if not pointer:
+        return out
+    artifact_id = str(pointer.get("artifact_id", ""))
+    for directory in dict.fromkeys(d for d in (artifacts, pointer.get("store")) if d):
+        path = Path(directory) / artifact_id
+        try:
+            stored = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        return {key: stored.get(key) or out[key] for key in out}
+    _logger.warning("Trial %d: per-epoch record %s not found in %s; its curves are not shown", t.number,
+                    artifact_id, " or ".join(d for d in (artifacts, pointer.get("store")) if d) or "no artifact store")
+    return out
+
+
+def _row(t: FrozenTrial, per_epoch: dict[str, Any] | None = None) -> TrialRow:
     a, record = t.user_attrs, TrialRecord(t.user_attrs)
+    per_epoch = per_epoch or {}
+    curves = per_epoch.get(Attr.CURVES, record.curves) or {}
     diagnostics = record.diagnostics
     for key in ("sparsity", "block_norms"):  # older workers wrote these as top-level attrs
         if key not in diagnostics and key in a:
@@ -165,25 +203,33 @@ def _row(t: FrozenTrial) -> TrialRow:
         seed=a.get(Attr.SEED),
         epochs_run=a.get(Attr.EPOCHS_RUN),
         duration_s=a.get(Attr.DURATION_S),
-        curves={k: [float(x) for x in v] for k, v in record.curves.items() if isinstance(v, list)},
+        curves={k: [float(x) for x in v] for k, v in curves.items() if isinstance(v, list)},
         diagnostics=diagnostics,
         fail_reason=record.fail_reason,
         dedup_of=record.dedup_of,
         epochs_saved=int(a.get(Attr.EPOCHS_SAVED, 0) or 0),
         gpu=str(record.worker.get("gpu", "")),
-        by_epoch=list(a.get(Attr.DIAGNOSTICS_BY_EPOCH) or []),
+        by_epoch=list(per_epoch.get(Attr.DIAGNOSTICS_BY_EPOCH, a.get(Attr.DIAGNOSTICS_BY_EPOCH)) or []),
     )
 
 
-def collect(sweep: Sweep) -> ReportData:
-    """Read a sweep's trials, attrs and finalist ranking."""
+def collect(sweep: Sweep, artifacts: str | None = None) -> ReportData:
+    """Read a sweep's trials, attrs and finalist ranking.
+
+    Args:
+        sweep: The sweep.
+        artifacts: The workers' artifact directory, where per-epoch records live (default:
+            ``SWEEP_ARTIFACTS``, else the directory each trial's ``record`` names).
+    """
+    artifacts = artifacts or os.environ.get("SWEEP_ARTIFACTS") or None
     study = sweep.study
     trials = db_call(lambda: study.get_trials(deepcopy=True), what=f"list trials of {sweep.name!r}")
     attrs = db_call(lambda: study.user_attrs, what=f"read attrs of {sweep.name!r}")
     finalists = finalist_ranking(study) if any(t.user_attrs.get(Attr.PHASE) == "finalist" for t in trials) else []
     state = budget_of(study)  # the one budget: sweep status shows the same total
     total = None if state is None else state.total
-    rows = [_row(t) for t in trials]
+    by_number = {t.number: t for t in trials}
+    rows = [_row(t, _per_epoch(t, artifacts, by_number)) for t in trials]
     # Optuna's retry copy names the trial it copies: the last entry of its retry history.
     copies = {}
     for t in trials:

@@ -31,6 +31,8 @@ class Attr:
     DURATION_S: Final = "duration_s"
     DIAGNOSTICS: Final = "diagnostics"
     DIAGNOSTICS_BY_EPOCH: Final = "diagnostics_by_epoch"
+    #: Where a finished trial's per-epoch record (curves, diagnostics by epoch) lives: an artifact.
+    RECORD: Final = "record"
     NO_EFFECT: Final = "no_effect"
     CHECKPOINT: Final = "checkpoint"
     MODEL: Final = "model"
@@ -107,6 +109,11 @@ class TrialRecord:
     def curves(self) -> dict[str, list[float]]:
         """Per-epoch metric lists."""
         return dict(self.attrs.get(Attr.CURVES) or {})
+
+    @property
+    def record(self) -> dict[str, Any]:
+        """The per-epoch record's artifact: ``{"artifact_id", "store"}`` ({} when kept in attrs)."""
+        return dict(self.attrs.get(Attr.RECORD) or {})
 
     @property
     def epochs_run(self) -> int | None:

@@ -1,4 +1,9 @@
-"""Per-trial artifacts for optuna-dashboard: a learning-curve PNG in a FileSystemArtifactStore.
+"""Per-trial artifacts in a FileSystemArtifactStore: plots for optuna-dashboard, and the per-epoch record.
+
+The record (``trial-N-record.json``: ``{"curves": {...}, "diagnostics_by_epoch": [...]}``) holds
+what grows with the epochs, out of the user attrs every sampler and the dashboard load; the
+trial's ``record`` attr points to it and ``sweep report`` reads it back
+(:mod:`sweep.report.data`).
 
 The store is a directory shared by workers and the dashboard (a compose volume). Plots are drawn
 with matplotlib's Agg backend in the worker parent just before the trial is told (Optuna cannot
@@ -8,7 +13,9 @@ is logged and never fails the trial.
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -18,7 +25,7 @@ from optuna.artifacts import FileSystemArtifactStore, upload_artifact
 
 from sweep.storage.trial_record import Attr
 
-__all__ = ["CurveArtifacts", "DiagnosticArtifacts"]
+__all__ = ["CurveArtifacts", "DiagnosticArtifacts", "record_store_path", "upload_record"]
 
 _logger = logging.getLogger(__name__)
 
@@ -42,6 +49,28 @@ def _upload_png(store: FileSystemArtifactStore, study: optuna.Study, trial: optu
         plt.close(fig)
         return upload_artifact(artifact_store=store, file_path=str(path), study_or_trial=trial,
                                storage=study._storage, mimetype="image/png")
+
+
+def record_store_path(store: Any) -> str:
+    """The store's directory as written in the ``record`` attr (absolute; "" if it has none)."""
+    base = getattr(store, "_base_path", None)
+    return os.path.abspath(base) if base is not None else ""
+
+
+def upload_record(store: Any, study: optuna.Study, trial: optuna.Trial, record: dict[str, Any]) -> str:
+    """Upload a trial's per-epoch record as ``trial-N-record.json``; returns the artifact id.
+
+    Args:
+        store: The artifact store.
+        study: The study (its storage holds the artifact's metadata).
+        trial: The running trial.
+        record: ``{"curves": ..., "diagnostics_by_epoch": ...}`` (either may be missing).
+    """
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / f"trial-{trial.number}-record.json"
+        path.write_text(json.dumps(record, separators=(",", ":")), encoding="utf-8")
+        return upload_artifact(artifact_store=store, file_path=str(path), study_or_trial=trial,
+                               storage=study._storage, mimetype="application/json")
 
 
 class CurveArtifacts:

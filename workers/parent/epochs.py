@@ -58,9 +58,11 @@ class EpochHandler:
                 self.curves.setdefault(key, []).append(float(metric))
         if isinstance(metrics.get("diagnostics"), dict):
             self.diagnostics.append({"epoch": epoch, **metrics["diagnostics"]})
-        # Written every epoch: live curves in the dashboard, and what a resumed retry inherits.
-        db_call(lambda: self.trial.set_user_attr(Attr.CURVES, self.curves), what="write curves")
         if self.upload is not None:
+            # With checkpoints a retried trial resumes, and inherits the curves of its epochs from
+            # the attrs. Without them the curves are written once, at the end (the recorder's
+            # record); the dashboard's live chart is the reported values.
+            db_call(lambda: self.trial.set_user_attr(Attr.CURVES, self.curves), what="write curves")
             self.checkpoint = self.upload(epoch, self.checkpoint)
         answer, self.stop_reason = self.verdict(epoch)
         if answer == "prune":

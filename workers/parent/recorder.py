@@ -3,10 +3,19 @@
 The keys are those of :class:`sweep.storage.trial_record.Attr`; whether an ended trial counts is
 decided by :func:`sweep.study.budget.counts_toward_budget` alone (settle when it counts, release
 when it does not).
+
+Attrs written together go in one transaction (:meth:`Recorder.set_many`): each ``set_user_attr``
+is its own transaction, and a trial used to cost about 15 of them. The per-epoch record (curves
+and diagnostics by epoch, which grow with the epochs) is staged during training and written once,
+just before the tell: as a JSON artifact with a small ``record`` attr pointing to it when there is
+an artifact store, else as the ``curves`` and ``diagnostics_by_epoch`` attrs (see
+:mod:`workers.parent.artifacts`). Every worker's sampler and the dashboard load all trials' attrs,
+so keeping the bulky part out of them keeps that cost flat as the epochs grow.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -14,11 +23,13 @@ from typing import Any
 
 import optuna
 import sqlalchemy as sa
+from optuna.artifacts.exceptions import ArtifactNotFound
 from optuna.trial import TrialState
 
 from sweep.storage.engine import db_call
 from sweep.storage.trial_record import Attr, StopCause
 from sweep.study import budget
+from workers.parent.artifacts import record_store_path, upload_record
 
 __all__ = ["Recorder", "TrialHook"]
 
@@ -33,13 +44,17 @@ class Recorder:
         study: The study (loaded with this worker's sampler and pruner).
         engine: The storage's engine, for the budget table.
         before_tell: Hooks called with each trial's final attrs just before it is told (plots).
+        store: The artifact store the per-epoch record goes to (None: it stays in the attrs).
     """
 
-    def __init__(self, study: optuna.Study, engine: sa.engine.Engine, before_tell: list[TrialHook]) -> None:
+    def __init__(self, study: optuna.Study, engine: sa.engine.Engine, before_tell: list[TrialHook],
+                 store: Any = None) -> None:
         self.study = study
         self.engine = engine
         self.before_tell = before_tell
+        self.store = store
         self.requeued: list[int] = []  # trials given back (stopped, environment)
+        self._staged: dict[int, dict[str, Any]] = {}  # trial id -> per-epoch record, written at the tell
 
     def set(self, trial: optuna.Trial, key: str, value: Any) -> None:
         """Write one user attr (retried like every database call).
@@ -49,7 +64,49 @@ class Recorder:
             key: An :class:`Attr` key.
             value: A JSON-able value.
         """
-        db_call(lambda: trial.set_user_attr(key, value), what=f"write trial attr {key!r}")
+        self.set_many(trial, {key: value})
+
+    def set_many(self, trial: optuna.Trial, attrs: dict[str, Any]) -> None:
+        """Write several user attrs in one transaction (retried as a whole like every database call).
+
+        Args:
+            trial: The running trial.
+            attrs: :class:`Attr` keys and JSON-able values.
+        """
+        if not attrs:
+            return
+        storage = self.study._storage
+        what = f"write trial attrs {sorted(attrs)!r}"
+        if isinstance(storage, optuna.storages.RDBStorage):
+            # Optuna's own per-attr upsert (state check included), all in one session and commit.
+            from optuna.storages._rdb import models
+            from optuna.storages._rdb.storage import _create_scoped_session
+
+            def _write() -> None:
+                with _create_scoped_session(storage.scoped_session, True) as session:
+                    for key, value in attrs.items():
+                        storage._set_trial_attr_without_commit(session, models.TrialUserAttributeModel,
+                                                               trial._trial_id, key, value)
+
+            db_call(_write, what=what)
+            return
+        for key, value in attrs.items():  # other storages: one call per attr
+            db_call(functools.partial(trial.set_user_attr, key, value), what=what)
+
+    def stage(self, trial: optuna.Trial, curves: dict[str, list[float]], by_epoch: list[dict[str, Any]]) -> None:
+        """Hold a trial's per-epoch record until it is told (then written once, see the module doc).
+
+        Args:
+            trial: The running trial.
+            curves: Per-epoch metric lists (inherited epochs of a resumed trial included).
+            by_epoch: Per-epoch diagnostics.
+        """
+        record: dict[str, Any] = {}
+        if curves:
+            record[Attr.CURVES] = {k: list(v) for k, v in curves.items()}
+        if by_epoch:
+            record[Attr.DIAGNOSTICS_BY_EPOCH] = list(by_epoch)
+        self._staged[trial._trial_id] = record
 
     def fail(self, trial: optuna.Trial, reason: str, tb: str | None, started: float,
              cause: StopCause = StopCause.TRIAL_ERROR) -> None:
@@ -63,8 +120,7 @@ class Recorder:
             cause: Why it ended (only ``TRIAL_ERROR`` counts toward the budget).
         """
         _logger.warning("Trial %d failed: %s", trial.number, reason)
-        self._why(trial, cause, reason, tb)
-        self.set(trial, Attr.DURATION_S, round(time.monotonic() - started, 3))
+        self.set_many(trial, {**self._why(cause, reason, tb), Attr.DURATION_S: round(time.monotonic() - started, 3)})
         self.tell(trial, TrialState.FAIL)
 
     def give_back(self, trial: optuna.Trial, cause: StopCause, reason: str, tb: str | None = None) -> None:
@@ -76,26 +132,30 @@ class Recorder:
             reason: One line for people.
             tb: The traceback, if any.
         """
-        self._why(trial, cause, reason, tb)
-        self.tell(trial, TrialState.FAIL)
+        self.set_many(trial, self._why(cause, reason, tb))
+        self.tell(trial, TrialState.FAIL, keep_curves=True)  # the re-queued copy resumes with them
         frozen = db_call(lambda: self.study._storage.get_trial(trial._trial_id), what="read trial")
         why = "was stopped with its worker" if cause == StopCause.SHUTDOWN else f"could not run here ({cause.value})"
         budget.requeue_copy(self.study, frozen, why)
         self.requeued.append(trial.number)
 
-    def _why(self, trial: optuna.Trial, cause: StopCause, reason: str, tb: str | None) -> None:
-        self.set(trial, Attr.FAIL_REASON, reason[:2000])
-        self.set(trial, Attr.STOP_CAUSE, cause.value)
+    @staticmethod
+    def _why(cause: StopCause, reason: str, tb: str | None) -> dict[str, Any]:
+        attrs: dict[str, Any] = {Attr.FAIL_REASON: reason[:2000], Attr.STOP_CAUSE: cause.value}
         if tb:
-            self.set(trial, Attr.TRACEBACK, tb[-8000:])
+            attrs[Attr.TRACEBACK] = tb[-8000:]
+        return attrs
 
-    def tell(self, trial: optuna.Trial, state: TrialState, value: float | None = None) -> None:
-        """Run the hooks, tell the trial's end, then settle or release its budget slot.
+    def tell(self, trial: optuna.Trial, state: TrialState, value: float | None = None, *,
+             keep_curves: bool = False) -> None:
+        """Run the hooks, write the per-epoch record, tell the trial's end, then settle or release its slot.
 
         Args:
             trial: The running trial.
             state: COMPLETE, PRUNED or FAIL.
             value: The objective value of a COMPLETE trial.
+            keep_curves: Leave a ``curves`` attr written during training in place (a trial given
+                back: its re-queued copy inherits the attrs and resumes with them).
         """
         def _do() -> None:
             try:
@@ -104,7 +164,9 @@ class Recorder:
                 if "finished" not in str(error):
                     raise
 
-        self._run_hooks(trial)
+        record = self._staged.pop(trial._trial_id, {})
+        self._run_hooks(trial, record)
+        self._write_record(trial, record, keep_curves)
         db_call(_do, what=f"tell trial {trial.number}", attempts=20)
         attrs = db_call(lambda: self.study._storage.get_trial_user_attrs(trial._trial_id), what="read trial attrs")
         if budget.counts_toward_budget(state, attrs):
@@ -112,11 +174,33 @@ class Recorder:
         else:  # the slot buys another trial (see sweep.study.budget.counts_toward_budget)
             budget.release(self.engine, self.study.study_name)
 
-    def _run_hooks(self, trial: optuna.Trial) -> None:
+    def _write_record(self, trial: optuna.Trial, record: dict[str, Any], keep_curves: bool) -> None:
+        """The staged per-epoch record: an artifact and its ``record`` attr, else the attrs themselves."""
+        if not record:
+            return
+        if self.store is None:
+            self.set_many(trial, record)
+            return
+        try:
+            artifact_id = upload_record(self.store, self.study, trial, record)
+        except (OSError, ArtifactNotFound) as error:  # the store is unwritable: keep the data in the attrs
+            _logger.warning("Trial %d: per-epoch record not stored as an artifact (%s); kept in attrs",
+                            trial.number, error)
+            self.set_many(trial, record)
+            return
+        attrs: dict[str, Any] = {Attr.RECORD: {"artifact_id": artifact_id,
+                                               "store": record_store_path(self.store)}}
+        if not keep_curves:
+            attrs[Attr.CURVES] = None  # written during training for a resume; the artifact has them now
+        self.set_many(trial, attrs)
+
+    def _run_hooks(self, trial: optuna.Trial, record: dict[str, Any]) -> None:
         if not self.before_tell:
             return
-        # Artifacts cannot be attached to a finished trial: hooks see its final attrs first.
+        # Artifacts cannot be attached to a finished trial: hooks see its final attrs first,
+        # with the staged per-epoch record in them as the attrs used to hold it.
         snapshot = db_call(lambda: self.study._storage.get_trial(trial._trial_id), what="read trial")
+        snapshot.user_attrs = {**snapshot.user_attrs, **record}
         for hook in self.before_tell:
             try:
                 hook(self.study, snapshot)

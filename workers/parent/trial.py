@@ -111,14 +111,13 @@ class TrialRunner:
         config = db_call(lambda: suggest_config(trial, self.spec.space), what=f"suggest trial {trial.number}")
         attrs = db_call(lambda: trial.user_attrs, what="read trial attrs")
         seed = int(attrs.get(Attr.SEED, self.spec.training.seed))
-        for key, value in (
-            (Attr.CONFIG, config.canonical()),
-            (Attr.CONFIG_HASH, config.config_hash()),
-            (Attr.SEED, seed),
-            (Attr.PHASE, attrs.get(Attr.PHASE, "search")),
-            (Attr.WORKER, self.worker),
-        ):
-            self.recorder.set(trial, key, value)
+        self.recorder.set_many(trial, {
+            Attr.CONFIG: config.canonical(),
+            Attr.CONFIG_HASH: config.config_hash(),
+            Attr.SEED: seed,
+            Attr.PHASE: attrs.get(Attr.PHASE, "search"),
+            Attr.WORKER: self.worker,
+        })
         _logger.info("Trial %d: %s", trial.number, config.label())
         return config, seed, attrs.get(Attr.CHECKPOINT)  # a re-queued copy's parent's checkpoint
 
@@ -180,10 +179,10 @@ class TrialRunner:
         try:
             result = self.trainer.run(request.to_dict(), handler, timeout_s=self.spec.budget.trial_timeout_s)
         except (TrialError, WorkerEnvironmentError) as error:
+            self.recorder.stage(trial, handler.curves, handler.diagnostics)
             self._failed(trial, error, handler, inherited, started)
             return
-        if handler.diagnostics:
-            self.recorder.set(trial, Attr.DIAGNOSTICS_BY_EPOCH, handler.diagnostics)
+        self.recorder.stage(trial, handler.curves, handler.diagnostics)  # written once, at the tell
         self._record(trial, config, result, started)
         self._end(trial, decisions.ending_of(result.stopped, handler.stop_reason), handler, inherited, started)
 
@@ -241,11 +240,14 @@ class TrialRunner:
 
     def _record(self, trial: optuna.Trial, config: RegularizerConfig, result: TrainResult, started: float) -> None:
         no_effect_all = tuple(sorted(p for p, n in result.placement_layers.items() if n == 0))
-        self.recorder.set(trial, Attr.EFFECTIVE_HASH, config.config_hash(no_effect_all))
-        self.recorder.set(trial, Attr.EPOCHS_RUN, int(result.epochs_run))
-        self.recorder.set(trial, Attr.DURATION_S, round(time.monotonic() - started, 3))
-        self.recorder.set(trial, Attr.DIAGNOSTICS, result.diagnostics())
+        attrs: dict[str, Any] = {
+            Attr.EFFECTIVE_HASH: config.config_hash(no_effect_all),
+            Attr.EPOCHS_RUN: int(result.epochs_run),
+            Attr.DURATION_S: round(time.monotonic() - started, 3),
+            Attr.DIAGNOSTICS: result.diagnostics(),
+        }
         no_effect = [p for p in no_effect_all if getattr(config, p).active]
         if no_effect:
             _logger.warning("Trial %d: placement(s) %s reached no layer", trial.number, no_effect)
-            self.recorder.set(trial, Attr.NO_EFFECT, no_effect)
+            attrs[Attr.NO_EFFECT] = no_effect
+        self.recorder.set_many(trial, attrs)
