@@ -69,11 +69,11 @@ def print_leaderboard(sweep: Any, top: int) -> None:
             table.add_column(name, no_wrap=True, justify="right", min_width=numbers[name])
         else:
             table.add_column(name, no_wrap=True, overflow="ellipsis", max_width=penalty_width)
-    for rank, row in enumerate(rows, 1):
-        seconds = "" if row["duration_s"] is None else f"{row['duration_s']:.0f}"
-        note = f" (= #{row['reused']})" if row["reused"] is not None else ""
-        table.add_row(str(rank), str(row["number"]) + note, f"{row['value']:.4f}", *row["penalties"].values(),
-                      str(row["epochs"]), seconds)
+    for row in rows:
+        seconds = "" if row.duration_s is None else f"{row.duration_s:.0f}"
+        note = f" (= #{row.reused})" if row.reused is not None else ""
+        table.add_row(str(row.rank), str(row.number) + note, f"{row.value:.4f}", *row.penalties.values(),
+                      str(row.epochs), seconds)
     out.print(table if rows else "no completed trials yet")
     if pruned:
         out.print(f"{pruned} pruned trial(s) not shown (stopped early by the pruner; `sweep export` lists them)")
@@ -84,7 +84,7 @@ def cmd_best(args: argparse.Namespace) -> int:
 
     sweep = load_study(args)
     if args.json:
-        out.print_json(json.dumps(leaderboard(sweep, args.top)))
+        out.print_json(json.dumps([row.as_json() for row in leaderboard(sweep, args.top)]))
     else:
         print_leaderboard(sweep, args.top)
     return 0

@@ -13,7 +13,6 @@ from sweep.report.data import (
     ReportData,
     TrialRow,
     kind_values,
-    penalty_text,
     placement_effects,
     searched_placements,
     snapshot,
@@ -34,6 +33,7 @@ from sweep.report.figures import (
     tutorial_figure,
 )
 from sweep.report.htmlparts import CSS, esc, figure_html, fmt, fmt_seconds, html_table, section_html, when
+from sweep.report.leaderboard import leaderboard_rows
 from sweep.report.tutorial import (
     TUTORIAL_RUNS,
     check_order,
@@ -75,21 +75,19 @@ def _summary(data: ReportData, storage: str) -> str:
 
 
 def _leaderboard(data: ReportData, top: int) -> str:
-    ranked = data.search
-    rows = ranked[:top]
+    rows = leaderboard_rows(data.search, top)
     if not rows:
         return section_html("leaderboard", "Leaderboard", '<p class="note">No completed trials yet.</p>')
     table = html_table(
         ["rank", "trial", "val accuracy", *PLACEMENTS, "epochs", "seconds", "note"],
-        [[i, r.number, fmt(r.value), *(penalty_text(r.config.get(p)) for p in PLACEMENTS), fmt(r.epochs_run),
-          fmt_seconds(r.duration_s), f"reused trial {r.dedup_of}" if r.dedup_of is not None else ""]
-         for i, r in enumerate(rows, 1)],
+        [[r.rank, r.number, fmt(r.value), *r.penalties.values(), fmt(r.epochs), fmt_seconds(r.duration_s),
+          f"reused trial {r.reused}" if r.reused is not None else ""] for r in rows],
         num={0, 1, 2, 6, 7}, row_class=["best"] + [""] * (len(rows) - 1),
     )
     notes = []
-    if len(ranked) > len(rows):
-        notes.append(f"{len(ranked) - len(rows)} more completed trial(s) not shown.")
-    if len(data.complete) > len(ranked):
+    if len(data.search) > len(rows):
+        notes.append(f"{len(data.search) - len(rows)} more completed trial(s) not shown.")
+    if len(data.complete) > len(data.search):
         notes.append("Finalist re-runs (fresh seeds) are ranked under Finalists.")
     return section_html("leaderboard", "Leaderboard", table, "".join(f'<p class="note">{esc(n)}</p>' for n in notes))
 

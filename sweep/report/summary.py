@@ -16,10 +16,11 @@ from optuna.trial import FrozenTrial, TrialState
 
 from sweep.penalties.config import penalty_text
 from sweep.penalties.kinds import PLACEMENTS
+from sweep.report.leaderboard import LeaderboardRow, TrialEntry, leaderboard_rows
 from sweep.storage.engine import db_call
 from sweep.storage.trial_record import TrialRecord
 from sweep.study.budget import budget_of, counts_toward_budget
-from sweep.study.ranking import ranked, trial_label, trial_value
+from sweep.study.ranking import trial_label, trial_value
 from sweep.study.sweeps import UNLIMITED, Sweep
 
 __all__ = ["SweepStatus", "RunningTrial", "sweep_status", "leaderboard", "pruned_count", "export_csv"]
@@ -136,26 +137,10 @@ def sweep_status(sweep: Sweep) -> SweepStatus:
     )
 
 
-def leaderboard(sweep: Sweep, top: int = 10) -> list[dict[str, Any]]:
-    """Best COMPLETE trials first: number, value, label, epochs, duration, config hash."""
-    trials = ranked(t for t in _trials(sweep.study) if t.state == TrialState.COMPLETE)
-    rows = []
-    for t in trials[:top]:
-        record = TrialRecord(t.user_attrs)
-        rows.append(
-            {
-                "number": t.number,
-                "value": t.value,
-                "label": trial_label(t),
-                "penalties": {p: penalty_text(record.config.get(p)) for p in PLACEMENTS},
-                "epochs": record.epochs_run,
-                "duration_s": record.duration_s,
-                "config_hash": record.config_hash,
-                "phase": record.phase,
-                "reused": record.dedup_of,
-            }
-        )
-    return rows
+def leaderboard(sweep: Sweep, top: int = 10) -> list[LeaderboardRow]:
+    """Best COMPLETE trials first (finalist re-runs included), as :func:`~sweep.report.leaderboard.leaderboard_rows`."""
+    complete = (t for t in _trials(sweep.study) if t.state == TrialState.COMPLETE)
+    return leaderboard_rows([TrialEntry.of(t) for t in complete], top)
 
 
 def pruned_count(sweep: Sweep) -> int:

@@ -22,6 +22,7 @@ from sweep.errors import SpecError
 from sweep.masking import mask_secrets, mask_url
 from sweep.penalties.kinds import PLACEMENTS
 from sweep.report.data import ReportData, collect
+from sweep.report.leaderboard import leaderboard_rows
 from sweep.report.tutorial import check_order, comparison_table, order_sentences, reg_loss_table, tutorial_results
 from sweep.study.sweeps import Sweep
 
@@ -43,7 +44,6 @@ def render_markdown(data: ReportData, storage: str, html_name: str, top: int = 1
         html_name: File name of the full report, linked at the end.
         top: Leaderboard rows.
     """
-    from sweep.report.data import penalty_text
     from sweep.report.htmlparts import fmt
 
     counts = ", ".join(f"{n} {s.lower()}" for s, n in data.counts.items()) or "no trials yet"
@@ -66,12 +66,12 @@ def render_markdown(data: ReportData, storage: str, html_name: str, top: int = 1
         lines.append(f"- deduplication: {len(data.reused)} trial(s) reused, "
                      f"{sum(r.epochs_saved for r in data.reused)} epochs saved")
     lines += ["", "## Leaderboard", ""]
+    board = leaderboard_rows(data.search, top)
     if data.search:
-        lines.append("| rank | trial | val accuracy | kernel | bias | activity | epochs |")
-        lines.append("|---:|---:|---:|---|---|---|---:|")
-        for i, r in enumerate(data.search[:top], 1):
-            cells = [str(i), str(r.number), fmt(r.value), *(penalty_text(r.config.get(p)) for p in PLACEMENTS),
-                     fmt(r.epochs_run)]
+        lines.append("| rank | trial | val accuracy | " + " | ".join(PLACEMENTS) + " | epochs |")
+        lines.append("|---:|---:|---:|" + "---|" * len(PLACEMENTS) + "---:|")
+        for row in board:
+            cells = [str(row.rank), str(row.number), fmt(row.value), *row.penalties.values(), fmt(row.epochs)]
             lines.append("| " + " | ".join(_md(c) for c in cells) + " |")
     else:
         lines.append("No completed trials yet.")
