@@ -37,10 +37,11 @@ from workers.parent.checkpoints import Checkpoints
 from workers.parent.decisions import FailureStreak, failure_cause, objective_value, sampler_seed
 from workers.parent.environment import worker_info
 from workers.parent.heartbeat import Heartbeat
-from workers.parent.prediction import predict_duration
+from workers.parent.prediction import predict_duration, sibling_trials
 from workers.parent.recorder import Recorder, TrialHook
 from workers.parent.runner import TrainerProcess
 from workers.parent.trial import TrialRunner
+from workers.parent.trialcache import FinishedTrials
 
 __all__ = ["SIGNAL_WINDOW_S", "TrialHook", "WorkerLoop", "failure_cause", "objective_value", "sampler_seed"]
 
@@ -48,6 +49,11 @@ _logger = logging.getLogger(__name__)
 #: Stop requests this close together are one: a terminal's Ctrl-C reaches every process of the
 #: group, and a parent (``sweep run``, a container runtime) may forward its own signal a moment later.
 SIGNAL_WINDOW_S = 0.5
+#: Fewest seconds between two stale-trial checks, as a multiple of the heartbeat interval. A trial
+#: turns stale only after a whole grace period (by default 6 intervals) without a beat, so checking
+#: once per interval finds it at most one interval later than checking every iteration would, while
+#: a worker that finishes trials quickly no longer reads every running trial on each iteration.
+STALE_CHECK_INTERVALS = 1.0
 
 
 class WorkerLoop:
@@ -90,13 +96,19 @@ class WorkerLoop:
         self.force_stop = threading.Event()
         self._first_stop_at: float | None = None
         self.streak = FailureStreak()
-        self.recorder = Recorder(self.study, self.engine, before_tell or [])
+        # The per-epoch record goes to the artifact store the checkpoints or plots use, if any.
+        store = checkpoints.store if checkpoints is not None else next(
+            (h.store for h in before_tell or [] if getattr(h, "store", None) is not None), None)  # type: ignore[attr-defined]
+        self.recorder = Recorder(self.study, self.engine, before_tell or [], store=store)
         self.runner = TrialRunner(spec, self.study, self.trainer, self.recorder, checkpoints=checkpoints,
                                   worker=self.info, deadline=self.deadline, clock=clock,
                                   stop_requested=self.stop_requested, force_stop=self.force_stop, streak=self.streak)
         self.trials_run = 0
         self._finalist_waits = 0
         self._orphan_since: float | None = None
+        self._stale_checked: float | None = None  # time.monotonic() of the last stale check
+        self._siblings: list[optuna.trial.FrozenTrial] | None = None  # previous nights: read once
+        self._finished = FinishedTrials(self.study)  # this study's finished trials, read incrementally
 
     @property
     def requeued(self) -> list[int]:
@@ -162,13 +174,25 @@ class WorkerLoop:
         finally:
             self.heartbeat.end()
 
-    def _fail_stale(self) -> None:
+    def _fail_stale(self, force: bool = False) -> None:
+        """Fail trials whose heartbeat stopped: at most once per ``STALE_CHECK_INTERVALS`` heartbeats."""
+        now = time.monotonic()
+        if (not force and self._stale_checked is not None
+                and now - self._stale_checked < STALE_CHECK_INTERVALS * self.heartbeat.interval):
+            return
         db_call(lambda: optuna.storages.fail_stale_trials(self.study), what="fail stale trials")
+        self._stale_checked = now
+
+    def _sibling_trials(self) -> list[optuna.trial.FrozenTrial]:
+        if self._siblings is None:
+            self._siblings = sibling_trials(self.study)
+        return self._siblings
 
     def _room_before_deadline(self) -> bool:
         if self.deadline is None:
             return True
-        predicted = predict_duration(self.study, self.info["gpu"], self.sweep.spec.training.epochs)
+        predicted = predict_duration(self.study, self.info["gpu"], self.sweep.spec.training.epochs,
+                                     siblings=self._sibling_trials, finished=self._finished.get)
         now = self.clock()
         if decisions.room_for_trial(predicted, now, self.deadline):
             return True
@@ -231,7 +255,7 @@ class WorkerLoop:
                 return
             self._fail_stale()
             self.stop_requested.wait(self.poll_interval)
-        self._fail_stale()
+        self._fail_stale(force=True)
 
 
 def _identity(spec_seed: int | None, worker_index: int) -> dict[str, Any]:

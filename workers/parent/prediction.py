@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import re
 import statistics
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -76,14 +76,23 @@ def sibling_trials(study: optuna.Study, limit: int = 3) -> list[FrozenTrial]:
     return trials
 
 
-def predict_duration(study: optuna.Study, gpu: str, epochs: int) -> float:
+def predict_duration(study: optuna.Study, gpu: str, epochs: int,
+                     siblings: Callable[[], Sequence[FrozenTrial]] | None = None,
+                     finished: Callable[[], Sequence[FrozenTrial]] | None = None) -> float:
     """Seconds the next trial is expected to take on ``gpu`` (0.0 when nothing is known at all).
 
     Args:
         study: The study whose finished trials are the evidence.
         gpu: This worker's GPU name (``"cpu"`` without one).
         epochs: Epochs a trial trains.
+        siblings: The previous nights' trials (default: read now with :func:`sibling_trials`); a
+            worker passes them read once per process, as finished nights do not change.
+        finished: The study's COMPLETE and PRUNED trials (default: read now); a worker passes
+            them read incrementally (:class:`workers.parent.trialcache.FinishedTrials`).
     """
-    own = db_call(lambda: study.get_trials(deepcopy=False), what="read trials")
+    own = finished() if finished is not None else db_call(
+        lambda: study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)), what="read trials")
     predicted = _evidence(own, gpu, epochs)
-    return predicted if predicted > 0 else _evidence(sibling_trials(study), gpu, epochs)
+    if predicted > 0:
+        return predicted
+    return _evidence(siblings() if siblings is not None else sibling_trials(study), gpu, epochs)
