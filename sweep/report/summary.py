@@ -23,7 +23,7 @@ from sweep.study.budget import budget_of, counts_toward_budget
 from sweep.study.ranking import trial_label, trial_value
 from sweep.study.sweeps import UNLIMITED, Sweep
 
-__all__ = ["SweepStatus", "RunningTrial", "sweep_status", "leaderboard", "pruned_count", "export_csv"]
+__all__ = ["SweepStatus", "RunningTrial", "eta_seconds", "sweep_status", "leaderboard", "pruned_count", "export_csv"]
 
 _COUNTED = (TrialState.COMPLETE, TrialState.PRUNED)
 
@@ -79,6 +79,26 @@ def _trials(study: optuna.Study) -> list[FrozenTrial]:
     return db_call(lambda: study.get_trials(deepcopy=False), what=f"list trials of {study.study_name!r}")
 
 
+def eta_seconds(budget_total: int | None, counted: int, median_trial_s: float | None, running: int) -> float | None:
+    """Seconds until the budget is spent: the trials left, at the median trial time, over the running workers.
+
+    Pure: ``sweep status`` feeds it what it read (the budget row, the trials the budget rule counts,
+    the median duration of trials that trained).
+
+    Args:
+        budget_total: The budget's total (None: no budget row; ``UNLIMITED``: until the deadline).
+        counted: Trials that count toward the budget so far.
+        median_trial_s: Median duration of a trained trial (None: none finished yet).
+        running: Trials running now (at least one is assumed, so a paused sweep still gets an ETA).
+
+    Returns:
+        None when there is no budget to count down to or no duration to go by.
+    """
+    if budget_total is None or budget_total >= UNLIMITED or median_trial_s is None:
+        return None
+    return max(budget_total - counted, 0) * median_trial_s / max(running, 1)
+
+
 def sweep_status(sweep: Sweep) -> SweepStatus:
     """Counts by state, best so far, running trials with their workers, ETA and dedup savings."""
     study = sweep.study
@@ -110,12 +130,9 @@ def sweep_status(sweep: Sweep) -> SweepStatus:
         if t.state in _COUNTED and r.duration_s and r.dedup_of is None
     ]
     median = statistics.median(durations) if durations else None
-    eta = None
     # The one budget rule, applied once per trial: it feeds "finished", FAIL_COUNTED and the ETA.
     counting = [t for t in trials if counts_toward_budget(t.state, t.user_attrs)]
-    if state is not None and state.total < UNLIMITED and median is not None:
-        remaining = max(state.total - len(counting), 0)
-        eta = remaining * median / max(len(running), 1)
+    eta = eta_seconds(None if state is None else state.total, len(counting), median, len(running))
     reused = [r for r in records if r.dedup_of is not None]
     epochs_saved = sum(r.epochs_saved for r in reused)
     counts_dict = dict(counts)
