@@ -27,6 +27,7 @@ from sweep.errors import RegsweepError, StorageError, StudyNotFoundError
 from sweep.logs import setup_logging
 from sweep.masking import mask_secrets
 from sweep.storage.engine import GRACE_PERIOD_S, HEARTBEAT_INTERVAL_S, StorageConfig, open_storage
+from sweep.storage.retry import worker_outage
 from sweep.storage.url import hide_password_from_ps, resolve_storage_url
 from sweep.study.budget import ReleaseSlotAndRetry
 from workers.parent.follow import next_open_study
@@ -191,11 +192,14 @@ def _extras(args: argparse.Namespace) -> tuple[list[TrialHook], Checkpoints | No
 def _serve(args: argparse.Namespace, storage: optuna.storages.RDBStorage, stops: _Stops) -> None:
     """Work on the study (or each night's study with ``--follow``) until done or stopped.
 
-    A storage outage longer than ``db_call``'s own retries is waited out here, up to
-    ``--max-outage`` seconds, instead of leaving the night's sweep one worker short.
+    A storage outage longer than ``db_call``'s own retries is waited out here, as the one retry
+    policy says for it (:func:`sweep.storage.retry.worker_outage`: every 30 s, up to
+    ``--max-outage`` seconds), instead of leaving the night's sweep one worker short.
     """
     hooks, checkpoints = _extras(args)
+    policy = worker_outage(args.max_outage)
     outage_since: float | None = None
+    attempt = 0
     while not stops.stopping.is_set():
         try:
             name = args.study or next_open_study(storage, args.follow)
@@ -209,15 +213,17 @@ def _serve(args: argparse.Namespace, storage: optuna.storages.RDBStorage, stops:
                 break
             stops.finished.append(loop)
             loop.run()
-            outage_since = None
+            outage_since, attempt = None, 0
         except StorageError as error:
             if isinstance(error, StudyNotFoundError):
                 raise
             outage_since = outage_since or time.monotonic()  # trials in flight were failed or re-queued
-            if time.monotonic() - outage_since > args.max_outage:
+            attempt += 1
+            delay = policy.next_delay(attempt, time.monotonic() - outage_since)
+            if delay is None:
                 raise
-            _logger.error("Storage unavailable (%s); retrying in 30s", error)
-            stops.stopping.wait(30)
+            _logger.error("Storage unavailable (%s); retrying in %.0fs", error, delay)
+            stops.stopping.wait(delay)
             continue
         if not args.follow:
             break

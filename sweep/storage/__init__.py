@@ -2,7 +2,9 @@
 
 * :mod:`sweep.storage.url`: the storage URL (precedence, validation, existing databases only);
 * :mod:`sweep.storage.engine`: opening Optuna's RDB storage, :func:`db_call` (retries, clean errors),
-  the pool and the heartbeat/grace-period defaults (their one home).
+  the pool and the heartbeat/grace-period defaults (their one home);
+* :mod:`sweep.storage.retry`: the one retry policy for storage faults (``db_call``'s, and
+  ``sweep-worker``'s wait through a longer outage).
 
 Secret masking lives in :mod:`sweep.masking` (logging needs it without SQLAlchemy).
 """
@@ -19,6 +21,7 @@ from sweep.storage.engine import (
     engine_of,
     open_storage,
 )
+from sweep.storage.retry import DB_CALL, RetryPolicy, worker_outage
 from sweep.storage.url import (
     DEFAULT_STORAGE,
     check_storage_url,
@@ -28,10 +31,12 @@ from sweep.storage.url import (
 )
 
 __all__ = [
+    "DB_CALL",
     "DEFAULT_STORAGE",
     "GRACE_PERIOD_S",
     "HEARTBEAT_INTERVAL_S",
     "POOL_SIZE",
+    "RetryPolicy",
     "StorageConfig",
     "check_storage_url",
     "db_call",
@@ -42,4 +47,5 @@ __all__ = [
     "open_storage",
     "require_existing",
     "resolve_storage_url",
+    "worker_outage",
 ]

@@ -2,7 +2,8 @@
 
 The calls regsweep's own code makes to the study database (create, budget claims, status,
 report reads, the worker loop's asks and tells) are wrapped in :func:`db_call`, which retries
-transient faults (a restarted or briefly unreachable server) with exponential backoff and turns
+transient faults (a restarted or briefly unreachable server) as the one retry policy says
+(:mod:`sweep.storage.retry`: jittered exponential backoff) and turns
 driver errors into :class:`~sweep.errors.StorageError` whose message never carries a password.
 Queries Optuna makes on its own inside those calls are retried as part of them; queries made
 outside any regsweep call (optuna-dashboard's HTTP handlers, Optuna's heartbeat thread) are not
@@ -14,8 +15,9 @@ The heartbeat and grace-period defaults live here once (:data:`HEARTBEAT_INTERVA
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
 import logging
-import random
 import re
 import time
 from collections.abc import Callable
@@ -28,6 +30,7 @@ from sqlalchemy.engine import make_url
 
 from sweep.errors import SpecError, StorageError
 from sweep.masking import mask_secrets, mask_url
+from sweep.storage.retry import DB_CALL, RetryPolicy
 from sweep.storage.url import check_storage_url
 
 __all__ = ["POOL_SIZE", "HEARTBEAT_INTERVAL_S", "GRACE_PERIOD_S", "StorageConfig", "open_storage", "db_call",
@@ -212,41 +215,39 @@ def db_call(
     fn: Callable[[], T],
     *,
     what: str,
-    attempts: int = 8,
-    base_delay: float = 0.5,
-    max_delay: float = 15.0,
+    attempts: int | None = None,
+    policy: RetryPolicy = DB_CALL,
 ) -> T:
-    """Run one database operation, retrying transient faults with jittered exponential backoff.
+    """Run one database operation, retrying transient faults as :mod:`sweep.storage.retry` says.
 
     Args:
         fn: The operation (a closure over storage or study calls).
         what: A short description for messages, e.g. ``"ask trial"``. Must not contain secrets.
-        attempts: Tries before giving up.
-        base_delay: First backoff in seconds; doubles each try up to ``max_delay``.
-        max_delay: Longest single wait.
+        attempts: Tries before giving up, instead of the policy's (8 for :data:`~sweep.storage.retry.DB_CALL`).
+        policy: The retry policy: jittered exponential backoff from 0.5 s up to 15 s by default.
 
     Returns:
         Whatever ``fn`` returns.
 
     Raises:
-        StorageError: A non-transient driver error, or transient faults outlasting ``attempts``.
+        StorageError: A non-transient driver error, or transient faults outlasting the policy.
     """
-    delay = base_delay
-    for attempt in range(1, attempts + 1):
+    if attempts is not None:
+        policy = dataclasses.replace(policy, attempts=attempts)
+    for attempt in itertools.count(1):
         try:
             return fn()
         except (sa_exc.SQLAlchemyError, optuna.exceptions.StorageInternalError) as error:
-            transient = _is_transient(error)
             detail = mask_secrets(_driver_message(error)).strip().splitlines()
             first_line = detail[0] if detail else type(error).__name__
-            if not transient or attempt == attempts:
+            delay = policy.next_delay(attempt) if _is_transient(error) else None
+            if delay is None:
                 raise StorageError(f"Storage error while trying to {what}: {first_line}") from None
             _logger.warning(
-                "Storage fault while trying to %s (attempt %d/%d): %s; retrying in %.1fs",
-                what, attempt, attempts, first_line, delay,
+                "Storage fault while trying to %s (attempt %d/%s): %s; retrying in %.1fs",
+                what, attempt, policy.attempts or "-", first_line, delay,
             )
-            time.sleep(delay * (0.5 + random.random()))
-            delay = min(delay * 2, max_delay)
+            time.sleep(delay)
     raise AssertionError("unreachable")  # pragma: no cover
 
 
