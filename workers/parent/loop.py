@@ -41,7 +41,6 @@ from workers.parent.prediction import predict_duration, sibling_trials
 from workers.parent.recorder import Recorder, TrialHook
 from workers.parent.runner import TrainerProcess
 from workers.parent.trial import TrialRunner
-from workers.parent.trialcache import FinishedTrials
 
 __all__ = ["SIGNAL_WINDOW_S", "TrialHook", "WorkerLoop", "failure_cause", "objective_value", "sampler_seed"]
 
@@ -108,7 +107,6 @@ class WorkerLoop:
         self._orphan_since: float | None = None
         self._stale_checked: float | None = None  # time.monotonic() of the last stale check
         self._siblings: list[optuna.trial.FrozenTrial] | None = None  # previous nights: read once
-        self._finished = FinishedTrials(self.study)  # this study's finished trials, read incrementally
 
     @property
     def requeued(self) -> list[int]:
@@ -192,7 +190,7 @@ class WorkerLoop:
         if self.deadline is None:
             return True
         predicted = predict_duration(self.study, self.info["gpu"], self.sweep.spec.training.epochs,
-                                     siblings=self._sibling_trials, finished=self._finished.get)
+                                     siblings=self._sibling_trials)
         now = self.clock()
         if decisions.room_for_trial(predicted, now, self.deadline):
             return True

@@ -77,8 +77,7 @@ def sibling_trials(study: optuna.Study, limit: int = 3) -> list[FrozenTrial]:
 
 
 def predict_duration(study: optuna.Study, gpu: str, epochs: int,
-                     siblings: Callable[[], Sequence[FrozenTrial]] | None = None,
-                     finished: Callable[[], Sequence[FrozenTrial]] | None = None) -> float:
+                     siblings: Callable[[], Sequence[FrozenTrial]] | None = None) -> float:
     """Seconds the next trial is expected to take on ``gpu`` (0.0 when nothing is known at all).
 
     Args:
@@ -87,11 +86,11 @@ def predict_duration(study: optuna.Study, gpu: str, epochs: int,
         epochs: Epochs a trial trains.
         siblings: The previous nights' trials (default: read now with :func:`sibling_trials`); a
             worker passes them read once per process, as finished nights do not change.
-        finished: The study's COMPLETE and PRUNED trials (default: read now); a worker passes
-            them read incrementally (:class:`workers.parent.trialcache.FinishedTrials`).
     """
-    own = finished() if finished is not None else db_call(
-        lambda: study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)), what="read trials")
+    # Incremental in a worker: Optuna's _CachedStorage (every study on an RDBStorage) keeps finished
+    # trials and reads only newer or unfinished ones.
+    own = db_call(lambda: study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)),
+                  what="read trials")
     predicted = _evidence(own, gpu, epochs)
     if predicted > 0:
         return predicted

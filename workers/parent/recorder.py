@@ -5,7 +5,10 @@ decided by :func:`sweep.study.budget.counts_toward_budget` alone (settle when it
 when it does not).
 
 Attrs written together go in one transaction (:meth:`Recorder.set_many`): each ``set_user_attr``
-is its own transaction, and a trial used to cost about 15 of them. The per-epoch record (curves
+is its own transaction, and a trial used to cost about 15 of them. Attrs of a trial's end (result,
+failure reason) are deferred (:meth:`Recorder.defer`) and written with the record in one
+transaction just before the tell, and the attrs that decide the budget are those ``Study.tell``
+returns (no second read). The per-epoch record (curves
 and diagnostics by epoch, which grow with the epochs) is staged during training and written once,
 just before the tell: as a JSON artifact with a small ``record`` attr pointing to it when there is
 an artifact store, else as the ``curves`` and ``diagnostics_by_epoch`` attrs (see
@@ -55,6 +58,8 @@ class Recorder:
         self.store = store
         self.requeued: list[int] = []  # trials given back (stopped, environment)
         self._staged: dict[int, dict[str, Any]] = {}  # trial id -> per-epoch record, written at the tell
+        self._curves_written: set[int] = set()  # trial ids with a curves attr written during training
+        self._pending: dict[int, dict[str, Any]] = {}  # trial id -> attrs deferred to the tell
 
     def set(self, trial: optuna.Trial, key: str, value: Any) -> None:
         """Write one user attr (retried like every database call).
@@ -75,7 +80,9 @@ class Recorder:
         """
         if not attrs:
             return
-        storage = self.study._storage
+        # A study's storage is Optuna's _CachedStorage around the RDBStorage; attr writes go straight
+        # to the backend there too.
+        storage = getattr(self.study._storage, "_backend", self.study._storage)
         what = f"write trial attrs {sorted(attrs)!r}"
         if isinstance(storage, optuna.storages.RDBStorage):
             # Optuna's own per-attr upsert (state check included), all in one session and commit.
@@ -93,14 +100,28 @@ class Recorder:
         for key, value in attrs.items():  # other storages: one call per attr
             db_call(functools.partial(trial.set_user_attr, key, value), what=what)
 
-    def stage(self, trial: optuna.Trial, curves: dict[str, list[float]], by_epoch: list[dict[str, Any]]) -> None:
+    def defer(self, trial: optuna.Trial, attrs: dict[str, Any]) -> None:
+        """Write ``attrs`` with the trial's end, in the one transaction :meth:`tell` writes before telling.
+
+        Args:
+            trial: The running trial (told by this recorder next).
+            attrs: :class:`Attr` keys and JSON-able values.
+        """
+        self._pending.setdefault(trial._trial_id, {}).update(attrs)
+
+    def stage(self, trial: optuna.Trial, curves: dict[str, list[float]], by_epoch: list[dict[str, Any]], *,
+              curves_in_attrs: bool = False) -> None:
         """Hold a trial's per-epoch record until it is told (then written once, see the module doc).
 
         Args:
             trial: The running trial.
             curves: Per-epoch metric lists (inherited epochs of a resumed trial included).
             by_epoch: Per-epoch diagnostics.
+            curves_in_attrs: Whether a ``curves`` attr was written during training (with checkpoints),
+                to be cleared once the record is an artifact.
         """
+        if curves_in_attrs:
+            self._curves_written.add(trial._trial_id)
         record: dict[str, Any] = {}
         if curves:
             record[Attr.CURVES] = {k: list(v) for k, v in curves.items()}
@@ -120,7 +141,7 @@ class Recorder:
             cause: Why it ended (only ``TRIAL_ERROR`` counts toward the budget).
         """
         _logger.warning("Trial %d failed: %s", trial.number, reason)
-        self.set_many(trial, {**self._why(cause, reason, tb), Attr.DURATION_S: round(time.monotonic() - started, 3)})
+        self.defer(trial, {**self._why(cause, reason, tb), Attr.DURATION_S: round(time.monotonic() - started, 3)})
         self.tell(trial, TrialState.FAIL)
 
     def give_back(self, trial: optuna.Trial, cause: StopCause, reason: str, tb: str | None = None) -> None:
@@ -132,7 +153,7 @@ class Recorder:
             reason: One line for people.
             tb: The traceback, if any.
         """
-        self.set_many(trial, self._why(cause, reason, tb))
+        self.defer(trial, self._why(cause, reason, tb))
         self.tell(trial, TrialState.FAIL, keep_curves=True)  # the re-queued copy resumes with them
         frozen = db_call(lambda: self.study._storage.get_trial(trial._trial_id), what="read trial")
         why = "was stopped with its worker" if cause == StopCause.SHUTDOWN else f"could not run here ({cause.value})"
@@ -157,42 +178,48 @@ class Recorder:
             keep_curves: Leave a ``curves`` attr written during training in place (a trial given
                 back: its re-queued copy inherits the attrs and resumes with them).
         """
-        def _do() -> None:
+        def _do() -> optuna.trial.FrozenTrial | None:
             try:
-                self.study.tell(trial, value if state == TrialState.COMPLETE else None, state=state)
+                return self.study.tell(trial, value if state == TrialState.COMPLETE else None, state=state)
             except RuntimeError as error:  # tell retried after a commit that did land
                 if "finished" not in str(error):
                     raise
+                return None
 
+        pending = self._pending.pop(trial._trial_id, {})
         record = self._staged.pop(trial._trial_id, {})
-        self._run_hooks(trial, record)
-        self._write_record(trial, record, keep_curves)
-        db_call(_do, what=f"tell trial {trial.number}", attempts=20)
-        attrs = db_call(lambda: self.study._storage.get_trial_user_attrs(trial._trial_id), what="read trial attrs")
+        self._run_hooks(trial, {**pending, **record})
+        # The deferred attrs and the per-epoch record (or its pointer): one transaction.
+        self.set_many(trial, {**pending, **self._record_attrs(trial, record, keep_curves)})
+        told = db_call(_do, what=f"tell trial {trial.number}", attempts=20)
+        # Study.tell returns the told trial as read back, attrs included: no second read.
+        attrs = told.user_attrs if told is not None else db_call(
+            lambda: self.study._storage.get_trial_user_attrs(trial._trial_id), what="read trial attrs")
         if budget.counts_toward_budget(state, attrs):
             budget.settle(self.engine, self.study.study_name)
         else:  # the slot buys another trial (see sweep.study.budget.counts_toward_budget)
             budget.release(self.engine, self.study.study_name)
 
-    def _write_record(self, trial: optuna.Trial, record: dict[str, Any], keep_curves: bool) -> None:
-        """The staged per-epoch record: an artifact and its ``record`` attr, else the attrs themselves."""
+    def _record_attrs(self, trial: optuna.Trial, record: dict[str, Any], keep_curves: bool) -> dict[str, Any]:
+        """The attrs of the staged per-epoch record: its artifact's ``record`` pointer (uploaded
+        here), else, with no store, the record itself."""
         if not record:
-            return
+            return {}
         if self.store is None:
-            self.set_many(trial, record)
-            return
+            return record
         try:
             artifact_id = upload_record(self.store, self.study, trial, record)
         except (OSError, ArtifactNotFound) as error:  # the store is unwritable: keep the data in the attrs
             _logger.warning("Trial %d: per-epoch record not stored as an artifact (%s); kept in attrs",
                             trial.number, error)
-            self.set_many(trial, record)
-            return
+            return record
         attrs: dict[str, Any] = {Attr.RECORD: {"artifact_id": artifact_id,
                                                "store": record_store_path(self.store)}}
-        if not keep_curves:
+        written = trial._trial_id in self._curves_written
+        self._curves_written.discard(trial._trial_id)
+        if not keep_curves and written:
             attrs[Attr.CURVES] = None  # written during training for a resume; the artifact has them now
-        self.set_many(trial, attrs)
+        return attrs
 
     def _run_hooks(self, trial: optuna.Trial, record: dict[str, Any]) -> None:
         if not self.before_tell:

@@ -134,7 +134,7 @@ class TrialRunner:
                 _logger.warning("The last %d proposals were all configs that already ran (the search space looks "
                                 "exhausted); further duplicates use budget slots so the study can finish",
                                 self.duplicates)
-            self.recorder.set(trial, Attr.DEDUP_COUNTED, True)
+            self.recorder.defer(trial, {Attr.DEDUP_COUNTED: True})
         self._end_checkpoints(trial, None, inherited, complete=False)
         self.recorder.tell(trial, TrialState.COMPLETE, source.value)
         self.duplicates += 1
@@ -179,10 +179,11 @@ class TrialRunner:
         try:
             result = self.trainer.run(request.to_dict(), handler, timeout_s=self.spec.budget.trial_timeout_s)
         except (TrialError, WorkerEnvironmentError) as error:
-            self.recorder.stage(trial, handler.curves, handler.diagnostics)
+            self.recorder.stage(trial, handler.curves, handler.diagnostics, curves_in_attrs=handler.upload is not None)
             self._failed(trial, error, handler, inherited, started)
             return
-        self.recorder.stage(trial, handler.curves, handler.diagnostics)  # written once, at the tell
+        # Written once, at the tell; with checkpoints a curves attr was also written each epoch.
+        self.recorder.stage(trial, handler.curves, handler.diagnostics, curves_in_attrs=handler.upload is not None)
         self._record(trial, config, result, started)
         self._end(trial, decisions.ending_of(result.stopped, handler.stop_reason), handler, inherited, started)
 
@@ -250,4 +251,4 @@ class TrialRunner:
         if no_effect:
             _logger.warning("Trial %d: placement(s) %s reached no layer", trial.number, no_effect)
             attrs[Attr.NO_EFFECT] = no_effect
-        self.recorder.set_many(trial, attrs)
+        self.recorder.defer(trial, attrs)  # written with the trial's end, in one transaction
