@@ -29,7 +29,7 @@ from optuna.trial import FrozenTrial, TrialState
 from sweep.errors import StorageError
 from sweep.storage.engine import GRACE_PERIOD_S, HEARTBEAT_INTERVAL_S, StorageConfig, db_call, engine_of, open_storage
 from sweep.storage.tables import TRIAL_HEARTBEATS
-from sweep.storage.trial_record import Attr, StopCause
+from sweep.storage.trial_record import Attr, StopCause, TrialRecord
 from sweep.study import budget
 
 __all__ = ["NightCloser", "fail_trial", "heartbeat_ages"]
@@ -147,7 +147,7 @@ class NightCloser:
         if any(t.state in (TrialState.RUNNING, TrialState.WAITING) for t in trials):
             return False
         # With finalists configured, a spent search budget is followed by the finalist phase.
-        return sweep.spec.finalists.top_k == 0 or any(t.user_attrs.get(Attr.PHASE) == "finalist" for t in trials)
+        return sweep.spec.finalists.top_k == 0 or any(TrialRecord(t.user_attrs).phase == "finalist" for t in trials)
 
     def close(self, study_name: str) -> list[int]:
         """Leave no trial RUNNING, then write the report; returns the numbers of trials failed here."""

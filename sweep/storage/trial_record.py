@@ -95,6 +95,12 @@ class TrialRecord:
         return str(self.attrs.get(Attr.PHASE, "search"))
 
     @property
+    def finalist_of(self) -> int | None:
+        """On a finalist re-run: the number of the search trial whose config it repeats."""
+        source = self.attrs.get(Attr.FINALIST_OF)
+        return None if source is None else int(source)
+
+    @property
     def written_phase(self) -> str | None:
         """The phase as written: None on a trial no worker has started (``sweep export`` shows it empty)."""
         phase = self.attrs.get(Attr.PHASE)

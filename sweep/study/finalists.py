@@ -26,7 +26,7 @@ from sqlalchemy import exc as sa_exc
 from sweep.spec.model import SweepSpec
 from sweep.storage.engine import db_call, engine_of
 from sweep.storage.tables import PHASE, ensure_tables
-from sweep.storage.trial_record import Attr
+from sweep.storage.trial_record import Attr, TrialRecord
 from sweep.study import budget
 from sweep.study.ranking import ranked, trial_label, trial_value
 
@@ -55,11 +55,11 @@ def choose_finalists(trials: Sequence[FrozenTrial], top_k: int) -> list[FrozenTr
         top_k: How many configs; a config that ran more than once is chosen once, by its best run.
     """
     search = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None
-              and t.user_attrs.get(Attr.PHASE, "search") == "search"]
+              and TrialRecord(t.user_attrs).phase == "search"]
     chosen: list[FrozenTrial] = []
     seen: set[Any] = set()
     for t in ranked(search) if top_k > 0 else []:
-        key = t.user_attrs.get(Attr.CONFIG_HASH)
+        key = TrialRecord(t.user_attrs).config_hash
         if key not in seen:
             seen.add(key)
             chosen.append(t)
@@ -171,13 +171,15 @@ def finalist_ranking(study: optuna.Study) -> list[FinalistRow]:
     by_number = {t.number: t for t in trials}
     groups: dict[str, list[optuna.trial.FrozenTrial]] = {}
     for t in trials:
-        if t.user_attrs.get(Attr.PHASE) == "finalist" and t.state == TrialState.COMPLETE and t.value is not None:
-            groups.setdefault(t.user_attrs.get(Attr.CONFIG_HASH, "?"), []).append(t)
+        record = TrialRecord(t.user_attrs)
+        if record.phase == "finalist" and t.state == TrialState.COMPLETE and t.value is not None:
+            groups.setdefault(record.config_hash or "?", []).append(t)
     rows = []
     for key, group in groups.items():
         values = [trial_value(t) for t in group]
         mean, ci_low, ci_high = mean_ci(values)
-        source = by_number.get(group[0].user_attrs.get(Attr.FINALIST_OF, -1))
+        finalist_of = TrialRecord(group[0].user_attrs).finalist_of
+        source = None if finalist_of is None else by_number.get(finalist_of)
         rows.append(FinalistRow(
             config_hash=key,
             label=trial_label(group[0]),

@@ -13,7 +13,7 @@ from typing import Any, Protocol, TypeVar
 from optuna.trial import FrozenTrial
 
 from sweep.penalties.config import config_label
-from sweep.storage.trial_record import Attr
+from sweep.storage.trial_record import TrialRecord
 
 __all__ = ["Ranked", "best_first", "ranked", "trial_label", "trial_value"]
 
@@ -69,5 +69,5 @@ def trial_label(trial: FrozenTrial | dict[str, Any] | None) -> str:
     Args:
         trial: An Optuna trial, or its canonical config dict (None or empty: not started).
     """
-    config = trial.user_attrs.get(Attr.CONFIG) if isinstance(trial, FrozenTrial) else trial
+    config = TrialRecord(trial.user_attrs).config if isinstance(trial, FrozenTrial) else trial
     return config_label(config)
