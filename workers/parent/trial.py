@@ -109,7 +109,9 @@ class TrialRunner:
         """Sample the config and write the trial's identity attrs; returns (config, seed, inherited checkpoint)."""
         # Sampling reads the study and writes params: a database blip here must not fail the trial.
         config = db_call(lambda: suggest_config(trial, self.spec.space), what=f"suggest trial {trial.number}")
-        attrs = db_call(lambda: trial.user_attrs, what="read trial attrs")
+        # The attrs it was created with (a re-queued copy's, a finalist's seed): Optuna read the trial
+        # when it was asked and keeps that copy current; Trial.user_attrs would read it again.
+        attrs = dict(trial._cached_frozen_trial.user_attrs)
         seed = int(attrs.get(Attr.SEED, self.spec.training.seed))
         self.recorder.set_many(trial, {
             Attr.CONFIG: config.canonical(),
