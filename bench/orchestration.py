@@ -14,16 +14,32 @@ Each configuration runs on a fresh study with ``N`` processes started together b
 A realistic trial (5 epochs of the width-0.25 classifier at 32x32 with the real Keras trainer)
 is timed once through the same worker loop, to express the overhead as a share of a trial.
 
-    python -m bench.orchestration --procs 1 4 16 --trials-per-proc 20
+Growth (issue 16 section 1): the same comparison on a study that already holds 100, 1,000 and
+5,000 finished trials. The project's trials carry realistic user attrs (what a worker writes on a
+finished trial of the Keras classifier: config, worker, diagnostics of 17 blocks, the ``record``
+pointer; per-epoch data lives in an artifact), the bare study's the same params and values with no
+attrs; both use the project's TPE sampler (multivariate, group, constant liar), so the difference
+is the project's own work. Measured per size: a fresh worker's first ask (load the study, and for
+the project its stale check, duration prediction under a deadline and budget claim, then ask and
+suggest) and the per-trial orchestration cost of the trivial trials that follow (the loop's wall
+time less the time the training child itself takes, measured around its pipe).
+
+Goals (issue 16): growth: project / bare <= 1.2x for the first ask and per trial at every size;
+per operation: claim+ask / ask, handler / report, tell+settle / tell <= 1.2x at p50 at 1 and 4
+processes, trivial-trial throughput project / bare >= 0.8x. Each is printed as met / NOT met.
+
+    python -m bench.orchestration --procs 1 4 16 --trials-per-proc 20 --growth 100 1000 5000
 """
 
 from __future__ import annotations
 
 import argparse
 import functools
+import json
 import logging
 import multiprocessing as mp
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -35,7 +51,7 @@ from typing import Any
 
 from bench.common import PG_URL, load1, logger, setup, summarize, write_result
 
-__all__ = ["main", "realistic_trial", "run_config"]
+__all__ = ["goals", "main", "realistic_trial", "run_config", "run_growth"]
 
 EPOCHS = 5
 KINDS = ["none", "l1", "l2"]
@@ -59,6 +75,31 @@ name = "none"
 trials = {trials}
 """
 SYNTHETIC_EXTRA = "trainer_options = { epoch_seconds = 0 }"
+GROWTH_SPEC = """
+dedup = false
+[study]
+name = "{name}"
+[space.kernel]
+kinds = ["none", "l1", "l2"]
+[space.activity]
+kinds = ["none", "l1"]
+[training]
+trainer = "workers.synthetic:train"
+epochs = {epochs}
+trainer_options = {{ epoch_seconds = 0 }}
+[sampler]
+name = "tpe"
+seed = 7
+[pruner]
+name = "none"
+[budget]
+trials = {trials}
+deadline = "{deadline}"
+"""
+GROWTH_SIZES = [100, 1000, 5000]
+GROWTH_MODES = ("optuna", "optuna_no_attrs", "project")
+GOAL_RATIO = 1.2  # project / bare, each operation and each growth measure
+GOAL_THROUGHPUT = 0.8  # project / bare trivial trials per second
 KERAS_EXTRA = 'dataset = "digits"\ninput_size = 32\nwidth = 0.25\nbatch_size = 64'
 
 
@@ -312,21 +353,344 @@ def table(payload: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+# --- Growth: cost on a study that already holds many finished trials (issue 16 section 1) ---------
+
+
+def _realistic_attrs(config: Any, number: int) -> dict[str, Any]:
+    """The user attrs a worker leaves on a finished 10-epoch trial of the Keras classifier (17 blocks)."""
+    blocks = [f"stage{s}_block{b}_{part}" for s in range(3) for b in range(3) for part in ("conv", "bn")][:17]
+    diagnostics = {
+        "sparsity": 0.0123, "param_count": 120_394, "device": "NVIDIA H100 80GB HBM3", "backend": "tensorflow",
+        "trainer_rss_mb": 2311.4, "trainer_trials": number % 40 + 1,
+        "placement_layers": {"kernel": 17, "bias": 17, "activity": 9},
+        "block_norms": {b: {"l1": 123.456789 + i, "l2": 12.3456789 + i, "sparsity": 0.0123456 + i / 1000}
+                        for i, b in enumerate(blocks)},
+    }
+    worker = {"host": "gpu-node-03", "pid": 41_234, "gpu": "NVIDIA H100 80GB HBM3", "backend": "tensorflow",
+              "versions": {"python": "3.11.7", "regsweep": "0.9.0", "optuna": "5.0.0", "keras": "3.8.0",
+                           "tensorflow": "2.18.0"},
+              "id": "gpu-node-03:41234:8f3a9c1d", "index": number % 4, "sampler_seed": 1_234_567 + number % 4}
+    return {
+        "config": config.canonical(), "config_hash": config.config_hash(), "effective_hash": config.config_hash(),
+        "seed": 0, "phase": "search", "worker": worker, "epochs_run": 10, "duration_s": 41.234 + number % 7,
+        "diagnostics": diagnostics,
+        "record": {"artifact_id": f"{number:08x}-0000-4000-8000-000000000000", "store": "/artifacts"},
+        "curves": None,
+    }
+
+
+def _populate(name: str, n: int, with_attrs: bool) -> int:
+    """Add ``n`` finished trials (the sweep's space, 10 reported epochs) to study ``name``; returns the
+    attr bytes of one trial."""
+    import optuna
+
+    from sweep.penalties.searchspace import suggest_config
+    from sweep.storage.engine import open_storage
+    from sweep.study.sweeps import load_sweep
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = open_storage(PG_URL)
+    sweep = load_sweep(storage, name)
+    draft = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=n))
+    trials = []
+    for number in range(n):
+        asked = draft.ask()
+        config = suggest_config(asked, sweep.spec.space)
+        value = 0.5 + 0.4 * ((number * 7919) % 1000) / 1000
+        state = optuna.trial.TrialState.COMPLETE if number % 3 else optuna.trial.TrialState.PRUNED
+        epochs = 10 if state == optuna.trial.TrialState.COMPLETE else 3
+        trials.append(optuna.trial.create_trial(
+            params=asked.params, distributions=asked.distributions, state=state,
+            value=value if state == optuna.trial.TrialState.COMPLETE else None,
+            intermediate_values={e: value * (e + 1) / epochs for e in range(epochs)},
+            user_attrs=_realistic_attrs(config, number) if with_attrs else {},
+        ))
+    _bulk_add(sweep.study, trials)
+    return sum(len(k) + len(json.dumps(v)) for k, v in trials[-1].user_attrs.items())
+
+
+def _bulk_add(study: Any, trials: list[Any]) -> None:
+    """``study.add_trials(trials)`` in one transaction (Optuna's takes one per trial: minutes at 5,000).
+
+    The rows are Optuna's own models, filled as ``RDBStorage.create_new_trial`` fills them.
+    """
+    import datetime as dt
+
+    from optuna.distributions import distribution_to_json
+    from optuna.storages._rdb import models
+
+    storage = getattr(study._storage, "_backend", study._storage)  # Optuna's _CachedStorage wraps it
+    session = storage.scoped_session()
+    try:
+        start = session.query(models.TrialModel).filter(models.TrialModel.study_id == study._study_id).count()
+        now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+        rows = []
+        for offset, t in enumerate(trials):
+            row = models.TrialModel(study_id=study._study_id, number=start + offset, state=t.state,
+                                    _datetime_start_utc=now, _datetime_complete_utc=now)
+            for name, value in t.params.items():
+                dist = t.distributions[name]
+                models.TrialParamModel(trial=row, param_name=name, param_value=dist.to_internal_repr(value),
+                                       distribution_json=distribution_to_json(dist))
+            if t.value is not None:
+                models.TrialValueModel(trial=row, objective=0, value=t.value,
+                                       value_type=models.TrialValueModel.TrialValueType.FINITE)
+            for step, value in t.intermediate_values.items():
+                models.TrialIntermediateValueModel(
+                    trial=row, step=step, intermediate_value=value,
+                    intermediate_value_type=models.TrialIntermediateValueModel.TrialIntermediateValueType.FINITE)
+            for key, value in t.user_attrs.items():
+                models.TrialUserAttributeModel(trial=row, key=key, value_json=json.dumps(value))
+            rows.append(row)
+        session.add_all(rows)
+        session.commit()
+    finally:
+        session.close()
+
+
+def _growth_spec(name: str, trials: int) -> str:
+    import datetime as dt
+
+    deadline = (dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=1)).replace(microsecond=0).isoformat()
+    return GROWTH_SPEC.format(name=name, epochs=EPOCHS, trials=trials, deadline=deadline)
+
+
+def _create_growth(name: str, trials: int) -> None:
+    from sweep.spec.load import load_spec
+    from sweep.storage.engine import open_storage
+    from sweep.study.sweeps import create_sweep
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "spec.toml"
+        path.write_text(_growth_spec(name, trials))
+        create_sweep(load_spec(path), open_storage(PG_URL))
+
+
+def _growth_bare(name: str, trials: int, out: Any) -> None:
+    """A fresh bare-Optuna process: load the study with the project's TPE sampler, ask, run trivial trials."""
+    import optuna
+
+    from sweep.penalties.searchspace import suggest_config
+    from sweep.storage.engine import open_storage
+    from sweep.study.sweeps import load_sweep, make_sampler
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    warnings.filterwarnings("ignore")
+    # Outside the timing: the sampler's settings, and the warm-up (imports, first connection) the
+    # project's process gets alike.
+    spec = load_sweep(open_storage(PG_URL), name).spec
+    sampler = make_sampler(spec, 0, seed=11)
+    start = time.perf_counter()
+    storage = optuna.storages.RDBStorage(PG_URL)
+    study = optuna.load_study(study_name=name, storage=storage, sampler=sampler)
+    first_done = None
+    for _ in range(trials):
+        trial = study.ask()
+        suggest_config(trial, spec.space)
+        if first_done is None:
+            first_done = time.perf_counter()
+        for epoch in range(EPOCHS):
+            trial.report(0.1 * (epoch + 1), epoch)
+        study.tell(trial, 0.5)
+    ended = time.perf_counter()
+    assert first_done is not None
+    out.put({"first_ask_s": first_done - start, "per_trial_s": (ended - first_done) / trials})
+
+
+def _growth_project(name: str, trials: int, out: Any) -> None:
+    """A fresh worker process: WorkerLoop construction, its first claim and ask, then trivial trials."""
+    import optuna
+
+    import workers.parent.trial as trial_module
+    from sweep.storage.engine import GRACE_PERIOD_S, HEARTBEAT_INTERVAL_S, StorageConfig, open_storage
+    from sweep.study.budget import ReleaseSlotAndRetry
+    from workers.parent.loop import WorkerLoop
+    from workers.parent.runner import TrainerProcess
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    logging.getLogger("workers").setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore")
+    child_s: list[float] = []  # time the training child itself takes: not orchestration
+
+    class ChildTimedTrainer(TrainerProcess):
+        def run(self, request: dict[str, Any], on_epoch: Callable[[dict[str, Any]], str],
+                timeout_s: float | None = None) -> Any:
+            in_handler: list[float] = []
+
+            def handler(metrics: dict[str, Any]) -> str:
+                began = time.perf_counter()
+                try:
+                    return on_epoch(metrics)
+                finally:
+                    in_handler.append(time.perf_counter() - began)
+
+            began = time.perf_counter()
+            try:
+                return super().run(request, handler, timeout_s)
+            finally:
+                child_s.append(time.perf_counter() - began - sum(in_handler))
+
+    trainer = ChildTimedTrainer("workers.synthetic:train")
+    trainer.start()
+    trainer._await_ready()  # the child's imports are start-up cost of any worker, not the study's
+    first_done: list[float] = []
+    suggest = trial_module.suggest_config
+
+    def timed_suggest(*args: Any, **kwargs: Any) -> Any:
+        config = suggest(*args, **kwargs)
+        if not first_done:
+            first_done.append(time.perf_counter())
+        return config
+
+    trial_module.suggest_config = timed_suggest
+    from sweep.study.sweeps import load_sweep
+
+    load_sweep(open_storage(PG_URL), name)  # the same warm-up (imports, first connection) as the bare process
+    start = time.perf_counter()
+    storage = open_storage(PG_URL, StorageConfig(heartbeat_interval=HEARTBEAT_INTERVAL_S, grace_period=GRACE_PERIOD_S),
+                           stale_trial_callback=ReleaseSlotAndRetry())
+    loop = WorkerLoop(storage, name, trainer=trainer, max_trials=trials, poll_interval=0.2)
+    loop.run()
+    ended = time.perf_counter()
+    out.put({"first_ask_s": first_done[0] - start,
+             "per_trial_s": (ended - first_done[0] - sum(child_s)) / trials,
+             "child_per_trial_s": sum(child_s) / trials})
+
+
+def _in_fresh_process(target: Callable[..., None], *args: Any) -> dict[str, Any]:
+    ctx = mp.get_context("spawn")
+    out = ctx.Queue()
+    proc = ctx.Process(target=target, args=(*args, out))
+    proc.start()
+    result: dict[str, Any] = out.get(timeout=1800)
+    proc.join(timeout=60)
+    return result
+
+
+def run_growth(sizes: list[int], trials: int, repeats: int) -> dict[str, Any]:
+    """First ask and per-trial cost, project vs bare, on studies of ``sizes`` finished trials.
+
+    Each size gets two fresh studies (bare, project) filled alike; each measure is the median of
+    ``repeats`` fresh processes run alternately (bare, project, bare, ...), ``trials`` trivial trials each.
+    """
+    rows = []
+    for n in sizes:
+        stamp = f"{os.getpid()}-{int(time.time() * 1000)}"
+        # optuna: bare Optuna on the same trials with the same attrs (the goal's comparison: the
+        # project's own work); optuna_no_attrs: the same trials with no attrs at all (what the
+        # project's attrs themselves cost a reader).
+        names = {mode: f"bench-growth-{mode.replace('_', '-')}-{n}-{stamp}" for mode in GROWTH_MODES}
+        attr_bytes = {}
+        for mode, name in names.items():
+            _create_growth(name, trials * repeats + 1)
+            started = time.perf_counter()
+            attr_bytes[mode] = _populate(name, n, with_attrs=mode != "optuna_no_attrs")
+            logger.info("growth: %s study of %d trials filled in %.1fs", mode, n, time.perf_counter() - started)
+        samples: dict[str, list[dict[str, Any]]] = {mode: [] for mode in GROWTH_MODES}
+        load_before = load1()
+        for _ in range(repeats):  # alternating, so drifting load hits every mode alike
+            for mode in GROWTH_MODES:
+                target = _growth_project if mode == "project" else _growth_bare
+                samples[mode].append(_in_fresh_process(target, names[mode], trials))
+        row: dict[str, Any] = {"finished_trials": n, "attr_bytes_per_trial": attr_bytes, "load1_before": load_before,
+                               "trivial_trials_per_process": trials, "repeats": repeats}
+        for mode in GROWTH_MODES:
+            row[mode] = {f"{key[:-2]}_ms": round(1000 * statistics.median(s[key] for s in samples[mode]), 1)
+                         for key in ("first_ask_s", "per_trial_s")}
+        keys = ("first_ask_ms", "per_trial_ms")
+        row["ratio"] = {key: round(row["project"][key] / row["optuna"][key], 2) for key in keys}
+        row["ratio_vs_no_attrs"] = {key: round(row["project"][key] / row["optuna_no_attrs"][key], 2) for key in keys}
+        logger.info("growth %d: first ask project %.0f, bare %.0f, bare without attrs %.0f ms; per trial %.1f, "
+                    "%.1f, %.1f ms", n, row["project"]["first_ask_ms"], row["optuna"]["first_ask_ms"],
+                    row["optuna_no_attrs"]["first_ask_ms"], row["project"]["per_trial_ms"],
+                    row["optuna"]["per_trial_ms"], row["optuna_no_attrs"]["per_trial_ms"])
+        rows.append(row)
+    out: dict[str, Any] = {"sizes": rows}
+    if len(rows) > 1:  # growth from the smallest to the largest study, each side on its own
+        lo, hi = rows[0], rows[-1]
+        out["growth_smallest_to_largest"] = {
+            mode: {key: round(hi[mode][key] / lo[mode][key], 2) for key in ("first_ask_ms", "per_trial_ms")}
+            for mode in GROWTH_MODES}
+    return out
+
+
+def goals(payload: dict[str, Any]) -> list[dict[str, Any]]:
+    """Issue 16's goals for this benchmark, each with its measured value and met / not met."""
+    found: list[dict[str, Any]] = []
+    for n in ("1", "4"):
+        r = payload.get("ratios", {}).get(n)
+        if r is None:
+            continue
+        for label in ("claim+ask / ask", "epoch_handler / report", "tell+settle / tell"):
+            value = r[label].get("p50")
+            found.append({"goal": f"{label} p50 at {n} proc(s) <= {GOAL_RATIO}x", "value": value,
+                          "met": value is not None and value <= GOAL_RATIO})
+        throughput = round(1 / r["trial_throughput bare/project"], 2)
+        found.append({"goal": f"trivial-trial throughput project/bare at {n} proc(s) >= {GOAL_THROUGHPUT}x",
+                      "value": throughput, "met": throughput >= GOAL_THROUGHPUT})
+    for row in payload.get("growth", {}).get("sizes", []):
+        for key, what in (("first_ask_ms", "fresh worker's first ask"), ("per_trial_ms", "per-trial cost")):
+            value = row["ratio"][key]
+            found.append({"goal": f"{what} at {row['finished_trials']} finished trials, project/bare <= {GOAL_RATIO}x",
+                          "value": value, "met": value <= GOAL_RATIO})
+            plain = row["ratio_vs_no_attrs"][key]
+            found.append({"goal": f"{what} at {row['finished_trials']} finished trials, project/bare with no attrs "
+                                  f"at all <= {GOAL_RATIO}x (stricter reading)", "value": plain,
+                          "met": plain <= GOAL_RATIO})
+    growth = payload.get("growth", {}).get("growth_smallest_to_largest")
+    if growth:
+        for key, what in (("first_ask_ms", "first ask"), ("per_trial_ms", "per-trial cost")):
+            p, b = growth["project"][key], growth["optuna"][key]
+            found.append({"goal": f"{what} grows no steeper than bare's (smallest to largest study)",
+                          "value": f"project {p}x, bare {b}x", "met": p <= b * GOAL_RATIO})
+    return found
+
+
+def goals_text(found: list[dict[str, Any]]) -> str:
+    """One line per goal: met / NOT met, the goal, the measured value."""
+    return "\n".join(f"{'met    ' if g['met'] else 'NOT met'}  {g['goal']}: {g['value']}" for g in found)
+
+
+def growth_table(payload: dict[str, Any]) -> str:
+    """A markdown table of the growth part (empty when it did not run)."""
+    rows = payload.get("growth", {}).get("sizes", [])
+    if not rows:
+        return ""
+    lines = ["| finished trials | attr bytes/trial | first ask ms: bare no attrs / bare / project (ratio) "
+             "| per trial ms: bare no attrs / bare / project (ratio) |", "| --- | --- | --- | --- |"]
+    for r in rows:
+        cells = []
+        for key, fmt in (("first_ask_ms", ".0f"), ("per_trial_ms", ".1f")):
+            cells.append(f"{r['optuna_no_attrs'][key]:{fmt}} / {r['optuna'][key]:{fmt}} / {r['project'][key]:{fmt}} "
+                         f"({r['ratio'][key]}x; {r['ratio_vs_no_attrs'][key]}x vs no attrs)")
+        lines.append(f"| {r['finished_trials']} | {r['attr_bytes_per_trial']['project']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """CLI entry: run, write ``bench/results/orchestration-<size>.json``, print the table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--procs", type=int, nargs="+", default=[1, 4, 16])
+    parser.add_argument("--procs", type=int, nargs="*", default=[1, 4, 16])
     parser.add_argument("--trials-per-proc", type=int, default=None,
                         help="trials per process (default: 60/N, at least 6)")
     parser.add_argument("--no-real-trial", action="store_true", help="skip the realistic Keras trial")
     parser.add_argument("--size", default="full", help="label of the result file")
+    parser.add_argument("--growth", type=int, nargs="*", default=GROWTH_SIZES,
+                        help="finished-trial counts of the growth part (none: skip it)")
+    parser.add_argument("--growth-trials", type=int, default=5, help="trivial trials per growth process")
+    parser.add_argument("--growth-repeats", type=int, default=3, help="fresh processes per mode and size")
     args = parser.parse_args(argv)
     setup()
     per = {n: args.trials_per_proc or max(6, 60 // n) for n in args.procs}
-    payload = run(args.procs, per, not args.no_real_trial)
+    payload = run(args.procs, per, not args.no_real_trial) if args.procs else {"configs": [], "ratios": {}}
+    if args.growth:
+        payload["growth"] = run_growth(args.growth, args.growth_trials, args.growth_repeats)
+    payload["goals"] = goals(payload)
     command = "python -m bench.orchestration " + " ".join(argv if argv is not None else sys.argv[1:])
     path = write_result("orchestration", args.size, payload, command.strip())
     print(table(payload))
+    print(growth_table(payload))
+    print(goals_text(payload["goals"]))
     logger.info("wrote %s", path)
     return payload
 
