@@ -151,6 +151,8 @@ def open_storage(
             skip_compatibility_check=True,
         )
         _check_schema_version(storage)
+        if make_url(url).get_backend_name() == "sqlite":
+            _serialize_sqlite_transactions(storage.engine)
         return storage
 
     try:
@@ -160,6 +162,28 @@ def open_storage(
             f"Invalid storage: the database driver for {make_url(url).drivername!r} is not installed "
             f"({error.__cause__ or error}), received storage={mask_url(url)!r}"
         ) from None
+
+
+def _serialize_sqlite_transactions(engine: sqlalchemy.engine.Engine) -> None:
+    """Make every transaction on an SQLite file start with ``BEGIN IMMEDIATE``.
+
+    Python's sqlite3 driver opens a transaction only at the first write, so a read-then-write
+    transaction is not atomic across processes: two workers asking at the same moment both read
+    the same WAITING trial, both marked it RUNNING and trained it twice (seen with three local
+    workers on the embedded default). With ``BEGIN IMMEDIATE`` the second waits for the first
+    (the driver's 60 s lock timeout) and then reads the trial as taken. SQLAlchemy's recipe for
+    pysqlite; connections opened before it are dropped.
+    """
+
+    @sqlalchemy.event.listens_for(engine, "connect")
+    def _driver_leaves_transactions_to_us(dbapi_connection: Any, connection_record: Any) -> None:
+        dbapi_connection.isolation_level = None
+
+    @sqlalchemy.event.listens_for(engine, "begin")
+    def _begin_immediate(connection: sqlalchemy.engine.Connection) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    engine.dispose()
 
 
 def _check_schema_version(storage: optuna.storages.RDBStorage) -> None:
