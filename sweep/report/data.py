@@ -10,7 +10,6 @@ import datetime as dt
 import json
 import logging
 import os
-import statistics
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +19,6 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from sweep.penalties.config import penalty_text
-from sweep.penalties.kinds import PLACEMENTS
 from sweep.storage.engine import db_call
 from sweep.storage.trial_record import Attr, TrialRecord
 from sweep.study.budget import budget_of
@@ -35,12 +33,8 @@ __all__ = [
     "ReportData",
     "TrialRow",
     "collect",
-    "kind_values",
     "penalty_text",
-    "placement_effects",
-    "searched_placements",
     "snapshot",
-    "unsearched_notes",
 ]
 
 _logger = logging.getLogger(__name__)
@@ -253,56 +247,3 @@ def snapshot(data: ReportData) -> optuna.Study:
     finished = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
     study.add_trials([t for t in data.trials if t.state in finished and t.user_attrs.get(Attr.PHASE) != "finalist"])
     return study
-
-
-def searched_placements(spec: Any) -> list[str]:
-    """Placements the space searches: not tied to another and allowing more than kind none."""
-    out = []
-    for p in PLACEMENTS:
-        ps = getattr(spec.space, p)
-        if ps.tie is None and list(ps.kinds) != ["none"]:
-            out.append(p)
-    return out
-
-
-def unsearched_notes(spec: Any) -> list[str]:
-    """Why the other placements have no panel: tied to another, or never regularized."""
-    notes = []
-    for p in PLACEMENTS:
-        ps = getattr(spec.space, p)
-        if ps.tie is not None:
-            notes.append(f"{p}: tied to {ps.tie} (same penalty)")
-        elif list(ps.kinds) == ["none"]:
-            notes.append(f"{p}: not searched (always none)")
-    return notes
-
-
-def kind_values(data: ReportData, placement: str) -> dict[str, list[float]]:
-    """Validation accuracy of trained COMPLETE trials, grouped by the kind at ``placement``."""
-    groups: dict[str, list[float]] = {}
-    for r in data.trained:
-        groups.setdefault(r.kind(placement), []).append(float(r.value))  # type: ignore[arg-type]  # trained: COMPLETE
-    order = {k: i for i, k in enumerate(KIND_ORDER)}
-    return dict(sorted(groups.items(), key=lambda kv: order.get(kv[0], len(order))))
-
-
-def placement_effects(data: ReportData) -> list[dict[str, Any]]:
-    """Per placement: trials with and without a penalty, their median accuracy and the difference."""
-    out = []
-    for p in PLACEMENTS:
-        on = [float(r.value) for r in data.trained if r.kind(p) != "none"]  # type: ignore[arg-type]  # COMPLETE: valued
-        off = [float(r.value) for r in data.trained if r.kind(p) == "none"]  # type: ignore[arg-type]  # as above
-        no_effect = sum(1 for t in data.trials if p in (t.user_attrs.get(Attr.NO_EFFECT) or []))
-        tie = getattr(getattr(data.spec.space, p), "tie", None)
-        out.append({
-            "placement": p,
-            "tied_to": tie,
-            "regularized": len(on),
-            "unregularized": len(off),
-            "median_on": statistics.median(on) if on else None,
-            "median_off": statistics.median(off) if off else None,
-            "best_on": max(on) if on else None,
-            "delta": statistics.median(on) - statistics.median(off) if on and off else None,
-            "no_effect": no_effect,
-        })
-    return out

@@ -17,10 +17,9 @@ from plotly.subplots import make_subplots
 from sweep.report.data import (
     ReportData,
     TrialRow,
-    kind_values,
-    searched_placements,
 )
 from sweep.report.figstyle import KIND_COLORS, LINE_COLORS, Figure, hover, log_axis, style
+from sweep.report.placements import kind_values, searched_placements
 from sweep.report.tutorial import TUTORIAL_ORDER, TUTORIAL_RUNS, experiment_runs, tutorial_results
 
 __all__ = [

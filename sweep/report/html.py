@@ -12,11 +12,7 @@ from sweep.report.data import (
     CURVE_NAMES,
     ReportData,
     TrialRow,
-    kind_values,
-    placement_effects,
-    searched_placements,
     snapshot,
-    unsearched_notes,
 )
 from sweep.report.diagfigures import (
     block_figure,
@@ -34,6 +30,7 @@ from sweep.report.figures import (
 )
 from sweep.report.htmlparts import CSS, esc, figure_html, fmt, fmt_seconds, html_table, section_html, when
 from sweep.report.leaderboard import leaderboard_rows
+from sweep.report.placements import kind_values, placement_effects, searched_placements, unsearched_notes
 from sweep.report.tutorial import (
     TUTORIAL_RUNS,
     check_order,
