@@ -153,7 +153,13 @@ class TrainerProcess:
                 raise TrialTimeout(f"trial exceeded its time limit of {timeout_s:.0f}s; training process killed")
             kind = message[0]
             if kind == "epoch":
-                answer = on_epoch(message[1])
+                try:
+                    answer = on_epoch(message[1])
+                except BaseException:
+                    # The child waits for this answer: left alive, it would read the next trial's
+                    # request as the answer and fail that trial too. A fresh child serves the next.
+                    self.kill()
+                    raise
                 try:
                     conn.send(answer)
                 except (BrokenPipeError, OSError):  # the child died (or was aborted) meanwhile
