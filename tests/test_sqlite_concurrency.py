@@ -20,15 +20,15 @@ from tests.helpers import worker_env
 
 N_PROCS, ASKS = 4, 15
 
-ASKER = """
+ASKER = f"""
 import json, sys, time
 import optuna
 from sweep.storage import open_storage
 url, start = sys.argv[1], float(sys.argv[2])
 study = optuna.load_study(study_name="race", storage=open_storage(url))
 time.sleep(max(0.0, start - time.time()))  # every process asks from the same moment
-print(json.dumps([study.ask().number for _ in range(%d)]))
-""" % ASKS
+print(json.dumps([study.ask().number for _ in range({ASKS})]))
+"""
 
 
 def test_waiting_trials_are_popped_once_each_by_concurrent_processes(tmp_path: Path) -> None:
