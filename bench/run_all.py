@@ -44,12 +44,8 @@ def _goals(size: str) -> list[str]:
     lines: list[str] = []
     try:
         o = json.loads((RESULTS / f"orchestration-{size}.json").read_text())
-        r16 = o["ratios"].get("16", {})
-        s16 = o.get("overhead_share_of_real_trial", {}).get("16", {})
-        lines.append(f"orchestration @16: claim+ask/ask {r16.get('claim+ask / ask', {}).get('p50')}x, "
-                     f"handler/report {r16.get('epoch_handler / report', {}).get('p50')}x, "
-                     f"tell+settle/tell {r16.get('tell+settle / tell', {}).get('p50')}x (goal <= 1.1x); "
-                     f"overhead share of a real trial {s16.get('share_iteration_pct')}% (goal <= 1%)")
+        for goal in o["goals"]:  # issue 16 s.1-2, as bench.orchestration judged them
+            lines.append(f"orchestration {goal['goal']}: {goal['value']} ({_met(goal['met'])})")
     except (OSError, KeyError, ValueError) as error:
         lines.append(f"orchestration: no result ({error})")
     try:
@@ -67,7 +63,9 @@ def _goals(size: str) -> list[str]:
         s = json.loads((RESULTS / f"search-{size}.json").read_text())
         th = s["evaluation"]["summary"]["tpe+hyperband"]
         lines.append(f"search tpe+hyperband: {100 * th['share_of_grid_epochs']:.0f}% of the grid's epochs "
-                     f"(goal <= 30%: {'met' if s['evaluation']['goal_met'] else 'not met'})")
+                     f"(old 9-config goal <= 30%: {_met(s['evaluation']['goal_met'])}); issue 16 s.3's goal "
+                     "(the full space's default reaches random's best in <= 25% of its epochs): NOT measured, "
+                     "its curve table is not recorded yet")
     except (OSError, KeyError, ValueError) as error:
         lines.append(f"search: no result ({error})")
     return lines
