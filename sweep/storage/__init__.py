@@ -3,6 +3,7 @@
 * :mod:`sweep.storage.url`: the storage URL (precedence, validation, existing databases only);
 * :mod:`sweep.storage.engine`: opening Optuna's RDB storage, :func:`db_call` (retries, clean errors),
   the pool and the heartbeat/grace-period defaults (their one home);
+* :mod:`sweep.storage.finish`: a trial's end (last attrs, tell, budget slot) in one transaction;
 * :mod:`sweep.storage.retry`: the one retry policy for storage faults (``db_call``'s, and
   ``sweep-worker``'s wait through a longer outage).
 
@@ -21,6 +22,7 @@ from sweep.storage.engine import (
     engine_of,
     open_storage,
 )
+from sweep.storage.finish import EndingStorage, TrialEnd
 from sweep.storage.retry import DB_CALL, RetryPolicy, worker_outage
 from sweep.storage.url import (
     DEFAULT_STORAGE,
@@ -33,11 +35,13 @@ from sweep.storage.url import (
 __all__ = [
     "DB_CALL",
     "DEFAULT_STORAGE",
+    "EndingStorage",
     "GRACE_PERIOD_S",
     "HEARTBEAT_INTERVAL_S",
     "POOL_SIZE",
     "RetryPolicy",
     "StorageConfig",
+    "TrialEnd",
     "check_storage_url",
     "db_call",
     "engine_of",

@@ -30,6 +30,7 @@ from sqlalchemy.engine import make_url
 
 from sweep.errors import SpecError, StorageError
 from sweep.masking import mask_secrets, mask_url
+from sweep.storage.finish import EndingStorage
 from sweep.storage.retry import DB_CALL, RetryPolicy
 from sweep.storage.url import check_storage_url
 
@@ -136,8 +137,9 @@ def open_storage(
     url = _default_driver(check_storage_url(url))
     config = config or StorageConfig()
 
-    def _open() -> optuna.storages.RDBStorage:
-        storage = optuna.storages.RDBStorage(
+    def _open() -> EndingStorage:
+        # RDBStorage plus one-transaction trial ends (sweep.storage.finish).
+        storage = EndingStorage(
             url,
             engine_kwargs=_engine_kwargs(url, config),
             heartbeat_interval=config.heartbeat_interval,

@@ -40,6 +40,9 @@ __all__ = [
     "claim",
     "settle",
     "release",
+    "settle_on",
+    "release_on",
+    "end_slot_on",
     "extend",
     "budget_state",
     "budget_of",
@@ -165,9 +168,7 @@ def settle(engine: sa.engine.Engine, study_name: str) -> None:
 
     def _run() -> None:
         with engine.begin() as conn:
-            conn.execute(
-                sa.update(BUDGET).where(BUDGET.c.study_name == study_name).values(settled=BUDGET.c.settled + 1)
-            )
+            settle_on(conn, study_name)
 
     db_call(_run, what=f"settle a budget slot of study {study_name!r}")
 
@@ -177,13 +178,32 @@ def release(engine: sa.engine.Engine, study_name: str, n: int = 1) -> None:
 
     def _run() -> None:
         with engine.begin() as conn:
-            conn.execute(
-                sa.update(BUDGET)
-                .where(BUDGET.c.study_name == study_name, BUDGET.c.claimed >= n)
-                .values(claimed=BUDGET.c.claimed - n)
-            )
+            release_on(conn, study_name, n)
 
     db_call(_run, what=f"release a budget slot of study {study_name!r}")
+
+
+def settle_on(conn: sa.engine.Connection, study_name: str) -> None:
+    """:func:`settle` within the caller's transaction."""
+    conn.execute(sa.update(BUDGET).where(BUDGET.c.study_name == study_name).values(settled=BUDGET.c.settled + 1))
+
+
+def release_on(conn: sa.engine.Connection, study_name: str, n: int = 1) -> None:
+    """:func:`release` within the caller's transaction."""
+    conn.execute(
+        sa.update(BUDGET)
+        .where(BUDGET.c.study_name == study_name, BUDGET.c.claimed >= n)
+        .values(claimed=BUDGET.c.claimed - n)
+    )
+
+
+def end_slot_on(conn: sa.engine.Connection, study_name: str, state: Any, user_attrs: Mapping[str, Any]) -> None:
+    """Settle the slot of a trial ending in ``state`` if it counts, else give it back, in the caller's
+    transaction (the trial's end: :class:`sweep.storage.finish.EndingStorage`)."""
+    if counts_toward_budget(state, user_attrs):
+        settle_on(conn, study_name)
+    else:
+        release_on(conn, study_name)
 
 
 def extend(engine: sa.engine.Engine, study_name: str, n: int) -> None:

@@ -6,9 +6,8 @@ when it does not).
 
 Attrs written together go in one transaction (:meth:`Recorder.set_many`): each ``set_user_attr``
 is its own transaction, and a trial used to cost about 15 of them. Attrs of a trial's end (result,
-failure reason) are deferred (:meth:`Recorder.defer`) and written with the record in one
-transaction just before the tell, and the attrs that decide the budget are those ``Study.tell``
-returns (no second read). The per-epoch record (curves
+failure reason) are deferred (:meth:`Recorder.defer`) and written with the record, the tell and
+the budget slot in the tell's own transaction (:mod:`sweep.storage.finish`). The per-epoch record (curves
 and diagnostics by epoch, which grow with the epochs) is staged during training and written once,
 just before the tell: as a JSON artifact with a small ``record`` attr pointing to it when there is
 an artifact store, else as the ``curves`` and ``diagnostics_by_epoch`` attrs (see
@@ -30,6 +29,7 @@ from optuna.artifacts.exceptions import ArtifactNotFound
 from optuna.trial import TrialState
 
 from sweep.storage.engine import db_call
+from sweep.storage.finish import EndingStorage, TrialEnd
 from sweep.storage.trial_record import Attr, StopCause
 from sweep.study import budget
 from workers.parent.artifacts import record_store_path, upload_record
@@ -169,7 +169,7 @@ class Recorder:
 
     def tell(self, trial: optuna.Trial, state: TrialState, value: float | None = None, *,
              keep_curves: bool = False) -> None:
-        """Run the hooks, write the per-epoch record, tell the trial's end, then settle or release its slot.
+        """Run the hooks, then write the per-epoch record, tell the trial's end and settle or release its slot.
 
         Args:
             trial: The running trial.
@@ -180,7 +180,9 @@ class Recorder:
         """
         def _do() -> optuna.trial.FrozenTrial | None:
             try:
-                return self.study.tell(trial, value if state == TrialState.COMPLETE else None, state=state)
+                # skip_if_finished: another process may have ended it (failed as stale) meanwhile.
+                return self.study.tell(trial, value if state == TrialState.COMPLETE else None, state=state,
+                                       skip_if_finished=True)
             except RuntimeError as error:  # tell retried after a commit that did land
                 if "finished" not in str(error):
                     raise
@@ -189,13 +191,24 @@ class Recorder:
         pending = self._pending.pop(trial._trial_id, {})
         record = self._staged.pop(trial._trial_id, {})
         self._run_hooks(trial, {**pending, **record})
+        attrs = {**pending, **self._record_attrs(trial, record, keep_curves)}
+        storage = getattr(self.study._storage, "_backend", self.study._storage)
+        if isinstance(storage, EndingStorage):
+            # The deferred attrs, the tell and the budget slot: one transaction. A trial another
+            # process already ended (failed as stale) gets none of them: that process released
+            # its slot and re-queued it.
+            name = self.study.study_name
+            end = TrialEnd(trial._trial_id, attrs, lambda conn, s, a: budget.end_slot_on(conn, name, s, a))
+            with storage.ending(end):
+                db_call(_do, what=f"tell trial {trial.number}", attempts=20)
+            return
         # The deferred attrs and the per-epoch record (or its pointer): one transaction.
-        self.set_many(trial, {**pending, **self._record_attrs(trial, record, keep_curves)})
+        self.set_many(trial, attrs)
         told = db_call(_do, what=f"tell trial {trial.number}", attempts=20)
         # Study.tell returns the told trial as read back, attrs included: no second read.
-        attrs = told.user_attrs if told is not None else db_call(
+        user_attrs = told.user_attrs if told is not None else db_call(
             lambda: self.study._storage.get_trial_user_attrs(trial._trial_id), what="read trial attrs")
-        if budget.counts_toward_budget(state, attrs):
+        if budget.counts_toward_budget(state, user_attrs):
             budget.settle(self.engine, self.study.study_name)
         else:  # the slot buys another trial (see sweep.study.budget.counts_toward_budget)
             budget.release(self.engine, self.study.study_name)

@@ -1,0 +1,94 @@
+"""A trial's end is one transaction: its last attrs, its state and value, and its budget slot.
+
+Real PostgreSQL and SQLite (``storage_url``); the storage is the one ``open_storage`` opens.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from sweep.storage.engine import engine_of, open_storage
+from sweep.storage.finish import EndingStorage, TrialEnd
+from sweep.study import budget
+from workers.parent.recorder import Recorder
+
+
+def _study(url: str, name: str, total: int = 3) -> optuna.Study:
+    storage = open_storage(url)
+    assert isinstance(storage, EndingStorage)
+    study = optuna.create_study(study_name=name, storage=storage, direction="maximize")
+    budget.ensure_budget(engine_of(storage), name, total)
+    return study
+
+
+def _state(study: optuna.Study) -> tuple[int, int]:
+    state = budget.budget_state(engine_of(study._storage), study.study_name)
+    assert state is not None
+    return state.claimed, state.settled
+
+
+def test_attrs_tell_and_settle_land_together(storage_url: str, study_name: str) -> None:
+    study = _study(storage_url, study_name)
+    assert budget.claim(engine_of(study._storage), study_name) == 1
+    trial = study.ask()
+    recorder = Recorder(study, engine_of(study._storage), before_tell=[])
+    recorder.defer(trial, {"result": {"val_accuracy": 0.9}})
+    recorder.tell(trial, TrialState.COMPLETE, 0.9)
+    done = study.trials[0]
+    assert done.state == TrialState.COMPLETE and done.value == 0.9
+    assert done.user_attrs["result"] == {"val_accuracy": 0.9}
+    assert _state(study) == (1, 1)
+
+
+def test_a_trial_that_does_not_count_gives_its_slot_back(storage_url: str, study_name: str) -> None:
+    study = _study(storage_url, study_name)
+    budget.claim(engine_of(study._storage), study_name)
+    trial = study.ask()
+    trial.set_user_attr("dedup_of", 0)  # reused another trial's result: no model trained
+    Recorder(study, engine_of(study._storage), before_tell=[]).tell(trial, TrialState.COMPLETE, 0.5)
+    assert _state(study) == (0, 0)
+
+
+def test_a_failing_step_leaves_the_trial_running_and_nothing_written(storage_url: str, study_name: str) -> None:
+    study = _study(storage_url, study_name)
+    budget.claim(engine_of(study._storage), study_name)
+    trial = study.ask()
+    storage = study._storage._backend  # type: ignore[attr-defined]
+
+    def broken(conn: Any, state: TrialState, attrs: Any) -> None:
+        budget.settle_on(conn, study_name)
+        raise RuntimeError("disk full")
+
+    with storage.ending(TrialEnd(trial._trial_id, {"result": 1}, broken)), pytest.raises(RuntimeError, match="disk"):
+        study.tell(trial, 0.7)
+    fresh = open_storage(storage_url).get_trial(trial._trial_id)
+    assert fresh.state == TrialState.RUNNING and "result" not in fresh.user_attrs
+    assert _state(study) == (1, 0)
+
+
+def test_a_trial_ended_elsewhere_gets_neither_attrs_nor_a_settle(storage_url: str, study_name: str) -> None:
+    study = _study(storage_url, study_name)
+    budget.claim(engine_of(study._storage), study_name)
+    trial = study.ask()
+    # Another process fails it as stale (and its callback would release the slot).
+    open_storage(storage_url).set_trial_state_values(trial._trial_id, TrialState.FAIL)
+    Recorder(study, engine_of(study._storage), before_tell=[]).tell(trial, TrialState.COMPLETE, 0.8)
+    fresh = open_storage(storage_url).get_trial(trial._trial_id)
+    assert fresh.state == TrialState.FAIL and fresh.value is None
+    assert _state(study) == (1, 0)
+
+
+def test_other_threads_and_trials_end_the_plain_way(storage_url: str, study_name: str) -> None:
+    study = _study(storage_url, study_name)
+    first, second = study.ask(), study.ask()
+    storage = study._storage._backend  # type: ignore[attr-defined]
+    with storage.ending(TrialEnd(first._trial_id, {"staged": True})):
+        study.tell(second, 0.1)  # not the staged trial: Optuna's own path, nothing extra
+    study.tell(first, 0.2)  # outside the block: nothing staged any more
+    by_number = {t.number: t for t in study.trials}
+    assert "staged" not in by_number[0].user_attrs and "staged" not in by_number[1].user_attrs
+    assert [by_number[0].value, by_number[1].value] == [0.2, 0.1]
