@@ -38,3 +38,34 @@ def test_a_failing_epoch_callback_does_not_spill_into_the_next_trial() -> None:
         assert result.epochs_run == 3
     finally:
         trainer.stop()
+
+
+def test_a_recycled_child_is_replaced_as_soon_as_its_last_result_is_in() -> None:
+    trainer = TrainerProcess("workers.synthetic:train", recycle_after=2)
+    trainer.start()
+    try:
+        def pid() -> int | None:
+            return trainer._process.pid if trainer._process else None
+
+        seen = []
+        for number in range(3):
+            before = pid()
+            result = trainer.run(_request(number), lambda metrics: "continue", timeout_s=60)
+            assert result.epochs_run == 3
+            seen.append((before, pid(), result.trainer_trials))
+        (a0, a1, n0), (b0, b1, n1), (c0, c1, n2) = seen
+        assert a0 == a1 == b0 and [n0, n1, n2] == [1, 2, 1]
+        # The replacement was started when trial 1's result came in, not when trial 2 began.
+        assert b1 != b0 and c0 == c1 == b1
+        assert trainer._process is not None and trainer._process.is_alive()
+    finally:
+        trainer.stop()
+    assert trainer._process is None
+
+
+def test_stopping_a_child_still_importing_kills_it_at_once() -> None:
+    trainer = TrainerProcess("keras")  # imports TensorFlow: seconds before it is ready
+    trainer.start()
+    process = trainer._process
+    trainer.stop()
+    assert process is not None and not process.is_alive() and trainer._process is None

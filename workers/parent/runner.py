@@ -62,6 +62,9 @@ class TrainingAborted(TrialError):
 class TrainerProcess:
     """A long-lived training child, restarted after crashes, timeouts and every N trials.
 
+    A child recycled after N trials is replaced as soon as its last result is in, so the next
+    child's imports overlap the parent's tell and ask.
+
     Args:
         trainer_ref: ``"keras"`` or ``"package.module:function"``.
         recycle_after: Trials a child trains before it is replaced by a fresh one.
@@ -168,6 +171,11 @@ class TrainerProcess:
                 result: TrainResult = message[1]
                 result.trainer_rss_mb = self.child_rss_mb()
                 result.trainer_trials = self._trained
+                if self._trained >= self.recycle_after:
+                    # Replace it now: the fresh child imports its trainer while this process tells
+                    # the trial and asks the next, instead of at the start of the next trial.
+                    self.stop()
+                    self.start()
                 return result
             elif kind == "error":
                 if len(message) > 4 and message[4] == "environment":
@@ -217,6 +225,9 @@ class TrainerProcess:
     def stop(self) -> None:
         """Ask the child to exit, killing it if it does not within a few seconds."""
         if self._process is None:
+            return
+        if not self._ready:  # still importing its trainer (a replacement started early): nothing to save
+            self.kill()
             return
         try:
             if self._conn is not None:
