@@ -1,260 +1,219 @@
-"""Search efficiency as a tabular benchmark (as NAS-Bench does): epochs until the grid's best.
+"""Search efficiency on the ``full`` space (issue 16 s.3): recorded learning curves, replayed.
 
-1. **Table.** Every config of the grid (kernel kind none/L1/L2, bias tied to kernel, lambdas
-   ``1e-5, 1e-4, 1e-3, 1e-2``: 9 distinct configs) is trained ONCE for ``E`` epochs with the
-   real trainer (``workers.child.train.train``, width 0.25, digits at 32x32), and its per-epoch
-   validation accuracy curve and epoch wall times are saved (``search-table-<size>.json``).
-2. **Noise.** The grid's best config is trained with 2 more seeds; the spread of its score
-   (objective = best validation accuracy over epochs, the spec default ``reduce = "best"``)
-   is the tolerance: a strategy has *reached* the grid's best when its best complete value is
-   ``>= grid_best - tolerance`` (tolerance = the seeds' standard deviation).
-3. **Replay.** Each strategy is replayed against the table with real Optuna samplers and pruners
-   (in-memory storage), the config of each trial coming from regsweep's own
-   ``sweep.penalties.searchspace.suggest_config``; a trial's intermediate values are the table's curve, and it
-   consumes the epochs it ran before pruning or completing. Like the worker (``dedup = true``),
-   a config that already completed is reused without training. Strategies: ``grid`` (the 9
-   points in a seed-shuffled order; the project enqueues them in a fixed order, also reported),
-   ``random``, ``tpe`` (regsweep's TPE: multivariate, grouped, constant liar, 5 startup trials)
-   and ``tpe+hyperband`` (``HyperbandPruner(min_resource=1, max_resource=E, reduction_factor=3)``),
-   5 seeds each, until reached or the grid's epoch budget (``9 E``) is spent.
+The table (``bench/results/search-curves-table.json``, recorded once by ``bench.search_record``)
+holds real validation-accuracy curves of configs drawn from the ``full`` preset's space. Each
+strategy is replayed against it through the project's own construction: the spec is the
+preset's (``sweep/presets/full.toml``, at the table's width, input size and epochs) with only the
+strategy's ``[sampler]``/``[pruner]`` changed, the sampler and pruner come from
+``sweep.study.sweeps.make_sampler``/``make_pruner``, each trial's config from
+``sweep.penalties.searchspace.suggest_config`` (the real conditional space) and a repeat of a
+finished config is answered by the worker's ``workers.parent.dedup.find_duplicate`` without
+training. A sampled config is trained "by table": the recorded config with the same kind at every
+placement and the nearest lambdas (log scale, each range scaled to 1). As in a real study every
+trial trains with the study's one seed; replay ``r`` uses the table's seed ``r mod seeds``. A trial
+reports one value per epoch, is pruned where the pruner says, and spends the epochs it ran.
 
-    python -m bench.search --epochs 12 --seeds 5
+Measured per strategy over ``--seeds`` replays (mean and a t 95% confidence interval):
+- the best value found within the overnight budget (the preset's ``budget.trials`` x epochs);
+- the epochs it takes to reach random search's final best (the mean over replays of random's
+  best at that budget); a replay that never reaches it counts as twice the budget.
+Goal: the preset's own sampler and pruner reach it in <= 25% of random search's epochs.
+
+    python -m bench.search --seeds 10
 """
 
 from __future__ import annotations
 
 import argparse
-import itertools
-import json
+import concurrent.futures
+import contextlib
 import math
-import random
+import os
 import statistics
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-import optuna
-
 from bench.common import RESULTS, load1, logger, setup, write_result
+from bench.search_record import PRESET, SETUP
+from bench.search_table import Table, load_table, read_toml
 
-__all__ = ["SPACE", "build_table", "main", "replay"]
+__all__ = ["STRATEGIES", "main", "replay", "spec_for"]
 
-LAMBDAS = [1e-5, 1e-4, 1e-3, 1e-2]
-SPACE: dict[str, Any] = {
-    "kernel": {"kinds": ["none", "l1", "l2"], "l1": {"values": LAMBDAS}, "l2": {"values": LAMBDAS}},
-    "bias": {"tie": "kernel"},
+#: Each strategy is the preset with these ``[sampler]``/``[pruner]`` tables; "default" is the preset as is.
+STRATEGIES: dict[str, dict[str, Any]] = {
+    "random": {"sampler": {"name": "random"}, "pruner": {"name": "none"}},
+    "tpe": {"pruner": {"name": "none"}},
+    "tpe+median": {"pruner": {"name": "median", "n_warmup_steps": 3}},
+    "tpe+hyperband": {"pruner": {"name": "hyperband", "min_resource": 1, "reduction_factor": 3}},
+    "default": {},
 }
-SETUP: dict[str, Any] = {"dataset": "digits", "input_size": 32, "width": 0.25, "batch_size": 64,
-                         "learning_rate": 0.05, "optimizer": "sgd", "seed": 0}
-STRATEGIES = ("grid", "random", "tpe", "tpe+hyperband")
+GOAL_SHARE = 0.25
+#: After each trial of a replay: epochs used so far, best value so far, how the trial ended, and
+#: the incumbent's value averaged over the table's seeds (what it is worth beyond one seed's luck).
+Step = tuple[int, float, str, float]
 
 
-def _spec(epochs: int) -> Any:
+def spec_for(strategy: str, epochs: int) -> Any:
+    """The preset's spec at the table's size, with the strategy's sampler and pruner."""
     from sweep.spec.load import parse_spec
 
-    return parse_spec({"study": {"name": "bench-search"}, "space": SPACE,
-                       "training": {**SETUP, "epochs": epochs}}, source="bench.search")
+    data = read_toml(PRESET)
+    data["training"].update({**SETUP, "epochs": epochs})
+    for section, table in STRATEGIES[strategy].items():
+        data[section] = {**data.get(section, {}), **table} if section == "sampler" else dict(table)
+    return parse_spec(data, source=f"bench.search {strategy}")
 
 
-def _key(config: Any) -> str:
-    return json.dumps(config.canonical(), sort_keys=True)
+def replay(table: Table, strategy: str, seed: int, budget_epochs: int) -> list[Step]:
+    """One replay: a :data:`Step` after each trial, until the budget is spent."""
+    import optuna
 
-
-def _train(config: dict[str, Any], epochs: int, seed: int) -> dict[str, Any]:
-    from workers.child.train import TrainRequest, train
-
-    stamps: list[float] = []
-    t0 = time.perf_counter()
-
-    def on_epoch(metrics: dict[str, Any]) -> str:
-        stamps.append(time.perf_counter())
-        return "continue"
-
-    result = train(TrainRequest(config=config, setup={**SETUP, "epochs": epochs}, trial_number=0, seed=seed), on_epoch)
-    walls = [stamps[0] - t0] + [b - a for a, b in itertools.pairwise(stamps)]
-    return {"val_accuracy": [round(v, 5) for v in result["history"]["val_accuracy"]],
-            "epoch_wall_s": [round(w, 3) for w in walls]}
-
-
-def build_table(epochs: int, noise_seeds: int) -> dict[str, Any]:
-    """Train the 9 grid configs once (seed 0) and the best one with ``noise_seeds - 1`` more seeds."""
-    from sweep.penalties.searchspace import config_from_params, grid_params
-
-    spec = _spec(epochs)
-    rows: dict[str, Any] = {}
-    started = time.perf_counter()
-    for params in grid_params(spec.space):
-        config = config_from_params(params, spec.space)
-        logger.info("search table: %s, %d epochs", config.label(), epochs)
-        row = _train(config.canonical(), epochs, seed=0)
-        row["params"] = params
-        row["score"] = max(row["val_accuracy"])
-        rows[_key(config)] = row
-        logger.info("  best val_accuracy %.4f", row["score"])
-    best_key = max(rows, key=lambda k: rows[k]["score"])
-    scores = [rows[best_key]["score"]]
-    for seed in range(1, noise_seeds):
-        logger.info("search noise: best config, seed %d", seed)
-        scores.append(max(_train(json.loads(best_key), epochs, seed=seed)["val_accuracy"]))
-    return {"epochs": epochs, "setup": SETUP, "space": SPACE, "rows": rows, "grid_best_key": best_key,
-            "grid_best": rows[best_key]["score"], "best_config_seed_scores": scores,
-            "seed_std": round(statistics.stdev(scores), 5) if len(scores) > 1 else 0.0,
-            "build_wall_s": round(time.perf_counter() - started, 1), "load1_after": load1()}
-
-
-def _sampler(strategy: str, seed: int) -> optuna.samplers.BaseSampler:
-    if strategy.startswith("tpe"):
-        # As sweep.study.sweeps.make_sampler builds it for the spec's default n_startup_trials.
-        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=5, multivariate=True, group=True,
-                                          constant_liar=True)
-    return optuna.samplers.RandomSampler(seed=seed)
-
-
-def replay(
-    table: dict[str, Any],
-    strategy: str,
-    seed: int,
-    target: float,
-    grid_order: list[dict[str, Any]] | None = None,
-    max_trials: int = 200,
-) -> dict[str, Any]:
-    """Replay one strategy with one seed against the table; stop when ``target`` is reached."""
     from sweep.penalties.searchspace import suggest_config
+    from sweep.storage.trial_record import Attr
+    from sweep.study.sweeps import make_pruner, make_sampler
+    from workers.parent.decisions import objective_value
+    from workers.parent.dedup import find_duplicate
 
-    epochs = int(table["epochs"])
-    spec = _spec(epochs)
-    rows = table["rows"]
-    budget = len(rows) * epochs
-    pruner: optuna.pruners.BasePruner = (
-        optuna.pruners.HyperbandPruner(min_resource=1, max_resource=epochs, reduction_factor=3)
-        if strategy.endswith("hyperband") else optuna.pruners.NopPruner())
-    study = optuna.create_study(direction="maximize", sampler=_sampler(strategy, seed), pruner=pruner)
-    if strategy == "grid":
-        order = list(grid_order) if grid_order is not None else list(table["grid_params"])
-        if grid_order is None:
-            random.Random(seed).shuffle(order)
-        for params in order:
-            study.enqueue_trial(params)
-        max_trials = len(order)
-    used_epochs, wall, best = 0, 0.0, -math.inf
-    completed: dict[str, float] = {}
-    reached_at: dict[str, Any] | None = None
-    trials = pruned = reused = 0
-    while trials < max_trials and used_epochs < budget:
+    spec = spec_for(strategy, table.epochs)
+    study = optuna.create_study(direction="maximize", sampler=make_sampler(spec, seed=seed), pruner=make_pruner(spec))
+    world = seed % table.seeds  # the study's one training seed
+    used, best, true_best, trace = 0, -math.inf, -math.inf, []
+    while used < budget_epochs:
         trial = study.ask()
-        key = _key(suggest_config(trial, spec.space))
-        row = rows[key]
-        trials += 1
-        if key in completed:  # the worker's dedup: an equal finished config is reused, no training
-            study.tell(trial, completed[key])
-            reused += 1
+        config = suggest_config(trial, spec.space)
+        source = find_duplicate(study, config, world)
+        if source is not None:
+            study.tell(trial, source.value)
+            trace.append((used, best, "reused", true_best))
             continue
-        ran, state = 0, "complete"
-        for step, value in enumerate(row["val_accuracy"]):
-            trial.report(value, step)
-            ran = step + 1
+        trial.set_user_attr(Attr.EFFECTIVE_HASH, config.config_hash())
+        trial.set_user_attr(Attr.SEED, world)
+        curve, diverged = table.curve(config.canonical(), world)
+        state = optuna.trial.TrialState.COMPLETE
+        for epoch, value in enumerate(curve):
+            trial.report(value, epoch)
+            used += 1
             if trial.should_prune():
-                state = "pruned"
+                state = optuna.trial.TrialState.PRUNED
                 break
-        used_epochs += ran
-        wall += sum(row["epoch_wall_s"][:ran])
-        if state == "pruned":
-            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
-            pruned += 1
-            continue
-        value = max(row["val_accuracy"])
-        completed[key] = value
-        study.tell(trial, value)
-        best = max(best, value)
-        if reached_at is None and best >= target:
-            reached_at = {"epochs": used_epochs, "wall_s": round(wall, 1), "trials": trials}
-            break
-    return {"strategy": strategy, "seed": seed, "reached": reached_at is not None,
-            "epochs_to_reach": reached_at["epochs"] if reached_at else None,
-            "wall_s_to_reach": reached_at["wall_s"] if reached_at else None,
-            "trials": trials, "pruned": pruned, "reused": reused, "epochs_used": used_epochs,
-            "best": round(best, 5) if best > -math.inf else None}
+        if diverged and state == optuna.trial.TrialState.COMPLETE:
+            state = optuna.trial.TrialState.FAIL
+        if state == optuna.trial.TrialState.COMPLETE:
+            value = objective_value({"val_accuracy": curve}, spec.objective.reduce)
+            study.tell(trial, value)
+            if value > best:  # a new incumbent: what it is worth beyond this seed's luck
+                best, true_best = value, table.mean_value(config.canonical(), spec.objective.reduce)
+        else:
+            study.tell(trial, state=state)
+        trace.append((used, best, state.name.lower(), true_best))
+    return trace
 
 
-def evaluate(table: dict[str, Any], seeds: int) -> dict[str, Any]:
-    """All strategies x seeds, summarised against the grid's epochs."""
-    from sweep.penalties.searchspace import grid_params
+def _unfinished(trace: list[Step]) -> float:
+    """Share of a replay's trials that were pruned or failed."""
+    return sum(end in ("pruned", "fail") for _, _, end, _ in trace) / len(trace)
 
-    spec = _spec(int(table["epochs"]))
-    table["grid_params"] = grid_params(spec.space)
-    tolerance = float(table["seed_std"])
-    target = float(table["grid_best"]) - tolerance
-    grid_epochs = len(table["rows"]) * int(table["epochs"])
-    runs = [replay(table, s, seed, target) for s in STRATEGIES for seed in range(seeds)]
-    fixed = replay(table, "grid", 0, target, grid_order=table["grid_params"])
+
+def _worth_at(trace: list[Step], epochs: float) -> float:
+    """The incumbent's seed-averaged value once ``epochs`` are spent (0 before any trial completed)."""
+    return max([0.0] + [worth for used, _, _, worth in trace if used <= epochs])
+
+
+def _epochs_to(trace: list[Step], target: float, cap: int) -> int:
+    return next((used for used, best, _, _ in trace if best >= target), cap)
+
+
+def _ci(values: list[float]) -> dict[str, float]:
+    """Mean with its t 95% confidence interval (the finalists' rule, ``sweep.study.finalists.mean_ci``)."""
+    from sweep.study.finalists import mean_ci
+
+    mean, low, high = mean_ci(values)
+    return {"mean": round(mean, 4), "low": round(low, 4), "high": round(high, 4)}
+
+
+def evaluate(table: Table, seeds: int, budget_trials: int | None = None, jobs: int = 1) -> dict[str, Any]:
+    """Every strategy x ``seeds`` replays, summarised against random search.
+
+    Args:
+        table: The recorded curves.
+        seeds: Replays per strategy.
+        budget_trials: Full trials' worth of epochs to spend (default: the preset's ``budget.trials``).
+        jobs: Processes replaying side by side (replays are independent).
+    """
+    spec = spec_for("default", table.epochs)
+    budget = (budget_trials or spec.budget.trials) * table.epochs
+    traces: dict[str, list[list[Step]]] = {}
+    with concurrent.futures.ProcessPoolExecutor(jobs) if jobs > 1 else contextlib.nullcontext() as pool:
+        for strategy in STRATEGIES:
+            started = time.perf_counter()
+            args = [(table, strategy, seed, budget) for seed in range(seeds)]
+            traces[strategy] = list(pool.map(replay, *zip(*args, strict=True))) if pool else [replay(*a) for a in args]
+            logger.info("%s: %d replays in %.0f s (load %.2f)", strategy, seeds, time.perf_counter() - started,
+                        load1())
+    random_best = [trace[-1][1] for trace in traces["random"]]
+    # Values are recorded to 5 decimals: a mean of equal values must not land a rounding error above them.
+    target = round(statistics.fmean(random_best), 5)
+    # The best configs' values differ this much between two seeds: a second, noise-aware target.
+    noise = table.top_seed_noise()
     summary: dict[str, Any] = {}
-    for s in STRATEGIES:
-        rs = [r for r in runs if r["strategy"] == s]
-        eps = [r["epochs_to_reach"] if r["reached"] else grid_epochs for r in rs]
-        walls = [r["wall_s_to_reach"] for r in rs if r["reached"]]
-        summary[s] = {
-            "reached": f"{sum(r['reached'] for r in rs)}/{len(rs)}",
-            "epochs_mean": round(statistics.fmean(eps), 1),
-            "epochs_std": round(statistics.stdev(eps), 1) if len(eps) > 1 else 0.0,
-            "epochs_min": min(eps), "epochs_max": max(eps),
-            "share_of_grid_epochs": round(statistics.fmean(eps) / grid_epochs, 3),
-            "wall_s_mean_when_reached": round(statistics.fmean(walls), 1) if walls else None,
-            "note": "a seed that never reached counts as the grid's full epochs",
+    for strategy, runs in traces.items():
+        epochs = [_epochs_to(trace, target, 2 * budget) for trace in runs]
+        near = [_epochs_to(trace, target - noise, 2 * budget) for trace in runs]
+        best = [max((b for used, b, _, _ in trace if used <= budget), default=-math.inf) for trace in runs]
+        worth = {share: [_worth_at(trace, share * budget) for trace in runs] for share in (GOAL_SHARE, 1.0)}
+        summary[strategy] = {
+            "best_within_budget": _ci(best),
+            "epochs_to_random_final_best": _ci([float(e) for e in epochs]),
+            "epochs_to_random_final_best_median": statistics.median(epochs),
+            "share_of_random_epochs": round(statistics.fmean(epochs) / budget, 3),
+            "reached": f"{sum(e <= budget for e in epochs)}/{len(epochs)}",
+            "share_of_random_epochs_within_seed_noise": round(statistics.fmean(near) / budget, 3),
+            "trials_mean": round(statistics.fmean(len(t) for t in runs), 1),
+            "incumbent_seed_mean_at_25%_of_budget": _ci(worth[GOAL_SHARE]),
+            "incumbent_seed_mean_at_budget": _ci(worth[1.0]),
+            "pruned_or_failed_share": round(statistics.fmean(_unfinished(t) for t in runs), 3),
         }
-    return {"target": round(target, 5), "tolerance": tolerance, "grid_epochs": grid_epochs,
-            "grid_fixed_order": fixed, "summary": summary, "runs": runs,
-            "goal": "tpe+hyperband <= 30% of the grid's epochs",
-            "goal_met": summary["tpe+hyperband"]["share_of_grid_epochs"] <= 0.30}
+    share = summary["default"]["share_of_random_epochs"]
+    return {"budget_epochs": budget, "target_random_final_best": round(target, 5), "replay_seeds": seeds,
+            "seed_noise": noise,
+            "summary": summary, "default": {"sampler": spec.sampler.model_dump(), "pruner": spec.pruner.model_dump()},
+            "goal": f"default reaches random's final best in <= {GOAL_SHARE:.0%} of random's epochs",
+            "goal_value": share, "goal_met": share <= GOAL_SHARE}
 
 
-def table_md(payload: dict[str, Any]) -> str:
+def table_md(evaluation: dict[str, Any]) -> str:
     """Markdown table of the strategies."""
-    lines = [
-        f"Grid best {payload['table']['grid_best']:.4f}, seed std {payload['evaluation']['tolerance']:.4f} "
-        f"(target {payload['evaluation']['target']:.4f}); grid = {payload['evaluation']['grid_epochs']} epochs; "
-        "grid in the project's fixed order reaches it after "
-        f"{payload['evaluation']['grid_fixed_order']['epochs_to_reach']} epochs.",
-        "",
-        "| strategy | reached | epochs to reach mean ± std (min-max) | share of grid epochs | wall s (mean) |",
-        "| --- | --- | --- | --- | --- |",
-    ]
-    for s, r in payload["evaluation"]["summary"].items():
-        lines.append(
-            f"| {s} | {r['reached']} | {r['epochs_mean']} ± {r['epochs_std']} ({r['epochs_min']}-{r['epochs_max']}) | "
-            f"{100 * r['share_of_grid_epochs']:.0f}% | {r['wall_s_mean_when_reached']} |"
-        )
+    lines = [f"Budget {evaluation['budget_epochs']} epochs; random's final best (mean of "
+             f"{evaluation['replay_seeds']} replays) {evaluation['target_random_final_best']:.4f}.", "",
+             "| strategy | best within budget (95% CI) | epochs to random's final best (95% CI) | share | reached |",
+             "| --- | --- | --- | --- | --- |"]
+    for name, s in evaluation["summary"].items():
+        b, e = s["best_within_budget"], s["epochs_to_random_final_best"]
+        lines.append(f"| {name} | {b['mean']:.4f} ({b['low']:.4f}..{b['high']:.4f}) | {e['mean']:.0f} "
+                     f"({e['low']:.0f}..{e['high']:.0f}) | {100 * s['share_of_random_epochs']:.0f}% | {s['reached']} |")
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    """CLI entry: build (or reuse) the table, replay, write ``bench/results/search-<size>.json``."""
+    """CLI entry: replay every strategy, write ``bench/results/search-<size>.json``."""
+    import optuna
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=12)
-    parser.add_argument("--seeds", type=int, default=5, help="seeds per strategy in the replay")
-    parser.add_argument("--noise-seeds", type=int, default=3, help="seeds of the best config for the tolerance")
-    parser.add_argument("--reuse-table", action="store_true", help="reuse search-table-<size>.json if present")
-    parser.add_argument("--size", default="full")
+    parser.add_argument("--seeds", type=int, default=10, help="replays per strategy")
+    parser.add_argument("--table", type=Path, default=RESULTS / "search-curves-table.json")
+    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="replay processes")
+    parser.add_argument("--size", default="ci")
     args = parser.parse_args(argv)
     setup()
     optuna.logging.set_verbosity(optuna.logging.ERROR)
-    table_path = RESULTS / f"search-table-{args.size}.json"
-    if args.reuse_table and table_path.exists():
-        table = json.loads(table_path.read_text())
-    else:
-        table = build_table(args.epochs, args.noise_seeds)
-        RESULTS.mkdir(parents=True, exist_ok=True)
-        table_path.write_text(json.dumps(table, indent=1) + "\n")
-    payload: dict[str, Any] = {
-        "table_file": str(Path(table_path).name),
-        "table": {k: v for k, v in table.items() if k != "rows"},
-        "scores": {k: r["score"] for k, r in table["rows"].items()},
-    }
-    payload["evaluation"] = evaluate(table, args.seeds)
-    payload["table"].pop("grid_params", None)
+    table = load_table(args.table)
+    payload = {"table_file": args.table.name, "table": table.describe(),
+               "evaluation": evaluate(table, args.seeds, jobs=args.jobs)}
     command = "python -m bench.search " + " ".join(argv if argv is not None else sys.argv[1:])
-    path = write_result("search", args.size, payload, command.strip(), keras_too=True)
-    print(table_md(payload))
+    path = write_result("search", args.size, payload, command.strip())
+    print(table_md(payload["evaluation"]))
     logger.info("wrote %s", path)
     return payload
 
