@@ -77,7 +77,9 @@ def replay(table: Table, strategy: str, seed: int, budget_epochs: int) -> list[S
     from workers.parent.dedup import find_duplicate
 
     spec = spec_for(strategy, table.epochs)
-    study = optuna.create_study(direction="maximize", sampler=make_sampler(spec, seed=seed), pruner=make_pruner(spec))
+    # A fixed name: Optuna's Hyperband assigns brackets by a hash of the study name and trial number.
+    study = optuna.create_study(study_name=f"replay-{strategy}-{seed}", direction="maximize",
+                                sampler=make_sampler(spec, seed=seed), pruner=make_pruner(spec))
     world = seed % table.seeds  # the study's one training seed
     used, best, true_best, trace = 0, -math.inf, -math.inf, []
     while used < budget_epochs:
