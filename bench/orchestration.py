@@ -8,7 +8,7 @@ Both run against the same PostgreSQL with a trivial objective (5 epochs, 5 repor
 
 Timing is added from outside, in the benchmark process only: library functions are wrapped
 (``sweep.study.budget.claim``, ``study.ask``, ``suggest_config``, the epoch handler, ``study.tell``,
-``sweep.study.budget.settle``, ``Trial.report``/``set_user_attr``); no timing code lives in the library.
+``Trial.report``/``set_user_attr``); no timing code lives in the library.
 Each configuration runs on a fresh study with ``N`` processes started together behind a barrier.
 
 A realistic trial (5 epochs of the width-0.25 classifier at 32x32 with the real Keras trainer)
@@ -179,7 +179,6 @@ def _project_worker(name: str, index: int, trials: int, barrier: Any, out: Any, 
     warnings.filterwarnings("ignore", message="Heartbeat of storage")
     timer = _Timer()
     budget.claim = timer.wrap("claim", budget.claim)
-    budget.settle = timer.wrap("settle", budget.settle)
     trial_module.suggest_config = timer.wrap("suggest", trial_module.suggest_config)
     optuna.storages.fail_stale_trials = timer.wrap("fail_stale", optuna.storages.fail_stale_trials)
     # Timers patched over methods on purpose: mypy rejects assigning to a method ([method-assign]).

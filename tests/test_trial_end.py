@@ -11,6 +11,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+from sweep.errors import StorageError
 from sweep.storage.engine import engine_of, open_storage
 from sweep.storage.finish import EndingStorage, TrialEnd
 from sweep.study import budget
@@ -92,3 +93,9 @@ def test_other_threads_and_trials_end_the_plain_way(storage_url: str, study_name
     by_number = {t.number: t for t in study.trials}
     assert "staged" not in by_number[0].user_attrs and "staged" not in by_number[1].user_attrs
     assert [by_number[0].value, by_number[1].value] == [0.2, 0.1]
+
+
+def test_a_recorder_needs_the_storage_open_storage_returns(pg_url: str, study_name: str) -> None:
+    study = optuna.create_study(study_name=study_name, storage=optuna.storages.RDBStorage(pg_url))
+    with pytest.raises(StorageError, match=r"needs the storage sweep.storage.open_storage returns.*RDBStorage"):
+        Recorder(study, engine_of(study._storage), before_tell=[])

@@ -33,7 +33,9 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects import postgresql as sa_postgresql
 from sqlalchemy.dialects import sqlite as sa_sqlite
 
-__all__ = ["EndingStorage", "TrialEnd"]
+from sweep.errors import StorageError
+
+__all__ = ["EndingStorage", "TrialEnd", "ending_storage_of"]
 
 #: ``then(connection, state, user attrs after the staged ones)``: runs in the ending transaction.
 Then = Callable[[sa.engine.Connection, TrialState, Mapping[str, Any]], None]
@@ -100,6 +102,14 @@ class EndingStorage(optuna.storages.RDBStorage):
             return False
         return True
 
+    def set_trial_user_attrs(self, trial_id: int, attrs: Mapping[str, Any]) -> None:
+        """Write several user attrs of a running trial in one transaction (Optuna's
+        ``set_trial_user_attr`` commits one at a time)."""
+        with _create_scoped_session(self.scoped_session, True) as session:
+            trial = models.TrialModel.find_or_raise_by_id(trial_id, session)
+            self.check_trial_is_updatable(trial_id, trial.state)  # type: ignore[arg-type]  # as Optuna's
+            self._upsert_user_attrs(session, trial_id, attrs)
+
     def _upsert_user_attrs(self, session: Any, trial_id: int, attrs: Mapping[str, Any]) -> None:
         """All ``attrs`` in one statement where the dialect has an upsert (the row lock is held)."""
         if not attrs:
@@ -123,3 +133,16 @@ def _user_attrs(session: Any, trial_id: int) -> dict[str, Any]:
     table = models.TrialUserAttributeModel
     rows = session.execute(sa.select(table.key, table.value_json).where(table.trial_id == trial_id))
     return {key: json.loads(value) for key, value in rows}
+
+
+def ending_storage_of(study: optuna.Study) -> EndingStorage:
+    """The :class:`EndingStorage` behind ``study`` (Optuna wraps it in its ``_CachedStorage``).
+
+    Raises:
+        StorageError: The study was loaded from another storage than :func:`sweep.storage.open_storage`'s.
+    """
+    storage = getattr(study._storage, "_backend", study._storage)
+    if not isinstance(storage, EndingStorage):
+        raise StorageError("a regsweep worker needs the storage sweep.storage.open_storage returns, "
+                           f"received storage={type(storage).__name__}")
+    return storage

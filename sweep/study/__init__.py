@@ -1,8 +1,9 @@
 """The study: creating and loading a sweep, its sampler and pruner, the budget, finalists and ranking.
 
 * :mod:`sweep.study.sweeps`: ``Sweep``, create/load (race-safe), sampler, pruner, ``UNLIMITED``;
-* :mod:`sweep.study.budget`: the budget table (claim, settle, release, extend, ``budget_state``), the
-  budget rule and the stale-trial policy ``ReleaseSlotAndRetry`` (injected into ``open_storage``);
+* :mod:`sweep.study.budget`: the budget table (claim, release, extend, ``budget_state``; a trial's
+  end settles or releases its slot with ``end_slot_on``), the budget rule and the stale-trial
+  policy ``ReleaseSlotAndRetry`` (injected into ``open_storage``);
 * :mod:`sweep.study.finalists`: the finalist phase and its ranking by mean over fresh seeds;
 * :mod:`sweep.study.ranking`: the one ranking (``best_first``, ``ranked``) and the one trial label.
 """
@@ -18,7 +19,6 @@ from sweep.study.budget import (
     counts_toward_budget,
     extend,
     release,
-    settle,
 )
 from sweep.study.finalists import FinalistRow, finalist_ranking, open_finalist_phase
 from sweep.study.ranking import best_first, ranked, trial_label, trial_value
@@ -53,7 +53,6 @@ __all__ = [
     "open_finalist_phase",
     "ranked",
     "release",
-    "settle",
     "trial_label",
     "trial_value",
 ]

@@ -38,7 +38,6 @@ __all__ = [
     "BudgetState",
     "ensure_budget",
     "claim",
-    "settle",
     "release",
     "settle_on",
     "release_on",
@@ -163,16 +162,6 @@ def claim(engine: sa.engine.Engine, study_name: str) -> int | None:
     return db_call(_run, what=f"claim a budget slot of study {study_name!r}")
 
 
-def settle(engine: sa.engine.Engine, study_name: str) -> None:
-    """Mark one claimed slot's trial as finished (it counts toward the budget)."""
-
-    def _run() -> None:
-        with engine.begin() as conn:
-            settle_on(conn, study_name)
-
-    db_call(_run, what=f"settle a budget slot of study {study_name!r}")
-
-
 def release(engine: sa.engine.Engine, study_name: str, n: int = 1) -> None:
     """Give ``n`` slots back (a trial that did not count: its worker died or was stopped)."""
 
@@ -184,7 +173,8 @@ def release(engine: sa.engine.Engine, study_name: str, n: int = 1) -> None:
 
 
 def settle_on(conn: sa.engine.Connection, study_name: str) -> None:
-    """:func:`settle` within the caller's transaction."""
+    """Mark one claimed slot's trial as finished (it counts toward the budget), in the caller's
+    transaction (a trial's end: :func:`end_slot_on`)."""
     conn.execute(sa.update(BUDGET).where(BUDGET.c.study_name == study_name).values(settled=BUDGET.c.settled + 1))
 
 

@@ -17,7 +17,6 @@ so keeping the bulky part out of them keeps that cost flat as the epochs grow.
 
 from __future__ import annotations
 
-import functools
 import logging
 import time
 from collections.abc import Callable
@@ -29,7 +28,7 @@ from optuna.artifacts.exceptions import ArtifactNotFound
 from optuna.trial import TrialState
 
 from sweep.storage.engine import db_call
-from sweep.storage.finish import EndingStorage, TrialEnd
+from sweep.storage.finish import TrialEnd, ending_storage_of
 from sweep.storage.trial_record import Attr, StopCause
 from sweep.study import budget
 from workers.parent.artifacts import record_store_path, upload_record
@@ -44,7 +43,8 @@ class Recorder:
     """Writes trial attrs and ends trials of one study.
 
     Args:
-        study: The study (loaded with this worker's sampler and pruner).
+        study: The study (loaded with this worker's sampler and pruner, from the storage
+            :func:`sweep.storage.open_storage` returns).
         engine: The storage's engine, for the budget table.
         before_tell: Hooks called with each trial's final attrs just before it is told (plots).
         store: The artifact store the per-epoch record goes to (None: it stays in the attrs).
@@ -53,6 +53,7 @@ class Recorder:
     def __init__(self, study: optuna.Study, engine: sa.engine.Engine, before_tell: list[TrialHook],
                  store: Any = None) -> None:
         self.study = study
+        self.storage = ending_storage_of(study)
         self.engine = engine
         self.before_tell = before_tell
         self.store = store
@@ -80,25 +81,8 @@ class Recorder:
         """
         if not attrs:
             return
-        # A study's storage is Optuna's _CachedStorage around the RDBStorage; attr writes go straight
-        # to the backend there too.
-        storage = getattr(self.study._storage, "_backend", self.study._storage)
-        what = f"write trial attrs {sorted(attrs)!r}"
-        if isinstance(storage, optuna.storages.RDBStorage):
-            # Optuna's own per-attr upsert (state check included), all in one session and commit.
-            from optuna.storages._rdb import models
-            from optuna.storages._rdb.storage import _create_scoped_session
-
-            def _write() -> None:
-                with _create_scoped_session(storage.scoped_session, True) as session:
-                    for key, value in attrs.items():
-                        storage._set_trial_attr_without_commit(session, models.TrialUserAttributeModel,
-                                                               trial._trial_id, key, value)
-
-            db_call(_write, what=what)
-            return
-        for key, value in attrs.items():  # other storages: one call per attr
-            db_call(functools.partial(trial.set_user_attr, key, value), what=what)
+        db_call(lambda: self.storage.set_trial_user_attrs(trial._trial_id, attrs),
+                what=f"write trial attrs {sorted(attrs)!r}")
 
     def defer(self, trial: optuna.Trial, attrs: dict[str, Any]) -> None:
         """Write ``attrs`` with the trial's end, in the one transaction :meth:`tell` writes before telling.
@@ -178,40 +162,26 @@ class Recorder:
             keep_curves: Leave a ``curves`` attr written during training in place (a trial given
                 back: its re-queued copy inherits the attrs and resumes with them).
         """
-        def _do() -> optuna.trial.FrozenTrial | None:
+        def _do() -> None:
             try:
                 # skip_if_finished: another process may have ended it (failed as stale) meanwhile.
-                return self.study.tell(trial, value if state == TrialState.COMPLETE else None, state=state,
-                                       skip_if_finished=True)
+                self.study.tell(trial, value if state == TrialState.COMPLETE else None, state=state,
+                                skip_if_finished=True)
             except RuntimeError as error:  # tell retried after a commit that did land
                 if "finished" not in str(error):
                     raise
-                return None
 
         pending = self._pending.pop(trial._trial_id, {})
         record = self._staged.pop(trial._trial_id, {})
         self._run_hooks(trial, {**pending, **record})
         attrs = {**pending, **self._record_attrs(trial, record, keep_curves)}
-        storage = getattr(self.study._storage, "_backend", self.study._storage)
-        if isinstance(storage, EndingStorage):
-            # The deferred attrs, the tell and the budget slot: one transaction. A trial another
-            # process already ended (failed as stale) gets none of them: that process released
-            # its slot and re-queued it.
-            name = self.study.study_name
-            end = TrialEnd(trial._trial_id, attrs, lambda conn, s, a: budget.end_slot_on(conn, name, s, a))
-            with storage.ending(end):
-                db_call(_do, what=f"tell trial {trial.number}", attempts=20)
-            return
-        # The deferred attrs and the per-epoch record (or its pointer): one transaction.
-        self.set_many(trial, attrs)
-        told = db_call(_do, what=f"tell trial {trial.number}", attempts=20)
-        # Study.tell returns the told trial as read back, attrs included: no second read.
-        user_attrs = told.user_attrs if told is not None else db_call(
-            lambda: self.study._storage.get_trial_user_attrs(trial._trial_id), what="read trial attrs")
-        if budget.counts_toward_budget(state, user_attrs):
-            budget.settle(self.engine, self.study.study_name)
-        else:  # the slot buys another trial (see sweep.study.budget.counts_toward_budget)
-            budget.release(self.engine, self.study.study_name)
+        # The deferred attrs, the tell and the budget slot: one transaction. A trial another process
+        # already ended (failed as stale) gets none of them: that process released its slot and
+        # re-queued it.
+        name = self.study.study_name
+        end = TrialEnd(trial._trial_id, attrs, lambda conn, s, a: budget.end_slot_on(conn, name, s, a))
+        with self.storage.ending(end):
+            db_call(_do, what=f"tell trial {trial.number}", attempts=20)
 
     def _record_attrs(self, trial: optuna.Trial, record: dict[str, Any], keep_curves: bool) -> dict[str, Any]:
         """The attrs of the staged per-epoch record: its artifact's ``record`` pointer (uploaded
