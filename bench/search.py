@@ -36,8 +36,8 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import RESULTS, load1, logger, setup, write_result
-from bench.search_record import PRESET, SETUP
-from bench.search_table import Table, load_table, read_toml
+from bench.search_record import full_spec
+from bench.search_table import Table, load_table
 
 __all__ = ["STRATEGIES", "main", "replay", "spec_for"]
 
@@ -57,13 +57,7 @@ Step = tuple[int, float, str, float]
 
 def spec_for(strategy: str, epochs: int) -> Any:
     """The preset's spec at the table's size, with the strategy's sampler and pruner."""
-    from sweep.spec.load import parse_spec
-
-    data = read_toml(PRESET)
-    data["training"].update({**SETUP, "epochs": epochs})
-    for section, table in STRATEGIES[strategy].items():
-        data[section] = {**data.get(section, {}), **table} if section == "sampler" else dict(table)
-    return parse_spec(data, source=f"bench.search {strategy}")
+    return full_spec(epochs, STRATEGIES[strategy])
 
 
 def replay(table: Table, strategy: str, seed: int, budget_epochs: int) -> list[Step]:

@@ -37,6 +37,12 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import RESULTS, load1, logger, setup, write_result
+from sweep.penalties.kinds import PLACEMENTS
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
 
 __all__ = ["PARTS", "SETUP", "draw_configs", "main"]
 
@@ -46,13 +52,21 @@ PRESET = Path(__file__).resolve().parent.parent / "sweep" / "presets" / "full.to
 SETUP: dict[str, Any] = {"width": 0.25, "input_size": 32}
 
 
-def full_spec(epochs: int) -> Any:
-    """The ``full`` preset's spec with the table's width, input size and epochs."""
-    from sweep.spec.load import load_spec
+def full_spec(epochs: int, sections: dict[str, dict[str, Any]] | None = None) -> Any:
+    """The ``full`` preset's spec with the table's width, input size and epochs, validated.
 
-    spec = load_spec(PRESET)
-    training = spec.training.model_copy(update={**SETUP, "epochs": epochs})
-    return spec.model_copy(update={"training": training})
+    Args:
+        epochs: Epochs of a trial.
+        sections: Spec tables to change: ``sampler`` entries update the preset's, any other
+            table (``pruner``) replaces it (its keys depend on the pruner's name).
+    """
+    from sweep.spec.load import parse_spec
+
+    data = tomllib.loads(PRESET.read_text(encoding="utf-8"))
+    data["training"].update({**SETUP, "epochs": epochs})
+    for section, table in (sections or {}).items():
+        data[section] = {**data.get(section, {}), **table} if section == "sampler" else dict(table)
+    return parse_spec(data, source=f"bench: {PRESET.name} with {sections or {}}")
 
 
 def draw_configs(rounds: int, seed: int = 0) -> list[dict[str, Any]]:
@@ -61,7 +75,6 @@ def draw_configs(rounds: int, seed: int = 0) -> list[dict[str, Any]]:
 
     import optuna
 
-    from sweep.penalties.kinds import PLACEMENTS
     from sweep.penalties.searchspace import suggest_config
 
     spec = full_spec(12)
@@ -113,7 +126,7 @@ def _session(epochs: int) -> Any:
     build: dict[str, Any] = {"input_shape": data.x_train.shape[1:], "num_classes": data.num_classes,
                              "width": float(t["width"]), "bn_momentum": float(t["bn_momentum"]),
                              "conv_bias": bool(t["conv_bias"])}
-    penalties = {p: VariablePenalty(p) for p in ("kernel", "bias", "activity")}
+    penalties = {p: VariablePenalty(p) for p in PLACEMENTS}
     keras.utils.set_random_seed(0)
     model = build_classifier(**build, regularizers=RegularizerSet(**penalties))
     model.compile(optimizer=_optimizer(t), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),

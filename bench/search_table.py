@@ -6,22 +6,15 @@ import dataclasses
 import json
 import math
 import statistics
-import sys
 from pathlib import Path
 from typing import Any
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
+from sweep.penalties.kinds import PLACEMENTS
 
-__all__ = ["Table", "load_table", "read_toml"]
-
-_KINDS = ("kernel", "bias", "activity")
-
+__all__ = ["Table", "load_table"]
 
 def _kinds(config: dict[str, Any]) -> tuple[str, ...]:
-    return tuple((config.get(p) or {}).get("kind", "none") for p in _KINDS)
+    return tuple((config.get(p) or {}).get("kind", "none") for p in PLACEMENTS)
 
 
 @dataclasses.dataclass
@@ -101,22 +94,17 @@ class Table:
 
 def load_table(path: Path) -> Table:
     """Read ``search-curves-table.json``; only configs recorded at every seed are kept."""
-    from bench.search_record import PRESET
-    from sweep.spec.load import parse_spec
+    from bench.search_record import full_spec
 
     doc = json.loads(path.read_text(encoding="utf-8"))
     seeds = min(len(r["curves"]) for r in doc["configs"])
     rows = [r for r in doc["configs"] if len(r["curves"]) >= seeds]
-    space = parse_spec(read_toml(PRESET), source="preset").space
+    space = full_spec(int(doc["epochs"])).space
     ranges: dict[str, dict[str, tuple[float, float]]] = {}
-    for placement in _KINDS:
+    for placement in PLACEMENTS:
         ps = getattr(space, placement)
         ranges[placement] = {key: (math.log10(getattr(ps, key).low), math.log10(getattr(ps, key).high))
                              for key in ("l1", "l2") if getattr(ps, key, None) is not None}
     meta = {k: v for k, v in doc.items() if k != "configs"}
     return Table(epochs=int(doc["epochs"]), seeds=seeds, rows=rows, ranges=ranges, meta=meta)
 
-
-def read_toml(path: Path) -> dict[str, Any]:
-    """A TOML file as a dict (a spec to change before it is validated)."""
-    return tomllib.loads(path.read_text(encoding="utf-8"))
