@@ -243,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         storage = open_storage(
             resolve_storage_url(args.storage),
-            StorageConfig(heartbeat_interval=args.heartbeat_interval, grace_period=args.grace_period),
+            StorageConfig.for_worker(args.heartbeat_interval, args.grace_period),
             # A trial this worker finds stale (its worker died): slot back, copy re-queued.
             stale_trial_callback=ReleaseSlotAndRetry(),
         )

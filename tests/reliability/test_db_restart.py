@@ -1,4 +1,4 @@
-"""The database restarts mid-sweep: workers reconnect (pool_pre_ping, db_call backoff), the sweep
+"""The database restarts mid-sweep: workers reconnect (db_call retries on a fresh pool), the sweep
 completes with its exact budget, and no trial a worker finished training is lost.
 
 Runs on a throwaway cluster (initdb into a temporary directory, a free port) so that stopping it
@@ -138,7 +138,7 @@ def test_database_fault_while_sampling_does_not_fail_the_trial(
     from workers.parent.loop import WorkerLoop
 
     create_synthetic(pg_url, tmp_path, study_name, trials=1, epochs=1, dedup=False)
-    storage = open_storage(pg_url, StorageConfig(heartbeat_interval=1, grace_period=3),
+    storage = open_storage(pg_url, StorageConfig.for_worker(heartbeat_interval=1, grace_period=3),
                            stale_trial_callback=ReleaseSlotAndRetry())
     original = storage._set_trial_param
     faults: list[str] = []

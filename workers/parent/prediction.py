@@ -73,8 +73,7 @@ def sibling_trials(study: optuna.Study, limit: int = 3) -> list[FrozenTrial]:
     )[:limit]
     trials: list[FrozenTrial] = []
     for name in names:
-        other = optuna.load_study(study_name=name, storage=storage)
-        trials += db_call(functools.partial(other.get_trials, deepcopy=False), what=f"read trials of {name!r}")
+        trials += db_call(functools.partial(_trials_of, name, storage), what=f"read trials of {name!r}")
     return trials
 
 
@@ -97,3 +96,7 @@ def predict_duration(study: optuna.Study, gpu: str, epochs: int,
     if predicted > 0:
         return predicted
     return _evidence(siblings() if siblings is not None else sibling_trials(study), gpu, epochs)
+
+
+def _trials_of(name: str, storage: optuna.storages.BaseStorage) -> list[FrozenTrial]:
+    return optuna.load_study(study_name=name, storage=storage).get_trials(deepcopy=False)
