@@ -5,6 +5,7 @@ Real PostgreSQL and SQLite (``storage_url``); the storage is the one ``open_stor
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import optuna
@@ -99,3 +100,44 @@ def test_a_recorder_needs_the_storage_open_storage_returns(pg_url: str, study_na
     study = optuna.create_study(study_name=study_name, storage=optuna.storages.RDBStorage(pg_url))
     with pytest.raises(StorageError, match=r"needs the storage sweep.storage.open_storage returns.*RDBStorage"):
         Recorder(study, engine_of(study._storage), before_tell=[])
+
+
+def _heartbeat_rows(study: optuna.Study) -> dict[int, int]:
+    """Heartbeat rows per trial id of ``study`` (read with plain SQL, not through Optuna)."""
+    import sqlalchemy as sa
+
+    with engine_of(study._storage).connect() as conn:
+        rows = conn.execute(sa.text(
+            "SELECT h.trial_id, count(*) FROM trial_heartbeats h JOIN trials t ON t.trial_id = h.trial_id "
+            "JOIN studies s ON s.study_id = t.study_id WHERE s.study_name = :name GROUP BY h.trial_id"),
+            {"name": study.study_name})
+        return {int(trial_id): int(n) for trial_id, n in rows}
+
+
+def test_with_heartbeats_a_trial_starts_with_its_first_beat(storage_url: str, study_name: str) -> None:
+    """Asked fresh or taken from the queue: the heartbeat row is there as soon as the trial runs,
+    so a worker killed right after its ask leaves a trial that turns stale (not RUNNING for good)."""
+    from sweep.storage.engine import StorageConfig
+
+    storage = open_storage(storage_url, StorageConfig(heartbeat_interval=1, grace_period=1))
+    assert isinstance(storage, EndingStorage) and storage.beats_at_start
+    study = optuna.create_study(study_name=study_name, storage=storage, direction="maximize")
+    fresh = study.ask()
+    study.enqueue_trial({"x": 1.0})
+    assert _heartbeat_rows(study) == {fresh._trial_id: 1}, "the enqueued (WAITING) trial must not beat"
+    queued = study.ask()
+    assert queued.suggest_float("x", 0, 2) == 1.0  # the enqueued one
+    assert _heartbeat_rows(study) == {fresh._trial_id: 1, queued._trial_id: 1}
+    storage.record_heartbeat(queued._trial_id)  # later beats update the one row
+    assert _heartbeat_rows(study)[queued._trial_id] == 1
+    # Nobody beats them: both turn stale and are failed.
+    time.sleep(2.5)
+    optuna.storages.fail_stale_trials(study)
+    assert [t.state for t in study.get_trials()] == [TrialState.FAIL, TrialState.FAIL]
+
+
+def test_without_heartbeats_nothing_beats(storage_url: str, study_name: str) -> None:
+    study = _study(storage_url, study_name)
+    assert not study._storage._backend.beats_at_start  # type: ignore[attr-defined]
+    study.ask()
+    assert _heartbeat_rows(study) == {}

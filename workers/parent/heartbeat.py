@@ -3,7 +3,9 @@
 Optuna writes heartbeats only inside ``study.optimize()``; the worker uses ask/tell (it must
 claim a budget slot first), so it beats itself through the storage's public
 ``record_heartbeat``. A trial that has *no* heartbeat row is never considered stale by Optuna,
-so the first beat is written synchronously right after the ask (:meth:`Heartbeat.begin`).
+so its first beat must land with its start: the worker's storage writes it in the ask's own
+transaction (:class:`sweep.storage.finish.EndingStorage`); with another storage
+:meth:`Heartbeat.begin` writes it synchronously right after the ask.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ import threading
 from pathlib import Path
 
 import optuna
+
+from sweep.storage.finish import EndingStorage
 
 __all__ = ["Heartbeat"]
 
@@ -34,6 +38,7 @@ class Heartbeat:
         self.interval = interval
         self.file = Path(file) if file else None
         self._trial_id: int | None = None
+        self._beaten_at_start = isinstance(storage, EndingStorage) and storage.beats_at_start
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="regsweep-heartbeat", daemon=True)
@@ -44,10 +49,11 @@ class Heartbeat:
         self._thread.start()
 
     def begin(self, trial_id: int) -> None:
-        """Beat for ``trial_id`` now and from now on."""
+        """Beat for ``trial_id`` from now on (now too, unless its start already wrote the first beat)."""
         with self._lock:
             self._trial_id = trial_id
-        self._beat(trial_id)
+        if not self._beaten_at_start:
+            self._beat(trial_id)
 
     def end(self) -> None:
         """Stop beating for the current trial (it is finished)."""
