@@ -7,7 +7,8 @@ Both run against the same PostgreSQL with a trivial objective (5 epochs, 5 repor
   (``workers.synthetic:train``, ``epoch_seconds=0``), heartbeats on as in ``sweep-worker``.
 
 Timing is added from outside, in the benchmark process only: library functions are wrapped
-(``sweep.study.budget.claim``, ``study.ask``, ``suggest_config``, the epoch handler, ``study.tell``,
+(``sweep.study.budget.claim``, ``study.ask``, ``suggest_config``, the epoch handler, the bare loop's
+``study.tell`` and the project's ``Recorder.tell`` (the trial's end with its attrs and budget slot),
 ``Trial.report``/``set_user_attr``); no timing code lives in the library.
 Each configuration runs on a fresh study with ``N`` processes started together behind a barrier.
 
@@ -168,7 +169,7 @@ def _project_worker(name: str, index: int, trials: int, barrier: Any, out: Any, 
 
     import workers.parent.loop as loop_module
     import workers.parent.trial as trial_module
-    from sweep.storage.engine import GRACE_PERIOD_S, HEARTBEAT_INTERVAL_S, StorageConfig, open_storage
+    from sweep.storage.engine import StorageConfig, open_storage
     from sweep.study import budget
     from sweep.study.budget import ReleaseSlotAndRetry
     from workers.child.request import TrainResult
@@ -190,22 +191,31 @@ def _project_worker(name: str, index: int, trials: int, barrier: Any, out: Any, 
                 timeout_s: float | None = None) -> TrainResult:
             return timer.wrap("train_call", super().run)(request, timer.wrap("epoch_handler", on_epoch), timeout_s)
 
-    storage = open_storage(PG_URL, StorageConfig(heartbeat_interval=HEARTBEAT_INTERVAL_S, grace_period=GRACE_PERIOD_S),
+    storage = open_storage(PG_URL, StorageConfig.for_worker(),
                            stale_trial_callback=ReleaseSlotAndRetry())
     trainer = TimedTrainer(trainer_ref)
     loop = loop_module.WorkerLoop(storage, name, trainer=trainer, worker_index=index, max_trials=trials,
                                   poll_interval=0.2)
-    # As above: this study's ask and tell, the trial run and the tell with its budget settle, timed in place.
+    # As above: this study's ask, the trial run and the trial's end with its budget settle, timed in place.
     loop.recorder.tell = timer.wrap("tell+settle", loop.recorder.tell)  # type: ignore[method-assign]
     loop.runner.run = timer.wrap("run_trial", loop.runner.run)  # type: ignore[method-assign]
     loop.study.ask = timer.wrap("ask", loop.study.ask)  # type: ignore[method-assign]
-    loop.study.tell = timer.wrap("tell", loop.study.tell)  # type: ignore[method-assign]
     trainer.start()
     trainer._await_ready()  # the child's imports are start-up cost, not per-trial overhead
+    # The loop's end is its last trial's end: the child's exit after it is shut-down cost, like its
+    # start-up before the barrier (the bare loop has neither).
+    ends: list[float] = []
+    trial_loop = loop._loop
+
+    def timed_loop() -> None:
+        trial_loop()
+        ends.append(time.perf_counter())
+
+    loop._loop = timed_loop  # type: ignore[method-assign]
     barrier.wait()
     began = time.perf_counter()
     loop.run()
-    ended = time.perf_counter()
+    ended = ends[0]
     samples = dict(timer.samples)
     claims, asks = samples.get("claim", []), samples.get("ask", [])
     samples["claim+ask"] = [c + a for c, a in zip(claims, asks, strict=False)]  # a last claim may find no trial to ask
@@ -501,7 +511,7 @@ def _growth_project(name: str, trials: int, out: Any) -> None:
     import optuna
 
     import workers.parent.trial as trial_module
-    from sweep.storage.engine import GRACE_PERIOD_S, HEARTBEAT_INTERVAL_S, StorageConfig, open_storage
+    from sweep.storage.engine import StorageConfig, open_storage
     from sweep.study.budget import ReleaseSlotAndRetry
     from workers.parent.loop import WorkerLoop
     from workers.parent.runner import TrainerProcess
@@ -546,7 +556,7 @@ def _growth_project(name: str, trials: int, out: Any) -> None:
 
     load_sweep(open_storage(PG_URL), name)  # the same warm-up (imports, first connection) as the bare process
     start = time.perf_counter()
-    storage = open_storage(PG_URL, StorageConfig(heartbeat_interval=HEARTBEAT_INTERVAL_S, grace_period=GRACE_PERIOD_S),
+    storage = open_storage(PG_URL, StorageConfig.for_worker(),
                            stale_trial_callback=ReleaseSlotAndRetry())
     loop = WorkerLoop(storage, name, trainer=trainer, max_trials=trials, poll_interval=0.2)
     run_trial = loop.runner.run

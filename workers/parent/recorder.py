@@ -27,6 +27,7 @@ import sqlalchemy as sa
 from optuna.artifacts.exceptions import ArtifactNotFound
 from optuna.trial import TrialState
 
+from sweep.storage import finish
 from sweep.storage.engine import db_call
 from sweep.storage.finish import TrialEnd, ending_storage_of
 from sweep.storage.trial_record import Attr, StopCause
@@ -164,9 +165,8 @@ class Recorder:
         """
         def _do() -> None:
             try:
-                # skip_if_finished: another process may have ended it (failed as stale) meanwhile.
-                self.study.tell(trial, value if state == TrialState.COMPLETE else None, state=state,
-                                skip_if_finished=True)
+                # Skipped if another process ended it (failed as stale) meanwhile.
+                finish.tell(self.study, trial, value if state == TrialState.COMPLETE else None, state)
             except RuntimeError as error:  # tell retried after a commit that did land
                 if "finished" not in str(error):
                     raise
@@ -191,7 +191,9 @@ class Recorder:
         if self.store is None:
             return record
         try:
-            artifact_id = upload_record(self.store, self.study, trial, record)
+            # Retried as a whole like every database call (a retry may leave an unused file behind).
+            artifact_id = db_call(lambda: upload_record(self.store, self.study, trial, record),
+                                  what=f"store the record of trial {trial.number}")
         except (OSError, ArtifactNotFound) as error:  # the store is unwritable: keep the data in the attrs
             _logger.warning("Trial %d: per-epoch record not stored as an artifact (%s); kept in attrs",
                             trial.number, error)
