@@ -149,3 +149,23 @@ def test_invalid_setup_fails_the_trial_before_training():
         train(TrainRequest(config=NONE, setup={**SETUP, "optimizer": "rmsprop"}), Recorder())
     with pytest.raises(TrialError, match="Invalid kernel.l2"):
         train(TrainRequest(config={"kernel": {"kind": "l2", "l2": -1.0}}, setup=SETUP), Recorder())
+
+
+@pytest.mark.slow
+def test_larger_validation_batches_give_the_same_validation_numbers(monkeypatch):
+    """Validation runs in batches of VAL_BATCH_FACTOR x batch_size (fewer steps): with an activity
+    penalty too, the validation accuracy is the same and the loss equal up to float rounding."""
+    import workers.child.train as trainer
+
+    config = {"kernel": {"kind": "l2", "l2": 1e-3}, "bias": {"kind": "none"},
+              "activity": {"kind": "l1", "l1": 1e-4}}
+    setup = {**SETUP, "epochs": 1, "limit": 600}
+    runs = {}
+    for factor in (1, trainer.VAL_BATCH_FACTOR):
+        monkeypatch.setattr(trainer, "VAL_BATCH_FACTOR", factor)
+        runs[factor] = train(TrainRequest(config=config, setup=setup, seed=1), Recorder())["history"]
+    small, large = runs[1], runs[trainer.VAL_BATCH_FACTOR]
+    assert trainer.VAL_BATCH_FACTOR > 1
+    assert small["loss"] == large["loss"]  # training itself is untouched
+    assert small["val_accuracy"] == large["val_accuracy"]
+    assert small["val_loss"] == pytest.approx(large["val_loss"], rel=1e-5)

@@ -28,6 +28,9 @@ __all__ = ["TrainRequest", "train", "METRIC_KEYS", "SPARSITY_THRESHOLD"]
 logger = logging.getLogger(__name__)
 
 _PROBE_SIZE = 32
+#: Validation batch = this x the training batch. Inference keeps no activations for a backward
+#: pass, so it stays well under the memory training itself needs.
+VAL_BATCH_FACTOR = 4
 # Same defaults as sweep.spec.model.TrainingSetup, for callers that pass a partial setup.
 _DEFAULTS: dict[str, Any] = {
     "dataset": "digits", "input_size": 32, "width": 0.25, "bn_momentum": 0.9, "conv_bias": False,
@@ -104,7 +107,12 @@ def _inputs(data: ImageData, batch_size: int, seed: int, steps_per_epoch: int | 
     With ``steps_per_epoch`` an epoch is that many optimizer steps, cycling through freshly
     shuffled passes over the training images, however many that takes (what a small bundled
     data set needs to give a penalty as many steps x learning rate per epoch as a large one).
+
+    Validation runs in batches of :data:`VAL_BATCH_FACTOR` x ``batch_size``: fewer steps, the same
+    numbers (inference-mode BatchNorm treats images one by one; Keras weights each batch's loss by
+    its size and divides activity penalties by it).
     """
+    val_batch = batch_size * VAL_BATCH_FACTOR
     if keras.backend.backend() == "tensorflow":
         import tensorflow as tf
 
@@ -113,7 +121,7 @@ def _inputs(data: ImageData, batch_size: int, seed: int, steps_per_epoch: int | 
         if steps_per_epoch is not None:
             train = train.repeat()
         train = train.batch(batch_size).prefetch(tf.data.AUTOTUNE)
-        val = tf.data.Dataset.from_tensor_slices((data.x_val, data.y_val)).batch(batch_size).prefetch(tf.data.AUTOTUNE)
+        val = tf.data.Dataset.from_tensor_slices((data.x_val, data.y_val)).batch(val_batch).prefetch(tf.data.AUTOTUNE)
         # The dataset shuffles itself; fit's shuffle would only warn.
         return {"x": train, "validation_data": val, "shuffle": False, "steps_per_epoch": steps_per_epoch}
     # JAX / torch: arrays; x and y must be passed separately, or Keras sees two model inputs.
@@ -122,8 +130,8 @@ def _inputs(data: ImageData, batch_size: int, seed: int, steps_per_epoch: int | 
         # Arrays cannot repeat themselves: tile them to one epoch's worth (fit shuffles them).
         copies = -(-steps_per_epoch * batch_size // len(x))
         x, y = np.concatenate([x] * copies), np.concatenate([y] * copies)
-    return {"x": x, "y": y, "validation_data": (data.x_val, data.y_val),
-            "batch_size": batch_size, "shuffle": True, "steps_per_epoch": steps_per_epoch}
+    return {"x": x, "y": y, "validation_data": (data.x_val, data.y_val), "batch_size": batch_size,
+            "validation_batch_size": val_batch, "shuffle": True, "steps_per_epoch": steps_per_epoch}
 
 
 def train(request: TrainRequest, on_epoch: Callable[[dict[str, Any]], str]) -> dict[str, Any]:
