@@ -217,13 +217,20 @@ def measure(trainer: str, width: float, kind: str, epochs: int, jit: Any = "auto
     return {"trainer": trainer, "width": width, "kind": kind, "epochs": epochs, "load1_before": load, **out}
 
 
-def run(widths: list[float], epochs: int, repeats: int) -> dict[str, Any]:
-    """Every trainer x width x penalty, interleaved, ``repeats`` times; the best repeat is kept."""
+TRAINERS = ("plain", "worker", "keras_app")
+
+
+def run(widths: list[float], epochs: int, repeats: int, trainers: tuple[str, ...] = TRAINERS) -> dict[str, Any]:
+    """Every trainer x width x penalty, interleaved, ``repeats`` times; the best repeat is kept.
+
+    ``plain`` and ``worker`` are always measured (the goal's ratio); ``keras_app`` when listed.
+    """
+    trainers = tuple(t for t in TRAINERS if t in {"plain", "worker", *trainers})
     runs: list[dict[str, Any]] = []
     for rep in range(repeats):
         for width in widths:
             for kind in KINDS:
-                for trainer in ("plain", "worker", "keras_app"):
+                for trainer in trainers:
                     logger.info("throughput: rep %d %s width=%s %s", rep, trainer, width, kind)
                     r = measure(trainer, width, kind, epochs)
                     r["repeat"] = rep
@@ -237,11 +244,12 @@ def run(widths: list[float], epochs: int, repeats: int) -> dict[str, Any]:
     ratios: dict[str, Any] = {}
     for width in widths:
         for kind in KINDS:
-            w, p, a = (best[f"{t}|{width}|{kind}"] for t in ("worker", "plain", "keras_app"))
+            w, p = best[f"worker|{width}|{kind}"], best[f"plain|{width}|{kind}"]
+            a = best.get(f"keras_app|{width}|{kind}")
             ratios[f"{width}|{kind}"] = {
                 "worker/plain": round(w["images_per_s"] / p["images_per_s"], 2),
                 "worker/plain train_only": round(w["train_only_images_per_s"] / p["train_only_images_per_s"], 2),
-                "keras_app/plain": round(a["images_per_s"] / p["images_per_s"], 2),
+                "keras_app/plain": round(a["images_per_s"] / p["images_per_s"], 2) if a else None,
                 "worker diagnostics share of epoch": w["diagnostics_share_of_epoch"],
                 "penalty cost plain (1 - x/none)": round(
                     1 - p["images_per_s"] / best[f"plain|{width}|none"]["images_per_s"], 3
@@ -264,13 +272,14 @@ def table(payload: dict[str, Any]) -> str:
     ]
     for key, r in payload["ratios"].items():
         width, kind = key.split("|")
-        b = {t: payload["best"][f"{t}|{width}|{kind}"] for t in ("plain", "worker", "keras_app")}
+        b = {t: payload["best"].get(f"{t}|{width}|{kind}") for t in TRAINERS}
+        app = b["keras_app"]
         lines.append(
             f"| {width} | {kind} | {b['plain']['images_per_s']:.0f} | {b['worker']['images_per_s']:.0f} | "
-            f"{b['keras_app']['images_per_s']:.0f} | {r['worker/plain']}x | {r['worker/plain train_only']}x | "
+            f"{app['images_per_s'] if app else '-'} | {r['worker/plain']}x | {r['worker/plain train_only']}x | "
             f"{100 * r['worker diagnostics share of epoch']:.1f}% | "
             f"{b['plain']['first_epoch_extra_s']:.1f} / {b['worker']['first_epoch_extra_s']:.1f} / "
-            f"{b['keras_app']['first_epoch_extra_s']:.1f} |"
+            f"{app['first_epoch_extra_s'] if app else '-'} |"
         )
     return "\n".join(lines)
 
@@ -281,10 +290,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--widths", type=float, nargs="+", default=[0.25, 1.0])
     parser.add_argument("--epochs", type=int, default=4, help="epochs per run (the first is tracing)")
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--trainers", nargs="+", choices=TRAINERS, default=list(TRAINERS),
+                        help="trainers to measure (plain and worker always are)")
     parser.add_argument("--size", default="full")
     args = parser.parse_args(argv)
     setup()
-    payload = run(args.widths, args.epochs, args.repeats)
+    payload = run(args.widths, args.epochs, args.repeats, tuple(args.trainers))
     command = "python -m bench.throughput " + " ".join(argv if argv is not None else sys.argv[1:])
     path = write_result("throughput", args.size, payload, command.strip(), keras_too=True)
     print(table(payload))
