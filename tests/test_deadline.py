@@ -113,3 +113,28 @@ def test_prediction_is_pessimistic_and_falls_back_to_previous_nights(pg_url: str
     assert (
         predict_duration(optuna.create_study(study_name=f"{study_name}-other", storage=pg_url), "NVIDIA H100", 3) == 0.0
     )
+
+
+def test_a_workers_evidence_counts_each_finished_trial_once(pg_url: str, study_name: str) -> None:
+    """The worker keeps one DurationEvidence across its trials: fed the study again after each trial,
+    it adds only the trials finished since, and predicts what counting afresh predicts."""
+    from workers.parent.prediction import DurationEvidence, predict_duration
+
+    study = optuna.create_study(study_name=study_name, storage=pg_url)
+
+    def finish(seconds: float, epochs: int = 3) -> None:
+        study.add_trial(optuna.trial.create_trial(
+            value=0.9, user_attrs={"duration_s": seconds, "epochs_run": epochs, "worker": {"gpu": "NVIDIA H100"}}))
+
+    kept = DurationEvidence("NVIDIA H100", 3)
+    running = study.ask()  # not evidence until it finishes
+    finish(10.0)
+    assert predict_duration(study, "NVIDIA H100", 3, evidence=kept) == 12.5
+    finish(2.0, epochs=1)  # a partial run: its per-epoch time is only a fallback
+    for seconds in (10.0, 30.0):
+        finish(seconds)
+    study.tell(running, 0.5)  # finished with no duration: counted as seen, adds nothing
+    assert predict_duration(study, "NVIDIA H100", 3, evidence=kept) == predict_duration(study, "NVIDIA H100", 3) == 30.0
+    assert len(kept._seen) == 5 and sorted(kept._same) == [10.0, 10.0, 30.0]
+    assert predict_duration(study, "NVIDIA H100", 3, evidence=kept) == 30.0  # again: nothing counted twice
+    assert sorted(kept._same) == [10.0, 10.0, 30.0]

@@ -37,7 +37,7 @@ from workers.parent.checkpoints import Checkpoints
 from workers.parent.decisions import FailureStreak, failure_cause, objective_value, sampler_seed
 from workers.parent.environment import worker_info
 from workers.parent.heartbeat import Heartbeat
-from workers.parent.prediction import predict_duration, sibling_trials
+from workers.parent.prediction import DurationEvidence, predict_duration, sibling_trials
 from workers.parent.recorder import Recorder, TrialHook
 from workers.parent.runner import TrainerProcess
 from workers.parent.trial import TrialRunner
@@ -107,6 +107,7 @@ class WorkerLoop:
         self._orphan_since: float | None = None
         self._stale_checked: float | None = None  # time.monotonic() of the last stale check
         self._siblings: list[optuna.trial.FrozenTrial] | None = None  # previous nights: read once
+        self._evidence = DurationEvidence(self.info["gpu"], spec.training.epochs)  # this study's, grown per trial
 
     @property
     def requeued(self) -> list[int]:
@@ -190,7 +191,7 @@ class WorkerLoop:
         if self.deadline is None:
             return True
         predicted = predict_duration(self.study, self.info["gpu"], self.sweep.spec.training.epochs,
-                                     siblings=self._sibling_trials)
+                                     siblings=self._sibling_trials, evidence=self._evidence)
         now = self.clock()
         if decisions.room_for_trial(predicted, now, self.deadline):
             return True
