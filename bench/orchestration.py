@@ -690,7 +690,8 @@ def goals(payload: dict[str, Any]) -> list[dict[str, Any]]:
     if growth:
         for key, what in (("first_ask_ms", "first ask"), ("per_trial_ms", "per-trial cost")):
             p, b = growth["project"][key], growth["optuna"][key]
-            found.append({"goal": f"{what} grows no steeper than bare's (smallest to largest study)",
+            found.append({"goal": f"{what} grows no steeper than bare's, within {GOAL_RATIO}x "
+                                  "(smallest to largest study)",
                           "value": f"project {p}x, bare {b}x", "met": p <= b * GOAL_RATIO})
     return found
 
