@@ -50,3 +50,11 @@ def with_tensorflow(request: TrainRequest, on_epoch: Callable[[dict[str, Any]], 
     tf.constant(1.0) + 1.0
     logging.getLogger("tests.trainers").info("trial %d: tensorflow %s imported", request.trial_number, tf.__version__)
     return synthetic.train(request, on_epoch)
+
+
+def cyclic_garbage(request: TrainRequest, on_epoch: Callable[[dict[str, Any]], str]) -> dict[str, Any]:
+    """Synthetic training that leaves 40 MB behind in a reference cycle (as a Keras model's graph
+    of layers does): only a garbage collection after the trial frees it."""
+    node: dict[str, Any] = {"payload": bytearray(b"\x01") * (40 << 20)}
+    node["self"] = node
+    return synthetic.train(request, on_epoch)

@@ -7,6 +7,7 @@ chatter before the trainer imports TensorFlow.
 
 from __future__ import annotations
 
+import gc
 import os
 import re
 import shutil
@@ -95,6 +96,11 @@ def child_main(conn: Connection, trainer_ref: str) -> None:
     except Exception as error:  # e.g. ModuleNotFoundError: no trial can run on this host
         conn.send(("fatal", type(error).__name__, str(error), traceback.format_exc()))
         return
+    # What is imported by now (TensorFlow: ~400,000 objects) lives as long as this process. Frozen,
+    # it is left out of every later full collection: the one after each trial took ~185 ms with
+    # TensorFlow loaded (~20 ms with the worker's own imports alone), and the interpreter's own
+    # full collections while a model is built and traced ~0.4 s a trial.
+    gc.freeze()
 
     conn.send(("ready",))
     while True:
@@ -121,8 +127,6 @@ def child_main(conn: Connection, trainer_ref: str) -> None:
 
 
 def _release_memory() -> None:
-    import gc
-
     if "keras" in sys.modules:
         try:
             sys.modules["keras"].backend.clear_session()
