@@ -7,9 +7,10 @@ Both run against the same PostgreSQL with a trivial objective (5 epochs, 5 repor
   (``workers.synthetic:train``, ``epoch_seconds=0``), heartbeats on as in ``sweep-worker``.
 
 Timing is added from outside, in the benchmark process only: library functions are wrapped
-(``sweep.study.budget.claim``, ``study.ask``, ``suggest_config``, the epoch handler, the bare loop's
-``study.tell`` and the project's ``Recorder.tell`` (the trial's end with its attrs and budget slot),
-``Trial.report``/``set_user_attr``); no timing code lives in the library.
+(``study.ask``, which in the project claims the trial's budget slot in its own transaction,
+``suggest_config``, the epoch handler, the bare loop's ``study.tell`` and the project's
+``Recorder.tell`` (the trial's end with its attrs and budget slot), ``Trial.report``/
+``set_user_attr``); no timing code lives in the library.
 Each configuration runs on a fresh study with ``N`` processes started together behind a barrier.
 
 A realistic trial (5 epochs of the width-0.25 classifier at 32x32 with the real Keras trainer)
@@ -171,7 +172,6 @@ def _project_worker(name: str, index: int, trials: int, barrier: Any, out: Any, 
     import workers.parent.loop as loop_module
     import workers.parent.trial as trial_module
     from sweep.storage.engine import StorageConfig, open_storage
-    from sweep.study import budget
     from sweep.study.budget import ReleaseSlotAndRetry
     from workers.child.request import TrainResult
     from workers.parent.runner import TrainerProcess
@@ -180,7 +180,6 @@ def _project_worker(name: str, index: int, trials: int, barrier: Any, out: Any, 
     logging.getLogger("workers").setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message="Heartbeat of storage")
     timer = _Timer()
-    budget.claim = timer.wrap("claim", budget.claim)
     trial_module.suggest_config = timer.wrap("suggest", trial_module.suggest_config)
     optuna.storages.fail_stale_trials = timer.wrap("fail_stale", optuna.storages.fail_stale_trials)
     # Timers patched over methods on purpose: mypy rejects assigning to a method ([method-assign]).
@@ -218,8 +217,8 @@ def _project_worker(name: str, index: int, trials: int, barrier: Any, out: Any, 
     loop.run()
     ended = ends[0]
     samples = dict(timer.samples)
-    claims, asks = samples.get("claim", []), samples.get("ask", [])
-    samples["claim+ask"] = [c + a for c, a in zip(claims, asks, strict=False)]  # a last claim may find no trial to ask
+    # The project's ask claims the trial's budget slot in its own transaction (no separate claim).
+    samples["claim+ask"] = list(samples.get("ask", []))
     out.put({"index": index, "began": began, "ended": ended, "samples": samples})
 
 

@@ -12,6 +12,8 @@ Like KerasTuner's ``errors.py`` failures are classified, and the class decides w
   data set is missing or malformed on this host) is not the trial's fault: the trial does not
   count, its slot is given back and a copy re-queued (another host may have the data); after
   3 in a row with the same cause the worker stops with :class:`SystematicFailure`;
+* :class:`BudgetSpent` is a signal, not a failure: no budget slot was left for a trial's start,
+  which it rolls back; the worker waits for slots in flight or ends;
 * everything else derived from :class:`RegsweepError` is *fatal*: the command stops at once
   with a non-zero exit and one clear message (bad spec 2, storage 3, systematic failure 4).
 """
@@ -31,6 +33,7 @@ __all__ = [
     "LauncherError",
     "WorkerEnvironmentError",
     "SystematicFailure",
+    "BudgetSpent",
     "MAX_CONSECUTIVE_FAILURES",
 ]
 
@@ -106,3 +109,8 @@ class SystematicFailure(RegsweepError):
     the budget. The message names the cause."""
 
     exit_code = 4
+
+
+class BudgetSpent(RegsweepError):
+    """Every slot of a study's budget is claimed: raised inside a trial's start transaction to roll
+    it back (:func:`sweep.study.budget.claim_on_or_raise`); a worker catches it and waits or ends."""

@@ -141,3 +141,52 @@ def test_without_heartbeats_nothing_beats(storage_url: str, study_name: str) -> 
     assert not study._storage._backend.beats_at_start  # type: ignore[attr-defined]
     study.ask()
     assert _heartbeat_rows(study) == {}
+
+
+@pytest.mark.parametrize("heartbeats", [False, True], ids=["plain", "heartbeats"])
+def test_a_worker_s_ask_claims_its_slot_in_the_same_transaction(storage_url: str, study_name: str,
+                                                                heartbeats: bool) -> None:
+    """Asked fresh or taken from the queue, a trial and its slot exist together; with no slot
+    left, the ask creates or takes no trial and claims nothing."""
+    from sweep.errors import BudgetSpent
+    from sweep.storage.engine import StorageConfig
+
+    config = StorageConfig(heartbeat_interval=60, grace_period=120) if heartbeats else StorageConfig()
+    storage = open_storage(storage_url, config)
+    assert isinstance(storage, EndingStorage)
+    study = optuna.create_study(study_name=study_name, storage=storage, direction="maximize")
+    budget.ensure_budget(engine_of(storage), study_name, 2)
+    slots: list[int] = []
+
+    def claim(conn: Any) -> None:
+        slots.append(budget.claim_on_or_raise(conn, study_name))
+
+    with storage.starting(claim):
+        fresh = study.ask()
+        study.enqueue_trial({"x": 1.0})
+        queued = study.ask()
+        assert slots == [1, 2] and _state(study) == (2, 0)
+        study.enqueue_trial({"x": 0.5})
+        with pytest.raises(BudgetSpent, match=repr(study_name)):
+            study.ask()
+    assert queued.suggest_float("x", 0, 2) == 1.0
+    assert [t.state for t in study.get_trials()] == [TrialState.RUNNING, TrialState.RUNNING, TrialState.WAITING]
+    assert _state(study) == (2, 0)
+    expected = {fresh._trial_id: 1, queued._trial_id: 1} if heartbeats else {}
+    assert _heartbeat_rows(study) == expected
+    # Outside the block an ask claims nothing (the plain Optuna way).
+    study.ask()
+    assert _state(study) == (2, 0) and len(study.get_trials()) == 3
+
+
+def test_an_ask_is_rolled_back_whole_when_its_claim_fails(storage_url: str, study_name: str) -> None:
+    study = _study(storage_url, study_name, total=1)
+    storage = study._storage._backend  # type: ignore[attr-defined]
+
+    def broken_claim(conn: Any) -> None:
+        budget.claim_on(conn, study_name)
+        raise RuntimeError("connection lost after the claim")
+
+    with storage.starting(broken_claim), pytest.raises(RuntimeError, match="connection lost"):
+        study.ask()
+    assert study.get_trials() == [] and _state(study) == (0, 0)

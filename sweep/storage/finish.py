@@ -13,11 +13,13 @@ A trial that another process has already ended (failed as stale) is rejected by 
 updatable check inside that transaction, so neither the attrs nor ``then`` land: the process that
 ended it did what its end needed (see :class:`sweep.study.budget.ReleaseSlotAndRetry`).
 
-With heartbeats on (a worker's storage), a trial's start carries its first heartbeat the same way:
-the transaction in which ``Study.ask`` creates a RUNNING trial, or takes a WAITING one, also writes
-the trial's heartbeat row. Optuna never finds a trial without a heartbeat row stale, so a worker
-killed between its ask and a separate first beat used to leave a trial RUNNING for good; and the
-separate beat was one more commit per trial.
+A trial's start is one transaction the same way: the one in which ``Study.ask`` creates a RUNNING
+trial, or takes a WAITING one, also writes the trial's first heartbeat (heartbeats on: a worker's
+storage) and, inside :meth:`EndingStorage.starting`, runs a staged ``then(connection)`` (a
+worker's budget claim; an exception from it rolls the start back and leaves ``Study.ask``).
+Optuna never finds a trial without a heartbeat row stale, so a worker killed between its ask and a
+separate first beat used to leave a trial RUNNING for good, as one killed between a separate claim
+and its ask left a slot claimed with no trial; and each was one more commit per trial.
 """
 
 from __future__ import annotations
@@ -42,10 +44,12 @@ from sqlalchemy.dialects import sqlite as sa_sqlite
 
 from sweep.errors import StorageError
 
-__all__ = ["EndingStorage", "TrialEnd", "ending_storage_of", "tell"]
+__all__ = ["EndingStorage", "OnStart", "TrialEnd", "ending_storage_of", "tell"]
 
 #: ``then(connection, state, user attrs after the staged ones)``: runs in the ending transaction.
 Then = Callable[[sa.engine.Connection, TrialState, Mapping[str, Any]], None]
+#: ``then(connection)``: runs in a trial's start transaction (see :meth:`EndingStorage.starting`).
+OnStart = Callable[[sa.engine.Connection], object]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,6 +92,16 @@ class EndingStorage(optuna.storages.RDBStorage):
         finally:
             self._local.end = None
 
+    @contextlib.contextmanager
+    def starting(self, then: OnStart) -> Iterator[None]:
+        """Within this block, this thread's trial start (``Study.ask``) also runs ``then(connection)``
+        in its transaction; an exception from ``then`` rolls the start back and propagates."""
+        self._local.start = then
+        try:
+            yield
+        finally:
+            self._local.start = None
+
     @property
     def beats_at_start(self) -> bool:
         """Whether a trial's start writes its first heartbeat (heartbeats are on)."""
@@ -96,12 +110,20 @@ class EndingStorage(optuna.storages.RDBStorage):
     def _get_prepared_new_trial(self, study_id: int, template_trial: optuna.trial.FrozenTrial | None,
                                 session: Any) -> models.TrialModel:
         trial = super()._get_prepared_new_trial(study_id, template_trial, session)
-        if self.beats_at_start and trial.state == TrialState.RUNNING:  # asked, not enqueued or added
-            session.add(models.TrialHeartbeatModel(trial_id=trial.trial_id))
+        if trial.state == TrialState.RUNNING:  # asked, not enqueued or added
+            self._started(trial.trial_id, session, new=True)  # type: ignore[arg-type]  # a mapped int column
         return trial
 
+    def _started(self, trial_id: int, session: Any, *, new: bool) -> None:
+        """What a trial's start writes besides Optuna's own rows, in the same transaction."""
+        if self.beats_at_start and (new or models.TrialHeartbeatModel.where_trial_id(trial_id, session) is None):
+            session.add(models.TrialHeartbeatModel(trial_id=trial_id))
+        then: OnStart | None = getattr(self._local, "start", None)
+        if then is not None:
+            then(session.connection())
+
     def set_trial_state_values(self, trial_id: int, state: TrialState, values: Sequence[float] | None = None) -> bool:
-        if state == TrialState.RUNNING and self.beats_at_start:
+        if state == TrialState.RUNNING and (self.beats_at_start or getattr(self._local, "start", None)):
             return self._start_waiting_trial(trial_id)
         end: TrialEnd | None = getattr(self._local, "end", None)
         if end is None or end.trial_id != trial_id or not state.is_finished():
@@ -124,7 +146,7 @@ class EndingStorage(optuna.storages.RDBStorage):
         return True
 
     def _start_waiting_trial(self, trial_id: int) -> bool:
-        """Optuna's WAITING -> RUNNING (how ``Study.ask`` takes an enqueued trial) with the first heartbeat."""
+        """Optuna's WAITING -> RUNNING (how ``Study.ask`` takes an enqueued trial) with what a start writes."""
         try:
             with _create_scoped_session(self.scoped_session) as session:
                 trial = models.TrialModel.find_or_raise_by_id(trial_id, session, for_update=True)
@@ -133,8 +155,7 @@ class EndingStorage(optuna.storages.RDBStorage):
                     return False
                 trial.state = TrialState.RUNNING
                 trial.datetime_start = datetime.datetime.now()
-                if models.TrialHeartbeatModel.where_trial_id(trial_id, session) is None:
-                    session.add(models.TrialHeartbeatModel(trial_id=trial_id))
+                self._started(trial_id, session, new=False)
         except sa_exc.IntegrityError:
             return False
         return True

@@ -24,8 +24,8 @@ BUDGET = sa.Table(
     sa.Column("study_name", sa.String(512), primary_key=True),
     sa.Column("total", sa.Integer, nullable=False),
     sa.Column("claimed", sa.Integer, nullable=False, default=0),
-    # Slots whose trial finished and counts. claimed - settled = trials in flight, including a
-    # worker between its claim and its ask (no RUNNING trial exists yet in that instant).
+    # Slots whose trial finished and counts. claimed - settled = trials in flight (a worker claims
+    # in the transaction that creates its trial and settles in the one that ends it).
     sa.Column("settled", sa.Integer, nullable=False, default=0),
 )
 

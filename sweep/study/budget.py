@@ -1,11 +1,15 @@
 """Exact trial budgets shared by racing workers.
 
 Optuna's ``MaxTrialsCallback`` counts finished trials *after* the fact, so N workers overshoot by
-up to N-1 (optuna#3518). Here a worker claims a slot *before* it asks for a trial, with one
+up to N-1 (optuna#3518). Here a worker claims a slot as it asks for a trial, with one
 conditional UPDATE that the database serialises::
 
     UPDATE regsweep_budget SET claimed = claimed + 1
     WHERE study_name = :s AND claimed < total RETURNING claimed
+
+A worker runs it in the transaction that creates its trial (:func:`claim_on_or_raise` as the
+storage's start hook, :meth:`sweep.storage.finish.EndingStorage.starting`): the trial and its slot
+exist together or not at all, as its end settles the slot in the tell's own transaction.
 
 A trial failed because its worker died gives its slot back (see :func:`release`), and its
 re-queued copy is claimed like any other trial, so the study ends with exactly ``total`` trials
@@ -24,7 +28,7 @@ import optuna
 import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
 
-from sweep.errors import StorageError
+from sweep.errors import BudgetSpent, StorageError
 from sweep.storage.engine import db_call, engine_of
 from sweep.storage.tables import BUDGET, ensure_tables
 from sweep.storage.trial_record import Attr, StopCause
@@ -38,6 +42,8 @@ __all__ = [
     "BudgetState",
     "ensure_budget",
     "claim",
+    "claim_on",
+    "claim_on_or_raise",
     "release",
     "settle_on",
     "release_on",
@@ -138,28 +144,43 @@ def ensure_budget(engine: sa.engine.Engine, study_name: str, total: int) -> None
 
 
 def claim(engine: sa.engine.Engine, study_name: str) -> int | None:
-    """Claim one slot; returns its 1-based index, or None when the budget is spent.
+    """Claim one slot in a transaction of its own; returns its 1-based index, or None when the budget is spent.
 
     A study without a budget row (created outside regsweep) has an unlimited budget: returns 0.
     """
 
     def _run() -> int | None:
         with engine.begin() as conn:
-            row = conn.execute(
-                sa.update(BUDGET)
-                .where(BUDGET.c.study_name == study_name, BUDGET.c.claimed < BUDGET.c.total)
-                .values(claimed=BUDGET.c.claimed + 1)
-                .returning(BUDGET.c.claimed)
-            ).first()
-            if row is not None:
-                return int(row[0])
-            exists = conn.execute(
-                sa.select(BUDGET.c.total).where(BUDGET.c.study_name == study_name)
-            ).first()
-            return None if exists is not None else 0
+            return claim_on(conn, study_name)
 
     ensure_tables(engine)
     return db_call(_run, what=f"claim a budget slot of study {study_name!r}")
+
+
+def claim_on(conn: sa.engine.Connection, study_name: str) -> int | None:
+    """:func:`claim` within the caller's transaction."""
+    row = conn.execute(
+        sa.update(BUDGET)
+        .where(BUDGET.c.study_name == study_name, BUDGET.c.claimed < BUDGET.c.total)
+        .values(claimed=BUDGET.c.claimed + 1)
+        .returning(BUDGET.c.claimed)
+    ).first()
+    if row is not None:
+        return int(row[0])
+    exists = conn.execute(sa.select(BUDGET.c.total).where(BUDGET.c.study_name == study_name)).first()
+    return None if exists is not None else 0
+
+
+def claim_on_or_raise(conn: sa.engine.Connection, study_name: str) -> int:
+    """:func:`claim_on`, raising when no slot is left: as a trial's start hook, that rolls the start back.
+
+    Raises:
+        BudgetSpent: Every slot is claimed.
+    """
+    slot = claim_on(conn, study_name)
+    if slot is None:
+        raise BudgetSpent(f"the budget of study {study_name!r} has no slot left")
+    return slot
 
 
 def release(engine: sa.engine.Engine, study_name: str, n: int = 1) -> None:

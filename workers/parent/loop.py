@@ -1,4 +1,4 @@
-"""The worker's trial loop: claim a budget slot, ask, run the trial, repeat.
+"""The worker's trial loop: ask a trial with its budget slot, run it, repeat.
 
 The loop is the skeleton (:meth:`WorkerLoop._loop`); one trial is :class:`~workers.parent.trial.TrialRunner`,
 its epochs :class:`~workers.parent.epochs.EpochHandler`, the trial record and ending
@@ -27,8 +27,10 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from sweep.errors import StorageError
+from sweep.errors import BudgetSpent, StorageError
 from sweep.storage.engine import HEARTBEAT_INTERVAL_S, db_call, engine_of
+from sweep.storage.tables import ensure_tables
+from sweep.storage.trial_record import StopCause
 from sweep.study import budget
 from sweep.study.finalists import open_finalist_phase
 from sweep.study.sweeps import Sweep, load_sweep, make_pruner, make_sampler
@@ -87,6 +89,7 @@ class WorkerLoop:
         self.study = db_call(lambda: optuna.load_study(study_name=study_name, storage=storage, sampler=sampler,
                                                        pruner=make_pruner(spec)), what=f"load study {study_name!r}")
         self.engine = engine_of(storage)
+        ensure_tables(self.engine)  # the budget table, written in each ask's transaction
         self.trainer = trainer or TrainerProcess(spec.training.trainer)
         self.heartbeat = Heartbeat(storage, storage.get_heartbeat_interval() or HEARTBEAT_INTERVAL_S, heartbeat_file)
         self.deadline = spec.budget.deadline.timestamp() if spec.budget.deadline else None
@@ -152,12 +155,14 @@ class WorkerLoop:
             if not self._room_before_deadline():
                 self._drain_until_deadline()
                 return
-            slot = self._claim()
-            if slot == "done":
-                return
-            if slot == "wait":
+            trial = self._ask()
+            if trial is None:
+                if self._no_slot() == "done":
+                    return
                 continue
-            trial = db_call(self.study.ask, what="ask for a trial")
+            if self.stop_requested.is_set():  # stopped while asking: the trial goes back untouched
+                self.recorder.give_back(trial, StopCause.SHUTDOWN, "the worker was stopped as the trial started")
+                return
             self._run_one(trial)
             self.trials_run += 1
             self.streak.check()
@@ -198,14 +203,16 @@ class WorkerLoop:
         _logger.info("Not starting a trial: predicted %.0fs, deadline in %.0fs", predicted, self.deadline - now)
         return False
 
-    def _claim(self) -> str:
-        """Claim a budget slot: ``"slot"`` (ask a trial), ``"wait"`` (poll again) or ``"done"``."""
-        slot = budget.claim(self.engine, self.study_name)
-        if slot is not None:
-            if self.stop_requested.is_set():  # stopped while claiming
-                budget.release(self.engine, self.study_name)
-                return "done"
-            return "slot"
+    def _ask(self) -> optuna.Trial | None:
+        """Ask a trial, its budget slot claimed in the same transaction; None when no slot is left."""
+        with self.recorder.storage.starting(lambda conn: budget.claim_on_or_raise(conn, self.study_name)):
+            try:
+                return db_call(self.study.ask, what="ask for a trial")
+            except BudgetSpent:
+                return None
+
+    def _no_slot(self) -> str:
+        """No budget slot was left: ``"wait"`` (poll again) or ``"done"``."""
         if self._others_running():
             self.stop_requested.wait(self.poll_interval)
             return "wait"
@@ -221,8 +228,9 @@ class WorkerLoop:
     def _others_running(self) -> bool:
         """Whether trials of this budget are still in flight (and so may finish or free a slot).
 
-        A worker that died between its claim and its ask leaves a claim with no trial; once no
-        trial has been RUNNING for a whole grace period, such claims are released.
+        A claim with no trial (a trial ended outside a worker, e.g. marked failed in the dashboard,
+        or one left by a version that claimed before asking) is released once no trial has been
+        RUNNING for a whole grace period.
         """
         state = budget.budget_state(self.engine, self.study_name)
         if state is None or state.in_flight == 0:
