@@ -25,6 +25,7 @@ training part of each epoch (no validation or per-epoch callbacks).
 from __future__ import annotations
 
 import argparse
+import gc
 import itertools
 import os
 import statistics
@@ -295,6 +296,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--size", default="full")
     args = parser.parse_args(argv)
     setup()
+    # As in the worker's training child (workers.child.process): what the trainer imports is frozen
+    # out of full collections, for every trainer measured here alike.
+    import workers.child.train  # noqa: F401  # imports Keras and TensorFlow
+
+    gc.freeze()
     payload = run(args.widths, args.epochs, args.repeats, tuple(args.trainers))
     command = "python -m bench.throughput " + " ".join(argv if argv is not None else sys.argv[1:])
     path = write_result("throughput", args.size, payload, command.strip(), keras_too=True)
