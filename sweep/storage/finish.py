@@ -83,24 +83,27 @@ class EndingStorage(optuna.storages.RDBStorage):
         super().__setstate__(state)
         self._local = threading.local()
 
-    @contextlib.contextmanager
-    def ending(self, end: TrialEnd) -> Iterator[None]:
+    def ending(self, end: TrialEnd) -> contextlib.AbstractContextManager[None]:
         """Within this block, this thread's ending of ``end.trial_id`` also writes ``end``."""
-        self._local.end = end
-        try:
-            yield
-        finally:
-            self._local.end = None
+        return self._staged("end", end)
 
-    @contextlib.contextmanager
-    def starting(self, then: OnStart) -> Iterator[None]:
+    def starting(self, then: OnStart) -> contextlib.AbstractContextManager[None]:
         """Within this block, this thread's trial start (``Study.ask``) also runs ``then(connection)``
         in its transaction; an exception from ``then`` rolls the start back and propagates."""
-        self._local.start = then
+        return self._staged("start", then)
+
+    @contextlib.contextmanager
+    def _staged(self, name: str, value: object) -> Iterator[None]:
+        """``value`` as this thread's ``name`` (``end`` or ``start``) for the block."""
+        setattr(self._local, name, value)
         try:
             yield
         finally:
-            self._local.start = None
+            setattr(self._local, name, None)
+
+    @property
+    def _on_start(self) -> OnStart | None:
+        return getattr(self._local, "start", None)
 
     @property
     def beats_at_start(self) -> bool:
@@ -118,12 +121,11 @@ class EndingStorage(optuna.storages.RDBStorage):
         """What a trial's start writes besides Optuna's own rows, in the same transaction."""
         if self.beats_at_start and (new or models.TrialHeartbeatModel.where_trial_id(trial_id, session) is None):
             session.add(models.TrialHeartbeatModel(trial_id=trial_id))
-        then: OnStart | None = getattr(self._local, "start", None)
-        if then is not None:
-            then(session.connection())
+        if self._on_start is not None:
+            self._on_start(session.connection())
 
     def set_trial_state_values(self, trial_id: int, state: TrialState, values: Sequence[float] | None = None) -> bool:
-        if state == TrialState.RUNNING and (self.beats_at_start or getattr(self._local, "start", None)):
+        if state == TrialState.RUNNING and (self.beats_at_start or self._on_start is not None):
             return self._start_waiting_trial(trial_id)
         end: TrialEnd | None = getattr(self._local, "end", None)
         if end is None or end.trial_id != trial_id or not state.is_finished():
