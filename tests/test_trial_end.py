@@ -10,6 +10,7 @@ from typing import Any
 
 import optuna
 import pytest
+import sqlalchemy
 from optuna.trial import TrialState
 
 from sweep.errors import StorageError
@@ -190,3 +191,80 @@ def test_an_ask_is_rolled_back_whole_when_its_claim_fails(storage_url: str, stud
     with storage.starting(broken_claim), pytest.raises(RuntimeError, match="connection lost"):
         study.ask()
     assert study.get_trials() == [] and _state(study) == (0, 0)
+
+
+def _writes(storage: EndingStorage) -> list[list[str]]:
+    """Tables written by each committed transaction on ``storage`` from now on (reads commit too:
+    those are left out)."""
+    committed: list[list[str]] = []
+    pending: list[str] = []
+
+    def statement(conn: Any, cursor: Any, sql: str, *args: Any) -> None:
+        words = sql.split()
+        if words[0] in ("INSERT", "UPDATE"):
+            pending.append(words[2] if words[0] == "INSERT" else words[1])
+
+    def commit(conn: Any) -> None:
+        if pending:
+            committed.append(sorted(set(pending)))
+            pending.clear()
+
+    sqlalchemy.event.listen(storage.engine, "before_cursor_execute", statement)
+    sqlalchemy.event.listen(storage.engine, "commit", commit)
+    return committed
+
+
+def _params_seen_elsewhere(url: str, name: str, number: int) -> dict[str, Any]:
+    """The trial's params as another process reads them (a storage of its own)."""
+    return optuna.load_study(study_name=name, storage=open_storage(url)).trials[number].params
+
+
+def test_a_trial_s_sampled_params_commit_with_its_start_attrs(storage_url: str, study_name: str) -> None:
+    study = _study(storage_url, study_name)
+    storage = study._storage._backend  # type: ignore[attr-defined]
+    trial = study.ask()
+    writes = _writes(storage)
+    with storage.holding_params(trial._trial_id):
+        x = trial.suggest_float("x", 1e-6, 1.0, log=True)
+        kind = trial.suggest_categorical("kind", ["l1", "l2"])
+        assert writes == [] and _params_seen_elsewhere(storage_url, study_name, 0) == {}
+        storage.set_trial_user_attrs(trial._trial_id, {"config": {"kind": kind, "x": x}})
+        assert writes == [["trial_params", "trial_user_attributes"]]
+        storage.set_trial_user_attrs(trial._trial_id, {"seed": 3})  # the params are written once
+    assert writes[1:] == [["trial_user_attributes"]]
+    seen = optuna.load_study(study_name=study_name, storage=open_storage(storage_url)).trials[0]
+    assert seen.params == {"x": x, "kind": kind}
+    assert seen.user_attrs == {"config": {"kind": kind, "x": x}, "seed": 3}
+    # Outside the block each param commits on its own again (Optuna's way), for any trial.
+    other = study.ask()
+    other.suggest_float("x", 1e-6, 1.0, log=True)
+    assert writes[2:] == [["trials"], ["trial_params"]] and "x" in _params_seen_elsewhere(storage_url, study_name, 1)
+
+
+def test_held_params_left_unwritten_by_attrs_are_committed_at_the_block_s_end(storage_url: str,
+                                                                                study_name: str) -> None:
+    study = _study(storage_url, study_name)
+    storage = study._storage._backend  # type: ignore[attr-defined]
+    kept, dropped = study.ask(), study.ask()
+    with storage.holding_params(kept._trial_id):
+        value = kept.suggest_float("x", 0.0, 1.0)
+    assert _params_seen_elsewhere(storage_url, study_name, 0) == {"x": value}
+    # A start that fails takes its sampled config with it: the trial is failed without params.
+    with pytest.raises(RuntimeError, match="start failed"), storage.holding_params(dropped._trial_id):
+        dropped.suggest_float("x", 0.0, 1.0)
+        raise RuntimeError("start failed")
+    assert _params_seen_elsewhere(storage_url, study_name, 1) == {}
+
+
+def test_a_held_param_that_contradicts_the_study_fails_its_attrs_write_whole(storage_url: str,
+                                                                            study_name: str) -> None:
+    """Optuna's check that a param keeps its distribution across the study still runs, at the write."""
+    study = _study(storage_url, study_name)
+    storage = study._storage._backend  # type: ignore[attr-defined]
+    study.ask().suggest_float("x", 0.0, 1.0)  # the study's "x" is a float in [0, 1]
+    trial = study.ask()
+    with pytest.raises(ValueError, match="distribution"), storage.holding_params(trial._trial_id):
+        trial.suggest_categorical("x", ["a", "b"])
+        storage.set_trial_user_attrs(trial._trial_id, {"config": "a categorical x"})
+    seen = optuna.load_study(study_name=study_name, storage=open_storage(storage_url)).trials[1]
+    assert seen.params == {} and seen.user_attrs == {}

@@ -20,6 +20,11 @@ worker's budget claim; an exception from it rolls the start back and leaves ``St
 Optuna never finds a trial without a heartbeat row stale, so a worker killed between its ask and a
 separate first beat used to leave a trial RUNNING for good, as one killed between a separate claim
 and its ask left a slot claimed with no trial; and each was one more commit per trial.
+
+A trial's config is one transaction too: inside :meth:`EndingStorage.holding_params`, the params
+``suggest_*`` writes for that trial (Optuna commits each on its own) wait for the trial's next
+:meth:`EndingStorage.set_trial_user_attrs` and are committed with it, so a worker's sampled config
+and the attrs that describe it (config, seed, worker) land together: 2-4 commits fewer per trial.
 """
 
 from __future__ import annotations
@@ -28,12 +33,14 @@ import contextlib
 import dataclasses
 import datetime
 import json
+import logging
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import optuna
 import sqlalchemy as sa
+from optuna.distributions import BaseDistribution
 from optuna.storages._rdb import models
 from optuna.storages._rdb.storage import _create_scoped_session
 from optuna.study._tell import _tell_with_warning
@@ -45,6 +52,8 @@ from sqlalchemy.dialects import sqlite as sa_sqlite
 from sweep.errors import StorageError
 
 __all__ = ["EndingStorage", "OnStart", "TrialEnd", "ending_storage_of", "tell"]
+
+_logger = logging.getLogger(__name__)
 
 #: ``then(connection, state, user attrs after the staged ones)``: runs in the ending transaction.
 Then = Callable[[sa.engine.Connection, TrialState, Mapping[str, Any]], None]
@@ -65,6 +74,16 @@ class TrialEnd:
     trial_id: int
     attrs: Mapping[str, Any]
     then: Then | None = None
+
+
+@dataclasses.dataclass
+class _HeldParams:
+    """Params of one trial that ``suggest_*`` wrote while held: ``(name, internal value,
+    distribution, the study's earlier distribution of that name or None)``, in order."""
+
+    trial_id: int
+    params: list[tuple[str, float, BaseDistribution, BaseDistribution | None]] = dataclasses.field(
+        default_factory=list)
 
 
 class EndingStorage(optuna.storages.RDBStorage):
@@ -91,6 +110,43 @@ class EndingStorage(optuna.storages.RDBStorage):
         """Within this block, this thread's trial start (``Study.ask``) also runs ``then(connection)``
         in its transaction; an exception from ``then`` rolls the start back and propagates."""
         return self._staged("start", then)
+
+    @contextlib.contextmanager
+    def holding_params(self, trial_id: int) -> Iterator[None]:
+        """Within this block, this thread's param writes for ``trial_id`` are committed with the
+        trial's next :meth:`set_trial_user_attrs`; any still held when the block ends normally are
+        committed then, in one transaction. A block left by an exception drops them: the trial's
+        start failed, and its config with it.
+
+        Args:
+            trial_id: The storage's id of the trial being sampled.
+        """
+        held = _HeldParams(trial_id)
+        with self._staged("params", held):
+            yield
+        if held.params:
+            with _create_scoped_session(self.scoped_session, True) as session:
+                self._write_held(session, held)
+
+    def _held_for(self, trial_id: int) -> _HeldParams | None:
+        held: _HeldParams | None = getattr(self._local, "params", None)
+        return held if held is not None and held.trial_id == trial_id else None
+
+    def _set_trial_param(self, trial_id: int, param_name: str, param_value_internal: float,
+                         distribution: BaseDistribution, previous_distribution: BaseDistribution | None) -> None:
+        # Optuna's _CachedStorage.set_trial_param writes through this method.
+        held = self._held_for(trial_id)
+        if held is None:
+            super()._set_trial_param(trial_id, param_name, param_value_internal, distribution,
+                                     previous_distribution)
+            return
+        held.params.append((param_name, param_value_internal, distribution, previous_distribution))
+
+    def _write_held(self, session: Any, held: _HeldParams) -> None:
+        """The held params, by Optuna's own per-param steps (the updatable and distribution checks)."""
+        for name, value, distribution, previous in held.params:
+            self._set_trial_param_without_commit(session, held.trial_id, name, value, distribution, previous)
+        _logger.debug("trial %d: %d held params written", held.trial_id, len(held.params))
 
     @contextlib.contextmanager
     def _staged(self, name: str, value: object) -> Iterator[None]:
@@ -164,11 +220,16 @@ class EndingStorage(optuna.storages.RDBStorage):
 
     def set_trial_user_attrs(self, trial_id: int, attrs: Mapping[str, Any]) -> None:
         """Write several user attrs of a running trial in one transaction (Optuna's
-        ``set_trial_user_attr`` commits one at a time)."""
+        ``set_trial_user_attr`` commits one at a time), with its params held by :meth:`holding_params`."""
+        held = self._held_for(trial_id)
         with _create_scoped_session(self.scoped_session, True) as session:
             trial = models.TrialModel.find_or_raise_by_id(trial_id, session)
             self.check_trial_is_updatable(trial_id, trial.state)  # type: ignore[arg-type]  # as Optuna's
+            if held is not None:
+                self._write_held(session, held)
             self._upsert_user_attrs(session, trial_id, attrs)
+        if held is not None:  # committed (a failed commit raised and keeps them held for a retry)
+            held.params.clear()
 
     def _upsert_user_attrs(self, session: Any, trial_id: int, attrs: Mapping[str, Any]) -> None:
         """All ``attrs`` in one statement where the dialect has an upsert (the row lock is held)."""

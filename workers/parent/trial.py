@@ -107,19 +107,21 @@ class TrialRunner:
 
     def _start(self, trial: optuna.Trial) -> tuple[RegularizerConfig, int, dict[str, Any] | None]:
         """Sample the config and write the trial's identity attrs; returns (config, seed, inherited checkpoint)."""
-        # Sampling reads the study and writes params: a database blip here must not fail the trial.
-        config = db_call(lambda: suggest_config(trial, self.spec.space), what=f"suggest trial {trial.number}")
-        # The attrs it was created with (a re-queued copy's, a finalist's seed): Optuna read the trial
-        # when it was asked and keeps that copy current; Trial.user_attrs would read it again.
-        attrs = dict(trial._cached_frozen_trial.user_attrs)
-        seed = int(attrs.get(Attr.SEED, self.spec.training.seed))
-        self.recorder.set_many(trial, {
-            Attr.CONFIG: config.canonical(),
-            Attr.CONFIG_HASH: config.config_hash(),
-            Attr.SEED: seed,
-            Attr.PHASE: attrs.get(Attr.PHASE, "search"),
-            Attr.WORKER: self.worker,
-        })
+        # The sampled params are committed with the attrs below, in one transaction.
+        with self.recorder.storage.holding_params(trial._trial_id):
+            # Sampling reads the study: a database blip here must not fail the trial.
+            config = db_call(lambda: suggest_config(trial, self.spec.space), what=f"suggest trial {trial.number}")
+            # The attrs it was created with (a re-queued copy's, a finalist's seed): Optuna read the
+            # trial when it was asked and keeps that copy current; Trial.user_attrs would read it again.
+            attrs = dict(trial._cached_frozen_trial.user_attrs)
+            seed = int(attrs.get(Attr.SEED, self.spec.training.seed))
+            self.recorder.set_many(trial, {
+                Attr.CONFIG: config.canonical(),
+                Attr.CONFIG_HASH: config.config_hash(),
+                Attr.SEED: seed,
+                Attr.PHASE: attrs.get(Attr.PHASE, "search"),
+                Attr.WORKER: self.worker,
+            })
         _logger.info("Trial %d: %s", trial.number, config.label())
         return config, seed, attrs.get(Attr.CHECKPOINT)  # a re-queued copy's parent's checkpoint
 
