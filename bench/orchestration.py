@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import gc
 import json
 import logging
 import multiprocessing as mp
@@ -193,6 +194,7 @@ def _project_worker(name: str, index: int, trials: int, barrier: Any, out: Any, 
 
     storage = open_storage(PG_URL, StorageConfig.for_worker(),
                            stale_trial_callback=ReleaseSlotAndRetry())
+    gc.freeze()  # as sweep-worker does once its storage is open (workers/cli.py)
     trainer = TimedTrainer(trainer_ref)
     loop = loop_module.WorkerLoop(storage, name, trainer=trainer, worker_index=index, max_trials=trials,
                                   poll_interval=0.2)
@@ -587,6 +589,7 @@ def _growth_project(name: str, trials: int, out: Any) -> None:
     start = time.perf_counter()
     storage = open_storage(PG_URL, StorageConfig.for_worker(),
                            stale_trial_callback=ReleaseSlotAndRetry())
+    gc.freeze()  # as sweep-worker does once its storage is open (workers/cli.py)
     loop = WorkerLoop(storage, name, trainer=trainer, max_trials=trials, poll_interval=0.2)
     run_trial = loop.runner.run
     trial_ended: list[float] = []
