@@ -48,6 +48,33 @@ def load1() -> float:
     return round(os.getloadavg()[0], 2)
 
 
+def _cpu_times() -> tuple[int, int]:
+    """(busy, total) jiffies of all cores since boot, from ``/proc/stat``."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    return sum(fields) - idle, sum(fields)
+
+
+def wait_until_quiet(busy_below: float = 0.25, max_wait_s: float = 30.0, window_s: float = 1.0) -> dict[str, float]:
+    """Wait until the cores are busy less than ``busy_below`` of a ``window_s`` window, or ``max_wait_s``.
+
+    The load average lags by minutes; what a timing needs is that the work before it (worker
+    processes exiting, Postgres vacuuming the trials they wrote) is over now.
+
+    Returns:
+        ``{"cpu_busy": share of the last window, "waited_s": seconds waited}``.
+    """
+    started = time.monotonic()
+    while True:
+        busy0, total0 = _cpu_times()
+        time.sleep(window_s)
+        busy1, total1 = _cpu_times()
+        share = (busy1 - busy0) / max(total1 - total0, 1)
+        waited = time.monotonic() - started
+        if share < busy_below or waited >= max_wait_s:
+            return {"cpu_busy": round(share, 3), "waited_s": round(waited, 1)}
+
+
 def _cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():

@@ -52,7 +52,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench.common import PG_URL, load1, logger, setup, summarize, write_result
+from bench.common import PG_URL, load1, logger, setup, summarize, wait_until_quiet, write_result
 
 __all__ = ["goals", "main", "realistic_trial", "run_config", "run_growth"]
 
@@ -638,12 +638,17 @@ def run_growth(sizes: list[int], trials: int, repeats: int) -> dict[str, Any]:
             attr_bytes[mode] = _populate(name, n, with_attrs=mode != "optuna_no_attrs")
             logger.info("growth: %s study of %d trials filled in %.1fs", mode, n, time.perf_counter() - started)
         samples: dict[str, list[dict[str, Any]]] = {mode: [] for mode in GROWTH_MODES}
+        # Filling the studies (and, at the first size, the 16-process configuration before it) leaves
+        # Postgres and exiting processes busy for a while: at a load of 5.7 the first asks at 100
+        # trials measured 251/202 ms against 110/97 ms on quiet cores, a ratio of noise.
+        quiet = wait_until_quiet()
         load_before = load1()
         for _ in range(repeats):  # alternating, so drifting load hits every mode alike
             for mode in GROWTH_MODES:
                 target = _growth_project if mode == "project" else _growth_bare
                 samples[mode].append(_in_fresh_process(target, names[mode], trials))
         row: dict[str, Any] = {"finished_trials": n, "attr_bytes_per_trial": attr_bytes, "load1_before": load_before,
+                               "cpu_busy_before": quiet["cpu_busy"], "waited_for_quiet_s": quiet["waited_s"],
                                "trivial_trials_per_process": trials, "repeats": repeats}
         for mode in GROWTH_MODES:
             row[mode] = {f"{key[:-2]}_ms": round(1000 * statistics.median(s[key] for s in samples[mode]), 1)
