@@ -74,6 +74,11 @@ def test_strategies_are_the_preset_with_only_sampler_and_pruner_changed() -> Non
 def test_the_evaluation_measures_every_strategy_against_random(table: Table) -> None:
     result = evaluate(table, seeds=2, budget_trials=12)
     assert result["budget_epochs"] == 12 * EPOCHS
-    assert set(result["summary"]) == {"random", "tpe", "tpe+median", "tpe+hyperband", "default"}
-    assert 0.5 < result["target_random_final_best"] <= 0.95
+    assert set(result["summary"]) == {"random", "tpe", "tpe+median", "tpe+hyperband", "random+hyperband", "default"}
+    # Random's final best is taken per table seed, each no higher than that seed's best record, so
+    # every strategy can reach it; random itself reaches it in a replay of each seed.
+    best_at = {str(seed): max(max(row["curves"][str(seed)]) for row in table.rows) for seed in range(table.seeds)}
+    targets = result["target_random_final_best"]
+    assert set(targets) == set(best_at) and all(0.5 < targets[w] <= best_at[w] for w in targets)
+    assert result["summary"]["random"]["reached"] == "2/2"
     assert result["goal_met"] == (result["goal_value"] <= 0.25)
