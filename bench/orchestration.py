@@ -281,6 +281,7 @@ def _pooled(rounds: list[dict[str, Any]]) -> dict[str, Any]:
         "wall_s": round(wall, 3), "trials_per_s": round(trials / wall, 2),
         "trials_per_s_by_round": [r["trials_per_s"] for r in rounds],
         "load1_before": [r["load1_before"] for r in rounds],
+        "quiet_before": [r.get("quiet_before") for r in rounds],
         "ops_ms": {key: summarize(values) for key, values in sorted(samples.items())},
         "run_trial_ms_raw": [v for r in rounds for v in r["run_trial_ms_raw"]],
     }
@@ -323,7 +324,8 @@ def run(procs: list[int], trials_per_proc: dict[int, int], with_real_trial: bool
             for mode in ("optuna", "project"):
                 logger.info("orchestration: %s x%d (%d trials each), round %d/%d", mode, n, trials_per_proc[n],
                             r + 1, n_rounds)
-                by_mode[mode].append(run_config(mode, n, trials_per_proc[n]))
+                quiet = wait_until_quiet()  # the previous run's processes and Postgres work are over
+                by_mode[mode].append(run_config(mode, n, trials_per_proc[n]) | {"quiet_before": quiet})
                 logger.info("  %.1f trials/s", by_mode[mode][-1]["trials_per_s"])
         configs += [_pooled(by_mode[mode]) for mode in ("optuna", "project")]
     ratios = {}
