@@ -139,6 +139,9 @@ def test_steps_per_epoch_cycles_through_the_images():
         assert call["images_per_second"] * call["epoch_seconds"] == pytest.approx(160)
     plain = train(TrainRequest(config=NONE, setup={**setup, "steps_per_epoch": None}, seed=1), Recorder())
     assert plain["optimizer_steps"] == 2 * 4  # one pass: 64 / 16
+    # With more steps per call than an epoch's 10, an epoch is still 10 steps (a divisor is used).
+    fused = train(TrainRequest(config=NONE, setup={**setup, "steps_per_execution": 16}, seed=1), Recorder())
+    assert fused["optimizer_steps"] == 20
     message = r"^Invalid training.steps_per_epoch: expected an int >= 1, received steps_per_epoch=0$"
     with pytest.raises(TrialError, match=message):
         train(TrainRequest(config=NONE, setup={**setup, "steps_per_epoch": 0}, seed=1), Recorder())
@@ -147,6 +150,9 @@ def test_steps_per_epoch_cycles_through_the_images():
 def test_invalid_setup_fails_the_trial_before_training():
     with pytest.raises(TrialError, match="Invalid training.optimizer: expected one of .*received optimizer='rmsprop'"):
         train(TrainRequest(config=NONE, setup={**SETUP, "optimizer": "rmsprop"}), Recorder())
+    with pytest.raises(TrialError, match=r"^Invalid training.steps_per_execution: expected an int >= 1, "
+                                         r"received steps_per_execution=0$"):
+        train(TrainRequest(config=NONE, setup={**SETUP, "steps_per_execution": 0}), Recorder())
     with pytest.raises(TrialError, match="Invalid kernel.l2"):
         train(TrainRequest(config={"kernel": {"kind": "l2", "l2": -1.0}}, setup=SETUP), Recorder())
 
@@ -169,3 +175,18 @@ def test_larger_validation_batches_give_the_same_validation_numbers(monkeypatch)
     assert small["loss"] == large["loss"]  # training itself is untouched
     assert small["val_accuracy"] == large["val_accuracy"]
     assert small["val_loss"] == pytest.approx(large["val_loss"], rel=1e-5)
+
+
+@pytest.mark.slow
+def test_steps_per_execution_trains_the_same_steps_to_the_same_numbers():
+    """Several optimizer steps per call into the compiled function change the speed only: the same
+    step count (an epoch's last call runs fewer than 16) and the same curves up to float rounding."""
+    setup = {**SETUP, "epochs": 2, "limit": 600}
+    runs = {spe: train(TrainRequest(config=STRONG_L1, setup={**setup, "steps_per_execution": spe}, seed=1),
+                       Recorder())
+            for spe in (1, 16)}
+    one, many = runs[1], runs[16]
+    steps = one["optimizer_steps"] // 2
+    assert many["optimizer_steps"] == one["optimizer_steps"] and steps % 16 != 0  # a short last call
+    for key in ("loss", "reg_loss", "val_loss", "val_accuracy"):
+        assert many["history"][key] == pytest.approx(one["history"][key], rel=1e-4), key

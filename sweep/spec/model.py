@@ -56,6 +56,9 @@ class TrainingSetup(Strict):
     limit: int | None = Field(None, ge=1)
     mixed_precision: Literal["auto", "on", "off"] = "auto"
     jit_compile: Literal["auto", "on", "off"] = "auto"
+    # Optimizer steps per call into the compiled train function: the small classifier's steps are
+    # short enough that Keras' per-call work shows (1 -> 16: +12% images/s at width 0.25 on CPU).
+    steps_per_execution: int = Field(16, ge=1, le=100_000)
     trainer: str = "keras"
     trainer_options: dict[str, float | int | str | bool] = Field(default_factory=dict)
 

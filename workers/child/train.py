@@ -36,7 +36,7 @@ _DEFAULTS: dict[str, Any] = {
     "dataset": "digits", "input_size": 32, "width": 0.25, "bn_momentum": 0.9, "conv_bias": False,
     "epochs": 5, "batch_size": 64, "optimizer": "sgd", "learning_rate": 0.05, "momentum": 0.9,
     "seed": 0, "val_fraction": 0.2, "limit": None, "mixed_precision": "auto", "jit_compile": "auto",
-    "steps_per_epoch": None,
+    "steps_per_epoch": None, "steps_per_execution": 16,
 }
 
 
@@ -99,6 +99,18 @@ def _steps_per_epoch(setup: dict[str, Any]) -> int | None:
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise TrialError(f"Invalid training.steps_per_epoch: expected an int >= 1, received steps_per_epoch={steps!r}")
     return steps
+
+
+def _steps_per_execution(setup: dict[str, Any], steps_per_epoch: int | None) -> int:
+    """Optimizer steps per call into the compiled train function, never changing an epoch's steps."""
+    wanted = setup.get("steps_per_execution", 1)
+    if isinstance(wanted, bool) or not isinstance(wanted, int) or wanted < 1:
+        raise TrialError("Invalid training.steps_per_execution: expected an int >= 1, "
+                         f"received steps_per_execution={wanted!r}")
+    if steps_per_epoch is None:
+        return wanted  # one pass: Keras ends the pass's last call early
+    # A set epoch length is rounded up to whole calls (10 steps at 16 a call ran 16): a divisor keeps it.
+    return max(d for d in range(1, min(wanted, steps_per_epoch) + 1) if steps_per_epoch % d == 0)
 
 
 def _inputs(data: ImageData, batch_size: int, seed: int, steps_per_epoch: int | None) -> dict[str, Any]:
@@ -218,6 +230,7 @@ def _model(request: TrainRequest, setup: dict[str, Any], data: ImageData, regs: 
             loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
             metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
             jit_compile=jit,
+            steps_per_execution=_steps_per_execution(setup, _steps_per_epoch(setup)),
         )
     model.jit_compile = jit  # a loaded model keeps the saving machine's choice
     return model
