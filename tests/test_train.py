@@ -139,7 +139,8 @@ def test_steps_per_epoch_cycles_through_the_images():
         assert call["images_per_second"] * call["epoch_seconds"] == pytest.approx(160)
     plain = train(TrainRequest(config=NONE, setup={**setup, "steps_per_epoch": None}, seed=1), Recorder())
     assert plain["optimizer_steps"] == 2 * 4  # one pass: 64 / 16
-    # With more steps per call than an epoch's 10, an epoch is still 10 steps (a divisor is used).
+    # With more steps per call than an epoch's 10, an epoch is still 10 steps (a divisor is used:
+    # Keras would round the epoch up to 16).
     fused = train(TrainRequest(config=NONE, setup={**setup, "steps_per_execution": 16}, seed=1), Recorder())
     assert fused["optimizer_steps"] == 20
     message = r"^Invalid training.steps_per_epoch: expected an int >= 1, received steps_per_epoch=0$"

@@ -56,9 +56,10 @@ class TrainingSetup(Strict):
     limit: int | None = Field(None, ge=1)
     mixed_precision: Literal["auto", "on", "off"] = "auto"
     jit_compile: Literal["auto", "on", "off"] = "auto"
-    # Optimizer steps per call into the compiled train function: the small classifier's steps are
-    # short enough that Keras' per-call work shows (1 -> 16: +12% images/s at width 0.25 on CPU).
-    steps_per_execution: int = Field(16, ge=1, le=100_000)
+    # Optimizer steps per call into the compiled train function. 16 trained +7-12% images/s in
+    # steady epochs on CPU but traced its loop ~1-2 s longer: a whole 12-epoch trial took 10% longer
+    # (18.2 vs 16.5 s at width 0.25, 36.9 vs 30-33 s at 1.0). Left at 1; a knob for accelerators.
+    steps_per_execution: int = Field(1, ge=1, le=100_000)
     trainer: str = "keras"
     trainer_options: dict[str, float | int | str | bool] = Field(default_factory=dict)
 

@@ -36,7 +36,7 @@ _DEFAULTS: dict[str, Any] = {
     "dataset": "digits", "input_size": 32, "width": 0.25, "bn_momentum": 0.9, "conv_bias": False,
     "epochs": 5, "batch_size": 64, "optimizer": "sgd", "learning_rate": 0.05, "momentum": 0.9,
     "seed": 0, "val_fraction": 0.2, "limit": None, "mixed_precision": "auto", "jit_compile": "auto",
-    "steps_per_epoch": None, "steps_per_execution": 16,
+    "steps_per_epoch": None, "steps_per_execution": 1,
 }
 
 
