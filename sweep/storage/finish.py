@@ -150,7 +150,7 @@ class EndingStorage(optuna.storages.RDBStorage):
 
     @contextlib.contextmanager
     def _staged(self, name: str, value: object) -> Iterator[None]:
-        """``value`` as this thread's ``name`` (``end`` or ``start``) for the block."""
+        """``value`` as this thread's ``name`` (``end``, ``start`` or ``params``) for the block."""
         setattr(self._local, name, value)
         try:
             yield

@@ -173,6 +173,7 @@ def train(request: TrainRequest, on_epoch: Callable[[dict[str, Any]], str]) -> d
     jit_setting = _choice(setup, "jit_compile", ("auto", "on", "off"))
     epochs, batch_size = int(setup["epochs"]), int(setup["batch_size"])
     steps_per_epoch = _steps_per_epoch(setup)
+    steps_per_execution = _steps_per_execution(setup, steps_per_epoch)
     if epochs < 1 or batch_size < 1:
         raise TrialError(
             f"Invalid training: epochs and batch_size must be >= 1, received epochs={epochs}, batch_size={batch_size}"
@@ -188,7 +189,7 @@ def train(request: TrainRequest, on_epoch: Callable[[dict[str, Any]], str]) -> d
             setup["dataset"], image_size=int(setup["input_size"]), val_fraction=float(setup["val_fraction"]),
             seed=int(setup["seed"]), limit=setup["limit"],
         )
-        model = _model(request, setup, data, regs, optimizer, _jit(jit_setting, gpu))
+        model = _model(request, setup, data, regs, optimizer, _jit(jit_setting, gpu), steps_per_execution)
         # Shuffle seed moves with initial_epoch so a resumed run does not replay epoch 0's order.
         fit_kwargs = _inputs(data, batch_size, int(request.seed) + request.initial_epoch, steps_per_epoch)
         images_per_epoch = steps_per_epoch * batch_size if steps_per_epoch else len(data.x_train)
@@ -214,7 +215,7 @@ def _fresh_session(mixed: str, gpu: bool) -> None:
 
 
 def _model(request: TrainRequest, setup: dict[str, Any], data: ImageData, regs: RegularizerSet,
-           optimizer: keras.optimizers.Optimizer, jit: bool) -> keras.Model:
+           optimizer: keras.optimizers.Optimizer, jit: bool, steps_per_execution: int) -> keras.Model:
     """The compiled classifier: built afresh, or the checkpoint's when the trial resumes."""
     if request.resume_path:
         model = keras.models.load_model(request.resume_path)  # compiled, optimizer state included
@@ -230,7 +231,7 @@ def _model(request: TrainRequest, setup: dict[str, Any], data: ImageData, regs: 
             loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
             metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
             jit_compile=jit,
-            steps_per_execution=_steps_per_execution(setup, _steps_per_epoch(setup)),
+            steps_per_execution=steps_per_execution,
         )
     model.jit_compile = jit  # a loaded model keeps the saving machine's choice
     return model
