@@ -33,7 +33,7 @@ import sys
 import time
 from typing import Any
 
-from bench.common import load1, logger, setup, write_result
+from bench.common import load1, logger, setup, wait_until_quiet, write_result
 
 __all__ = ["measure", "main"]
 
@@ -231,10 +231,14 @@ def run(widths: list[float], epochs: int, repeats: int, trainers: tuple[str, ...
     for rep in range(repeats):
         for width in widths:
             for kind in KINDS:
-                for trainer in trainers:
+                # Odd repeats reverse the order: whatever the run before leaves behind (a warm
+                # allocator, a busier core) falls on each trainer alike.
+                for trainer in trainers if rep % 2 == 0 else trainers[::-1]:
+                    quiet = wait_until_quiet()  # the 1-minute load lags: start each run on idle cores
                     logger.info("throughput: rep %d %s width=%s %s", rep, trainer, width, kind)
                     r = measure(trainer, width, kind, epochs)
-                    r["repeat"] = rep
+                    r.update({"repeat": rep, "cpu_busy_before": quiet["cpu_busy"],
+                              "waited_for_quiet_s": quiet["waited_s"]})
                     runs.append(r)
                     logger.info("  %.0f img/s (first epoch +%.1fs)", r["images_per_s"], r["first_epoch_extra_s"])
     best: dict[str, dict[str, Any]] = {}
