@@ -25,12 +25,12 @@ PLANS: dict[str, dict[str, list[str]]] = {
     "ci": {
         "orchestration": ["--procs", "1", "4", "16", "--trials-per-proc", "8", "--rounds", "3"],
         "throughput": ["--widths", "0.25", "1.0", "--epochs", "3", "--repeats", "2", "--trainers", "plain", "worker"],
-        "search": ["--seeds", "20"],
+        "search": ["--seeds", "60"],
     },
     "full": {
         "orchestration": ["--procs", "1", "4", "16"],
         "throughput": ["--widths", "0.25", "1.0", "--epochs", "5", "--repeats", "2"],
-        "search": ["--seeds", "30"],
+        "search": ["--seeds", "100"],
     },
 }
 
