@@ -92,21 +92,21 @@ def _optimizer(setup: dict[str, Any]) -> keras.optimizers.Optimizer:
     return keras.optimizers.SGD(lr, momentum=float(setup["momentum"]) if name == "momentum" else 0.0)
 
 
+def _count(key: str, value: Any) -> int:
+    """``value`` of ``training.key`` checked as a count of steps: an int >= 1."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise TrialError(f"Invalid training.{key}: expected an int >= 1, received {key}={value!r}")
+    return value
+
+
 def _steps_per_epoch(setup: dict[str, Any]) -> int | None:
     steps = setup.get("steps_per_epoch")
-    if steps is None:
-        return None
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise TrialError(f"Invalid training.steps_per_epoch: expected an int >= 1, received steps_per_epoch={steps!r}")
-    return steps
+    return None if steps is None else _count("steps_per_epoch", steps)
 
 
 def _steps_per_execution(setup: dict[str, Any], steps_per_epoch: int | None) -> int:
     """Optimizer steps per call into the compiled train function, never changing an epoch's steps."""
-    wanted = setup.get("steps_per_execution", 1)
-    if isinstance(wanted, bool) or not isinstance(wanted, int) or wanted < 1:
-        raise TrialError("Invalid training.steps_per_execution: expected an int >= 1, "
-                         f"received steps_per_execution={wanted!r}")
+    wanted = _count("steps_per_execution", setup.get("steps_per_execution", 1))
     if steps_per_epoch is None:
         return wanted  # one pass: Keras ends the pass's last call early
     # A set epoch length is rounded up to whole calls (10 steps at 16 a call ran 16): a divisor keeps it.
