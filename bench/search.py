@@ -42,9 +42,9 @@ from bench.search_table import Table, load_table
 
 __all__ = ["STRATEGIES", "main", "replay", "spec_for"]
 
-#: Each strategy is the preset with these ``[sampler]``/``[pruner]`` tables; "default" is the preset as is.
-#: The preset samples randomly with Hyperband (min 3, rf 3); TPE is the project's sampler elsewhere.
+# The preset samples randomly with Hyperband (min 3, rf 3); the TPE strategies name their sampler.
 _TPE = {"name": "tpe", "n_startup_trials": 10}
+#: Each strategy is the preset with these ``[sampler]``/``[pruner]`` tables; "default" is the preset as is.
 STRATEGIES: dict[str, dict[str, Any]] = {
     "random": {"sampler": {"name": "random"}, "pruner": {"name": "none"}},
     "tpe": {"sampler": _TPE, "pruner": {"name": "none"}},
