@@ -1,5 +1,6 @@
 """The trainer's per-epoch side in the child: the Keras callback that times an epoch, checks its
-loss, measures the regularizer diagnostics, saves the checkpoint and asks ``on_epoch`` what next."""
+loss, measures the regularizer diagnostics (:mod:`workers.child.probe`), saves the checkpoint and
+asks ``on_epoch`` what next."""
 
 from __future__ import annotations
 
@@ -11,12 +12,11 @@ from collections.abc import Callable
 from typing import Any
 
 import keras
-import numpy as np
 
 from sweep.errors import TrialDiverged
-from workers.child.model import block_of, block_outputs, kernel_layers
+from workers.child.probe import SPARSITY_THRESHOLD, EpochProbe
 
-__all__ = ["METRIC_KEYS", "SPARSITY_THRESHOLD", "EpochReporter", "reg_loss_on", "save_atomically", "weight_stats"]
+__all__ = ["METRIC_KEYS", "SPARSITY_THRESHOLD", "EpochReporter", "save_atomically"]
 
 logger = logging.getLogger("workers.child.train")
 
@@ -24,36 +24,6 @@ logger = logging.getLogger("workers.child.train")
 METRIC_KEYS: tuple[str, ...] = (
     "epoch", "loss", "accuracy", "val_loss", "val_accuracy", "reg_loss", "epoch_seconds", "images_per_second",
 )
-#: A weight with ``|w|`` below this counts as zero for ``sparsity``.
-SPARSITY_THRESHOLD = 1e-3
-
-def reg_loss_on(model: keras.Model, probe: np.ndarray) -> float:
-    """The tutorial's ``add_n(model.losses)``, made to work after ``fit``.
-
-    Activity penalties are recorded when a layer is *called*; after ``fit`` the layers still
-    hold the symbolic tensors of the traced train step, and summing those fails. Calling the
-    model eagerly on a fixed probe batch first replaces them with concrete values (weight
-    penalties are recomputed from the variables on every access). The activity part therefore
-    is "per image, on the probe batch, in inference mode".
-
-    Args:
-        model: The model.
-        probe: A fixed batch of inputs.
-
-    Returns:
-        The summed regularization loss (0.0 without penalties).
-    """
-    if _has_activity_penalty(model):
-        model(probe, training=False)
-    # Without activity penalties the forward pass would add nothing: it measured 0.18-0.26 s an
-    # epoch on the full-width classifier, where summing the weight penalties takes 0.025 s.
-    return float(sum(float(keras.ops.convert_to_numpy(loss)) for loss in model.losses))
-
-
-def _has_activity_penalty(layer: keras.layers.Layer) -> bool:
-    if getattr(layer, "activity_regularizer", None) is not None:
-        return True
-    return any(_has_activity_penalty(inner) for inner in getattr(layer, "layers", ()))
 
 
 def save_atomically(model: keras.Model, path: str) -> None:
@@ -73,7 +43,7 @@ def save_atomically(model: keras.Model, path: str) -> None:
 class EpochReporter(keras.callbacks.Callback):
     """Times the training part of each epoch, checks the loss and asks ``on_epoch`` what next."""
 
-    def __init__(self, on_epoch: Callable[[dict[str, Any]], str], probe: np.ndarray, n_train: int,
+    def __init__(self, on_epoch: Callable[[dict[str, Any]], str], probe: EpochProbe, n_train: int,
                  checkpoint_path: str | None) -> None:
         super().__init__()
         self.on_epoch = on_epoch
@@ -84,21 +54,6 @@ class EpochReporter(keras.callbacks.Callback):
         self.diagnostics: list[dict[str, Any]] = []
         self.stopped: str | None = None
         self._start = self._train_end = 0.0
-        self._probe_model: keras.Model | None = None
-
-    def _diagnostics(self) -> dict[str, Any]:
-        """Per-block kernel L1/L2 norms and sparsity, and mean |activation| on the probe batch."""
-        if self._probe_model is None:
-            outputs = block_outputs(self.model)
-            self._names = [name for name, _ in outputs]
-            self._probe_model = keras.Model(self.model.input, [layer.output for _, layer in outputs])
-        sparsity, blocks = weight_stats(self.model)
-        # Traced once (about 1 s), then 0.03 s a call where the eager call took 0.16-0.2 s.
-        activations = self._probe_model.predict_on_batch(self.probe)
-        for name, value in zip(self._names, activations, strict=True):
-            mean = float(np.mean(np.abs(keras.ops.convert_to_numpy(value).astype(np.float64))))
-            blocks.setdefault(name, {})["activation"] = mean
-        return {"sparsity": sparsity, "blocks": blocks}
 
     def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         self._start, self._train_end = time.perf_counter(), 0.0
@@ -113,20 +68,21 @@ class EpochReporter(keras.callbacks.Callback):
         for key in ("loss", "val_loss"):
             if not math.isfinite(float(logs.get(key, math.nan))):
                 raise TrialDiverged(f"Training diverged at epoch {epoch}: {key}={logs.get(key)!r}")
+        measured = self.probe.measure()
         metrics: dict[str, Any] = {
             "epoch": epoch,
             "loss": float(logs["loss"]),
             "accuracy": float(logs["accuracy"]),
             "val_loss": float(logs["val_loss"]),
             "val_accuracy": float(logs["val_accuracy"]),
-            "reg_loss": reg_loss_on(self.model, self.probe),
+            "reg_loss": measured.reg_loss,
             "epoch_seconds": seconds,
             "images_per_second": self.n_train / seconds if seconds > 0 else 0.0,
         }
         for key in METRIC_KEYS:
             self.history[key].append(metrics[key])
         # Regularizer diagnostics over epochs: how the penalty reshapes weights and activations.
-        self.diagnostics.append(self._diagnostics())
+        self.diagnostics.append({"sparsity": measured.sparsity, "blocks": measured.blocks})
         metrics["diagnostics"] = self.diagnostics[-1]
         logger.info("epoch %d: %s", epoch, ", ".join(f"{k}={metrics[k]:.4g}" for k in METRIC_KEYS if k != "epoch"))
         if self.checkpoint_path:
@@ -137,17 +93,3 @@ class EpochReporter(keras.callbacks.Callback):
             self.model.stop_training = True
         elif answer != "continue":
             raise ValueError(f"Invalid on_epoch answer: expected 'continue', 'prune' or 'stop', received {answer!r}")
-
-
-def weight_stats(model: keras.Model) -> tuple[float, dict[str, dict[str, float]]]:
-    """Return the overall kernel sparsity and per-block ``{"l1", "l2", "sparsity"}``."""
-    groups: dict[str, list[np.ndarray]] = {}
-    for name, variable in kernel_layers(model):
-        groups.setdefault(block_of(name), []).append(np.abs(keras.ops.convert_to_numpy(variable)).ravel())
-    norms, small, total = {}, 0, 0
-    for block, arrays in groups.items():
-        w = np.concatenate(arrays).astype(np.float64)
-        n_small = int((w < SPARSITY_THRESHOLD).sum())
-        norms[block] = {"l1": float(w.sum()), "l2": float(np.sqrt((w * w).sum())), "sparsity": n_small / w.size}
-        small, total = small + n_small, total + w.size
-    return (small / total if total else 0.0), norms

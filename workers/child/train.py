@@ -16,8 +16,9 @@ import numpy as np
 
 from sweep.errors import TrialError
 from workers.child.data import ImageData, load_dataset
-from workers.child.epochs import METRIC_KEYS, SPARSITY_THRESHOLD, EpochReporter, weight_stats
+from workers.child.epochs import METRIC_KEYS, SPARSITY_THRESHOLD, EpochReporter
 from workers.child.model import build_classifier, placement_layers
+from workers.child.probe import EpochProbe
 from workers.child.regularizers import RegularizerSet
 
 # One definition shared with the worker loop, which must not import Keras (see that module).
@@ -193,7 +194,8 @@ def train(request: TrainRequest, on_epoch: Callable[[dict[str, Any]], str]) -> d
         # Shuffle seed moves with initial_epoch so a resumed run does not replay epoch 0's order.
         fit_kwargs = _inputs(data, batch_size, int(request.seed) + request.initial_epoch, steps_per_epoch)
         images_per_epoch = steps_per_epoch * batch_size if steps_per_epoch else len(data.x_train)
-        reporter = EpochReporter(on_epoch, data.x_train[:_PROBE_SIZE], images_per_epoch, request.checkpoint_path)
+        probe = EpochProbe(model, data.x_train[:_PROBE_SIZE])
+        reporter = EpochReporter(on_epoch, probe, images_per_epoch, request.checkpoint_path)
         logger.info("Trial %d: %s params on %s (%s, jit_compile=%s, policy=%s)", request.trial_number,
                     f"{model.count_params():,}", device, keras.backend.backend(), model.jit_compile,
                     keras.mixed_precision.global_policy().name)
@@ -239,13 +241,13 @@ def _model(request: TrainRequest, setup: dict[str, Any], data: ImageData, regs: 
 
 def _result(request: TrainRequest, model: keras.Model, reporter: EpochReporter, device: str) -> dict[str, Any]:
     """The trainer's JSON-able result (keys in :func:`train`'s docstring)."""
-    sparsity, block_norms = weight_stats(model)
+    final = reporter.probe.measure()
     return {
         "epochs_run": request.initial_epoch + len(reporter.history["epoch"]),
         "history": reporter.history,
         "stopped": reporter.stopped,
-        "sparsity": sparsity,
-        "block_norms": block_norms,
+        "sparsity": final.sparsity,
+        "block_norms": final.block_norms(),
         "diagnostics_by_epoch": reporter.diagnostics,
         "placement_layers": placement_layers(model),
         "param_count": int(model.count_params()),
