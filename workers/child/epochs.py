@@ -14,7 +14,7 @@ from typing import Any
 import keras
 
 from sweep.errors import TrialDiverged
-from workers.child.probe import SPARSITY_THRESHOLD, EpochProbe
+from workers.child.probe import SPARSITY_THRESHOLD, EpochProbe, Measurement
 
 __all__ = ["METRIC_KEYS", "SPARSITY_THRESHOLD", "EpochReporter", "save_atomically"]
 
@@ -53,6 +53,8 @@ class EpochReporter(keras.callbacks.Callback):
         self.history: dict[str, list[float]] = {key: [] for key in METRIC_KEYS}
         self.diagnostics: list[dict[str, Any]] = []
         self.stopped: str | None = None
+        #: The last epoch's probe: the weights training ends with, unless no epoch ran.
+        self.last: Measurement | None = None
         self._start = self._train_end = 0.0
 
     def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
@@ -68,7 +70,7 @@ class EpochReporter(keras.callbacks.Callback):
         for key in ("loss", "val_loss"):
             if not math.isfinite(float(logs.get(key, math.nan))):
                 raise TrialDiverged(f"Training diverged at epoch {epoch}: {key}={logs.get(key)!r}")
-        measured = self.probe.measure()
+        measured = self.last = self.probe.measure()
         metrics: dict[str, Any] = {
             "epoch": epoch,
             "loss": float(logs["loss"]),

@@ -241,7 +241,7 @@ def _model(request: TrainRequest, setup: dict[str, Any], data: ImageData, regs: 
 
 def _result(request: TrainRequest, model: keras.Model, reporter: EpochReporter, device: str) -> dict[str, Any]:
     """The trainer's JSON-able result (keys in :func:`train`'s docstring)."""
-    final = reporter.probe.measure()
+    final = reporter.last or reporter.probe.measure()  # fit ends with the last epoch's weights
     return {
         "epochs_run": request.initial_epoch + len(reporter.history["epoch"]),
         "history": reporter.history,
