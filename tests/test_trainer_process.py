@@ -4,6 +4,7 @@ A real spawned child running the synthetic trainer."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
@@ -40,27 +41,76 @@ def test_a_failing_epoch_callback_does_not_spill_into_the_next_trial() -> None:
         trainer.stop()
 
 
-def test_a_recycled_child_is_replaced_as_soon_as_its_last_result_is_in() -> None:
+def test_a_recycled_childs_replacement_imports_during_its_last_trial() -> None:
     trainer = TrainerProcess("workers.synthetic:train", recycle_after=2)
     trainer.start()
     try:
         def pid() -> int | None:
             return trainer._process.pid if trainer._process else None
 
-        seen = []
+        seen, spares = [], []
+
+        def watch(metrics: dict[str, Any]) -> str:
+            spare = trainer._spare
+            spares.append(spare.pid if spare is not None and spare.is_alive() else None)
+            return "continue"
+
         for number in range(3):
             before = pid()
-            result = trainer.run(_request(number), lambda metrics: "continue", timeout_s=60)
+            result = trainer.run(_request(number), watch, timeout_s=60)
             assert result.epochs_run == 3
             seen.append((before, pid(), result.trainer_trials))
         (a0, a1, n0), (b0, b1, n1), (c0, c1, n2) = seen
         assert a0 == a1 == b0 and [n0, n1, n2] == [1, 2, 1]
-        # The replacement was started when trial 1's result came in, not when trial 2 began.
-        assert b1 != b0 and c0 == c1 == b1
-        assert trainer._process is not None and trainer._process.is_alive()
+        # No spare during the child's first trial; during its last one a spare was already running,
+        # and it is the child that took over as soon as that last result came in.
+        assert spares[:3] == [None, None, None] and spares[3] is not None and spares[3:6] == [spares[3]] * 3
+        assert b1 == spares[3] != b0 and c0 == c1 == b1
+        assert trainer._process is not None and trainer._process.is_alive() and trainer._spare is None
+        # The retired child exits on its own, reaped in the background.
+        gone_by = time.monotonic() + 10
+        while time.monotonic() < gone_by and _alive(b0):
+            time.sleep(0.05)
+        assert not _alive(b0)
     finally:
         trainer.stop()
     assert trainer._process is None
+
+
+def test_stopping_during_a_childs_last_trial_kills_its_spare_too() -> None:
+    trainer = TrainerProcess("workers.synthetic:train", recycle_after=1)
+    trainer.start()
+    spares: list[int] = []
+
+    def watch(metrics: dict[str, Any]) -> str:
+        if trainer._spare is not None:
+            spares.append(trainer._spare.pid)
+        return "stop" if metrics["epoch"] == 0 else "continue"
+
+    try:
+        trainer.run(_request(0), watch, timeout_s=60)
+    finally:
+        spare = trainer._process  # the spare took over after the result
+        trainer.stop()
+    assert spares and spare is not None and spare.pid == spares[0]
+    assert not spare.is_alive() and trainer._process is None and trainer._spare is None
+
+
+def test_the_child_imports_its_trainer_not_the_workers_modules() -> None:
+    # A child used to run the parent's __main__ again (multiprocessing's spawn), which in a worker
+    # is the sweep-worker script: Optuna, SQLAlchemy and the worker CLI in every child.
+    trainer = TrainerProcess("tests.trainers:imported_modules")
+    trainer.start()
+    try:
+        seen: list[dict[str, Any]] = []
+        trainer.run(_request(0), lambda metrics: seen.append(metrics) or "continue", timeout_s=60)
+    finally:
+        trainer.stop()
+    assert seen and seen[0]["modules"], seen
+    loaded = set(seen[0]["modules"])
+    assert {"workers.child.process", "tests.trainers"} <= loaded
+    assert not loaded & {"optuna", "sqlalchemy", "workers.cli", "workers.parent.runner", "pytest"}, \
+        sorted(loaded & {"optuna", "sqlalchemy", "workers.cli", "workers.parent.runner", "pytest"})
 
 
 def test_stopping_a_child_still_importing_kills_it_at_once() -> None:
@@ -85,3 +135,12 @@ def test_what_a_trial_leaves_in_reference_cycles_is_collected_after_it() -> None
     assert len(rss) == 6, measured
     # Each trial's 40 MB is resident until its collection: kept, six trials would hold 240 MB.
     assert max(rss) - min(rss) < 100, rss
+
+
+def _alive(pid: int) -> bool:
+    """Running (not exited, not a zombie waiting for its parent)."""
+    try:
+        stat = open(f"/proc/{pid}/stat", encoding="ascii").read()
+    except OSError:
+        return False
+    return stat[stat.rindex(")") + 2] != "Z"

@@ -58,3 +58,12 @@ def cyclic_garbage(request: TrainRequest, on_epoch: Callable[[dict[str, Any]], s
     node: dict[str, Any] = {"payload": bytearray(b"\x01") * (40 << 20)}
     node["self"] = node
     return synthetic.train(request, on_epoch)
+
+
+def imported_modules(request: TrainRequest, on_epoch: Callable[[dict[str, Any]], str]) -> dict[str, Any]:
+    """Reports, as its one epoch's metrics, the top-level and regsweep modules this child has imported."""
+    import sys
+
+    names = sorted(n for n in sys.modules if "." not in n or n.startswith(("workers.", "sweep.", "tests.")))
+    on_epoch({"epoch": 0, "val_accuracy": 0.5, "modules": names})
+    return {"epochs_run": 1}

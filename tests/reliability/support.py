@@ -155,10 +155,10 @@ def cmdline(pid: int) -> str:
 
 
 def trainer_child(worker_pid: int) -> int | None:
-    """The training child of a worker (a multiprocessing spawn child, not the resource tracker)."""
+    """The training child of a worker (started by ``workers.parent.child``; a spare may be importing beside it)."""
     for pid in children(worker_pid):
         line = cmdline(pid)
-        if "spawn_main" in line and "resource_tracker" not in line:
+        if "workers.child.process import main_from_argv" in line:
             return pid
     return None
 

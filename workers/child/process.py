@@ -1,8 +1,9 @@
 """The training child's main loop: import the trainer once, then train request after request.
 
-Started by :class:`workers.parent.runner.TrainerProcess` (spawned, so the parent never imports
-Keras); the message protocol is described there. Its own stderr is filtered of TensorFlow's C++
-chatter before the trainer imports TensorFlow.
+Started by :class:`workers.parent.runner.TrainerProcess` in a fresh interpreter (see
+:mod:`workers.parent.child`), so the parent never imports Keras; the message protocol is
+described there. Its own stderr is filtered of TensorFlow's C++ chatter before the trainer
+imports TensorFlow.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from sweep.processes import die_with_parent
 from sweep.refs import load_ref
 from workers.child.request import TrainRequest, TrainResult
 
-__all__ = ["child_main", "resolve_trainer"]
+__all__ = ["child_main", "main_from_argv", "resolve_trainer"]
 
 
 #: Errors raised in the child that say "this host cannot train", not "this config failed".
@@ -82,6 +83,12 @@ def resolve_trainer(ref: str) -> Callable[..., dict[str, Any]]:
     return load_ref("workers.child.train:train" if ref == "keras" else ref)
 
 
+def main_from_argv(argv: list[str]) -> None:
+    """The child's entry as :class:`workers.parent.child.ChildProcess` starts it: ``FD TRAINER_REF``."""
+    fd, trainer_ref = argv
+    child_main(Connection(int(fd)), trainer_ref)
+
+
 def child_main(conn: Connection, trainer_ref: str) -> None:
     die_with_parent(signal.SIGKILL)  # a kill -9'ed worker must not leave its child on the GPU
     # Ctrl-C reaches the whole process group; only the parent decides how a trial ends.
@@ -89,7 +96,7 @@ def child_main(conn: Connection, trainer_ref: str) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     from sweep.logs import setup_logging
 
-    setup_logging()
+    setup_logging(optuna_logs=False)
     _quiet_native_logs()
     try:
         trainer = resolve_trainer(trainer_ref)  # imported before the first request: overlaps the ask

@@ -11,25 +11,26 @@ The worker process (which holds the database connection and never imports Keras)
 
 ``kind`` is ``"trial"`` or ``"environment"`` (a :class:`~sweep.errors.DataError` or an import
 error: this host cannot train any trial, see ``sweep.errors``). If the child dies (segfault, OOM
-kill), hangs past the trial's time limit, or has trained ``recycle_after`` trials (Keras and
-allocators keep memory between models), the parent kills it and starts a fresh one. The child
-ignores SIGINT/SIGTERM: stopping is the parent's decision. The child's side of the pipe is
-:mod:`workers.child.process`.
+kill) or hangs past the trial's time limit, the parent kills it and starts a fresh one; after
+``recycle_after`` trials (Keras and allocators keep memory between models, ~35 MB a trial) it is
+replaced by one started when its last trial began. The child ignores SIGINT/SIGTERM: stopping
+is the parent's decision. The child's side of the pipe is :mod:`workers.child.process`, started
+by :mod:`workers.parent.child`.
 """
 
 from __future__ import annotations
 
 import logging
-import multiprocessing as mp
 import signal
+import threading
 import time
 from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
 
 from sweep.errors import TrainerCrashed, TrialError, TrialTimeout, WorkerEnvironmentError
-from workers.child.process import child_main
 from workers.child.request import TrainResult
+from workers.parent.child import ChildProcess
 
 __all__ = ["TrainerProcess", "RemoteTrialError", "TrainingAborted"]
 
@@ -62,8 +63,11 @@ class TrainingAborted(TrialError):
 class TrainerProcess:
     """A long-lived training child, restarted after crashes, timeouts and every N trials.
 
-    A child recycled after N trials is replaced as soon as its last result is in, so the next
-    child's imports overlap the parent's tell and ask.
+    A child's replacement is started when the child starts its last trial, so the replacement's
+    imports (TensorFlow: ~5 s) overlap that trial instead of delaying the next one, and the old
+    child exits in the background once its last result is in (~0.4 s for TensorFlow). For the
+    length of one trial two children are alive: the replacement holds only its imports (it has
+    built no model and touched no GPU).
 
     Args:
         trainer_ref: ``"keras"`` or ``"package.module:function"``.
@@ -75,9 +79,9 @@ class TrainerProcess:
         self.trainer_ref = trainer_ref
         self.recycle_after = recycle_after
         self.start_timeout_s = start_timeout_s
-        self._ctx = mp.get_context("spawn")  # fork after importing TF/CUDA is unsafe
-        self._process: mp.process.BaseProcess | None = None
-        self._conn: Connection | None = None
+        self._process: ChildProcess | None = None
+        self._conn: Connection | None = None  # the current child's pipe
+        self._spare: ChildProcess | None = None  # the next child, importing its trainer
         self._trained = 0
         self._ready = False
         self._aborted = False
@@ -86,13 +90,9 @@ class TrainerProcess:
         """Start a child now (the worker does this before its first ask, to overlap imports)."""
         if self._process is not None and self._process.is_alive():
             return
-        parent_conn, child_conn = self._ctx.Pipe()
-        self._process = self._ctx.Process(
-            target=child_main, args=(child_conn, self.trainer_ref), name="regsweep-trainer", daemon=True
-        )
-        self._process.start()
-        child_conn.close()
-        self._conn = parent_conn
+        # A fresh interpreter, never a fork: forking after importing TF/CUDA is unsafe.
+        self._process, self._spare = self._spare or ChildProcess(self.trainer_ref), None
+        self._conn = self._process.conn
         self._trained = 0
         self._ready = False
 
@@ -131,8 +131,8 @@ class TrainerProcess:
             WorkerEnvironmentError: The trainer does not import, or found the data missing.
         """
         if self._process is None or not self._process.is_alive() or self._trained >= self.recycle_after:
-            self.stop()
-            self.start()
+            self._stop_current()
+            self.start()  # the spare, if the last child died in its last trial
         self._aborted = False
         self._await_ready()
         # A local reference: abort() may run in a signal handler between two lines of this loop.
@@ -141,6 +141,8 @@ class TrainerProcess:
         started = time.monotonic()
         self._trained += 1
         conn.send(("train", request))
+        if self._trained >= self.recycle_after and self._spare is None:
+            self._spare = ChildProcess(self.trainer_ref)  # its imports overlap this, the child's last trial
         while True:
             wait = None if timeout_s is None else max(timeout_s - (time.monotonic() - started), 0.0)
             try:
@@ -172,10 +174,8 @@ class TrainerProcess:
                 result.trainer_rss_mb = self.child_rss_mb()
                 result.trainer_trials = self._trained
                 if self._trained >= self.recycle_after:
-                    # Replace it now: the fresh child imports its trainer while this process tells
-                    # the trial and asks the next, instead of at the start of the next trial.
-                    self.stop()
-                    self.start()
+                    self._retire()
+                    self.start()  # the spare, which has been importing since this trial began
                 return result
             elif kind == "error":
                 if len(message) > 4 and message[4] == "environment":
@@ -184,7 +184,7 @@ class TrainerProcess:
 
     def child_rss_mb(self) -> float | None:
         """Resident memory of the training child in MiB (Linux), to spot leaks across trials."""
-        if self._process is None or self._process.pid is None:
+        if self._process is None:
             return None
         try:
             with open(f"/proc/{self._process.pid}/status", encoding="ascii") as handle:
@@ -200,6 +200,7 @@ class TrainerProcess:
             return None
         self._process.join(timeout=10)
         code = self._process.exitcode
+        self._process.conn.close()
         self._process = None
         self._conn = None
         return code
@@ -222,8 +223,28 @@ class TrainerProcess:
         if self._process is not None:
             self._reap()
 
+    def _retire(self) -> None:
+        """Ask the current child to exit and reap it in the background: the worker goes on meanwhile."""
+        process, conn = self._process, self._conn
+        self._process = self._conn = None
+        if process is None or conn is None:
+            return
+        try:
+            conn.send(("exit",))
+        except (BrokenPipeError, OSError):
+            pass
+        threading.Thread(target=_reap_retired, args=(process,), name="regsweep-trainer-reaper", daemon=True).start()
+
     def stop(self) -> None:
-        """Ask the child to exit, killing it if it does not within a few seconds."""
+        """Ask the child to exit, killing it if it does not within a few seconds; kill a spare."""
+        if self._spare is not None:  # it holds only its imports: nothing to save
+            spare, self._spare = self._spare, None
+            spare.kill()
+            spare.join(timeout=10)
+            spare.conn.close()
+        self._stop_current()
+
+    def _stop_current(self) -> None:
         if self._process is None:
             return
         if not self._ready:  # still importing its trainer (a replacement started early): nothing to save
@@ -238,8 +259,18 @@ class TrainerProcess:
         if self._process.is_alive():
             self._process.kill()
             self._process.join(timeout=10)
+        self._process.conn.close()
         self._process = None
         self._conn = None
+
+
+def _reap_retired(process: ChildProcess) -> None:
+    """Wait for a retired child to exit (it was sent ``exit``), killing it after a few seconds."""
+    process.join(timeout=10)
+    if process.is_alive():
+        process.kill()
+        process.join(timeout=10)
+    process.conn.close()
 
 
 def _describe_exit(code: int | None) -> str:
