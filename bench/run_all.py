@@ -23,7 +23,7 @@ __all__ = ["PLANS", "main"]
 #: Arguments of each benchmark per size.
 PLANS: dict[str, dict[str, list[str]]] = {
     "ci": {
-        "orchestration": ["--procs", "1", "4", "16", "--trials-per-proc", "8", "--rounds", "3"],
+        "orchestration": ["--procs", "1", "4", "16", "--trials-per-proc", "20", "--rounds", "3"],
         "throughput": ["--widths", "0.25", "1.0", "--epochs", "3", "--repeats", "2", "--trainers", "plain", "worker"],
         "search": ["--seeds", "60"],
     },
