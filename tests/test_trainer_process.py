@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from sweep.errors import TrainerCrashed
 from workers.child.request import TrainRequest
 from workers.parent.runner import TrainerProcess
 
@@ -94,6 +95,29 @@ def test_stopping_during_a_childs_last_trial_kills_its_spare_too() -> None:
         trainer.stop()
     assert spares and spare is not None and spare.pid == spares[0]
     assert not spare.is_alive() and trainer._process is None and trainer._spare is None
+
+
+def test_a_child_that_dies_in_its_last_trial_leaves_its_spare_to_the_next() -> None:
+    trainer = TrainerProcess("tests.trainers:faulty", recycle_after=1)
+    trainer.start()
+    try:
+        crashing = TrainRequest(config={}, setup={"epochs": 3, "trainer_options": {"fault": "segv", "on_trials": "0"}},
+                                trial_number=0, seed=0).to_dict()
+        with pytest.raises(TrainerCrashed, match="SIGSEGV"):
+            trainer.run(crashing, lambda metrics: "continue", timeout_s=60)
+        spare = trainer._spare
+        assert spare is not None and spare.is_alive()
+        training: list[int | None] = []
+
+        def watch(metrics: dict[str, Any]) -> str:
+            training.append(trainer._process.pid if trainer._process else None)
+            return "continue"
+
+        result = trainer.run(_request(1), watch, timeout_s=60)
+        assert result.epochs_run == 3 and result.trainer_trials == 1
+        assert training == [spare.pid] * 3  # the spare trained it, no child started in its place
+    finally:
+        trainer.stop()
 
 
 def test_the_child_imports_its_trainer_not_the_workers_modules() -> None:
