@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from sweep.errors import TrainerCrashed
+from tests.reliability.support import alive
 from workers.child.request import TrainRequest
 from workers.parent.runner import TrainerProcess
 
@@ -70,9 +71,9 @@ def test_a_recycled_childs_replacement_imports_during_its_last_trial() -> None:
         assert trainer._process is not None and trainer._process.is_alive() and trainer._spare is None
         # The retired child exits on its own, reaped in the background.
         gone_by = time.monotonic() + 10
-        while time.monotonic() < gone_by and _alive(b0):
+        while time.monotonic() < gone_by and alive(b0):
             time.sleep(0.05)
-        assert not _alive(b0)
+        assert not alive(b0)
     finally:
         trainer.stop()
     assert trainer._process is None
@@ -159,12 +160,3 @@ def test_what_a_trial_leaves_in_reference_cycles_is_collected_after_it() -> None
     assert len(rss) == 6, measured
     # Each trial's 40 MB is resident until its collection: kept, six trials would hold 240 MB.
     assert max(rss) - min(rss) < 100, rss
-
-
-def _alive(pid: int) -> bool:
-    """Running (not exited, not a zombie waiting for its parent)."""
-    try:
-        stat = open(f"/proc/{pid}/stat", encoding="ascii").read()
-    except OSError:
-        return False
-    return stat[stat.rindex(")") + 2] != "Z"

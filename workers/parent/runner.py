@@ -25,7 +25,6 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from multiprocessing.connection import Connection
 from typing import Any
 
 from sweep.errors import TrainerCrashed, TrialError, TrialTimeout, WorkerEnvironmentError
@@ -80,7 +79,6 @@ class TrainerProcess:
         self.recycle_after = recycle_after
         self.start_timeout_s = start_timeout_s
         self._process: ChildProcess | None = None
-        self._conn: Connection | None = None  # the current child's pipe
         self._spare: ChildProcess | None = None  # the next child, importing its trainer
         self._trained = 0
         self._ready = False
@@ -92,19 +90,19 @@ class TrainerProcess:
             return
         # A fresh interpreter, never a fork: forking after importing TF/CUDA is unsafe.
         self._process, self._spare = self._spare or ChildProcess(self.trainer_ref), None
-        self._conn = self._process.conn
         self._trained = 0
         self._ready = False
 
     def _await_ready(self) -> None:
-        assert self._conn is not None and self._process is not None
+        assert self._process is not None
         if self._ready:
             return
-        if not self._conn.poll(self.start_timeout_s):
+        conn = self._process.conn
+        if not conn.poll(self.start_timeout_s):
             self.kill()
             raise TrainerCrashed(f"training process did not start within {self.start_timeout_s:.0f}s")
         try:
-            message = self._conn.recv()
+            message = conn.recv()
         except EOFError:
             code = self._reap()
             raise TrainerCrashed(f"training process failed to start ({_describe_exit(code)})") from None
@@ -136,8 +134,8 @@ class TrainerProcess:
         self._aborted = False
         self._await_ready()
         # A local reference: abort() may run in a signal handler between two lines of this loop.
-        conn = self._conn
-        assert conn is not None
+        assert self._process is not None
+        conn = self._process.conn
         started = time.monotonic()
         self._trained += 1
         conn.send(("train", request))
@@ -202,7 +200,6 @@ class TrainerProcess:
         code = self._process.exitcode
         self._process.conn.close()
         self._process = None
-        self._conn = None
         return code
 
     def abort(self) -> None:
@@ -224,16 +221,10 @@ class TrainerProcess:
             self._reap()
 
     def _retire(self) -> None:
-        """Ask the current child to exit and reap it in the background: the worker goes on meanwhile."""
-        process, conn = self._process, self._conn
-        self._process = self._conn = None
-        if process is None or conn is None:
-            return
-        try:
-            conn.send(("exit",))
-        except (BrokenPipeError, OSError):
-            pass
-        threading.Thread(target=_reap_retired, args=(process,), name="regsweep-trainer-reaper", daemon=True).start()
+        """Shut the current child down in the background: the worker goes on meanwhile."""
+        process, self._process = self._process, None
+        if process is not None:
+            threading.Thread(target=_shut_down, args=(process,), name="regsweep-trainer-reaper", daemon=True).start()
 
     def stop(self) -> None:
         """Ask the child to exit, killing it if it does not within a few seconds; kill a spare."""
@@ -250,22 +241,16 @@ class TrainerProcess:
         if not self._ready:  # still importing its trainer (a replacement started early): nothing to save
             self.kill()
             return
-        try:
-            if self._conn is not None:
-                self._conn.send(("exit",))
-        except (BrokenPipeError, OSError):
-            pass
-        self._process.join(timeout=10)
-        if self._process.is_alive():
-            self._process.kill()
-            self._process.join(timeout=10)
-        self._process.conn.close()
-        self._process = None
-        self._conn = None
+        process, self._process = self._process, None
+        _shut_down(process)
 
 
-def _reap_retired(process: ChildProcess) -> None:
-    """Wait for a retired child to exit (it was sent ``exit``), killing it after a few seconds."""
+def _shut_down(process: ChildProcess) -> None:
+    """Ask a child to exit, kill it if it has not within a few seconds, and close its pipe."""
+    try:
+        process.conn.send(("exit",))
+    except (BrokenPipeError, OSError):
+        pass
     process.join(timeout=10)
     if process.is_alive():
         process.kill()
