@@ -17,7 +17,14 @@ each run the weights, BN statistics and optimizer state are reset to that seed's
 at this size, more than the whole 12 epochs' training would take twice over.
 
 Each finished run is appended to ``bench/results/search-curves.parts/<proc>.jsonl`` (a rerun
-skips what is there); ``--merge`` writes ``bench/results/search-curves.json``.
+skips what is there, so a recording can be stopped and resumed, in another session too);
+``--merge`` writes ``bench/results/search-curves-table.json``.
+
+``--steps-per-epoch N`` records a second table whose epoch is N optimizer steps (cycling through
+shuffled passes over the images, ``training.steps_per_epoch``) instead of one pass of 12 steps at
+batch 128. On the one-pass table a config's first 1-4 epochs say nothing about its final value
+(bench/README.md s.3), while a user's epoch on a real data set is hundreds of steps; its parts
+go to ``search-curves-spe<N>.parts`` and its table to ``search-curves-spe<N>-table.json``.
 
     python -m bench.search_record --configs 4 --procs 2     # rounds of 64 configs each
     python -m bench.search_record --merge
@@ -44,26 +51,39 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-__all__ = ["PARTS", "SETUP", "draw_configs", "main"]
+__all__ = ["SETUP", "draw_configs", "main", "parts_dir", "table_name"]
 
-PARTS = RESULTS / "search-curves.parts"
 PRESET = Path(__file__).resolve().parent.parent / "sweep" / "presets" / "full.toml"
 #: The full preset's training at the size the table is recorded at (see the module docstring).
 SETUP: dict[str, Any] = {"width": 0.25, "input_size": 32}
 
 
-def full_spec(epochs: int, sections: dict[str, dict[str, Any]] | None = None) -> Any:
+def table_name(steps_per_epoch: int | None) -> str:
+    """The benchmark name of the table recorded with ``steps_per_epoch`` (None: one pass an epoch)."""
+    return "search-curves" if steps_per_epoch is None else f"search-curves-spe{steps_per_epoch}"
+
+
+def parts_dir(steps_per_epoch: int | None) -> Path:
+    """Where the recorders of that table append their runs."""
+    return RESULTS / f"{table_name(steps_per_epoch)}.parts"
+
+
+def full_spec(epochs: int, sections: dict[str, dict[str, Any]] | None = None,
+              steps_per_epoch: int | None = None) -> Any:
     """The ``full`` preset's spec with the table's width, input size and epochs, validated.
 
     Args:
         epochs: Epochs of a trial.
         sections: Spec tables to change: ``sampler`` entries update the preset's, any other
             table (``pruner``) replaces it (its keys depend on the pruner's name).
+        steps_per_epoch: Optimizer steps an epoch (None: one pass over the training images).
     """
     from sweep.spec.load import parse_spec
 
     data = tomllib.loads(PRESET.read_text(encoding="utf-8"))
     data["training"].update({**SETUP, "epochs": epochs})
+    if steps_per_epoch is not None:
+        data["training"]["steps_per_epoch"] = steps_per_epoch
     for section, table in (sections or {}).items():
         data[section] = {**data.get(section, {}), **table} if section == "sampler" else dict(table)
     return parse_spec(data, source=f"bench: {PRESET.name} with {sections or {}}")
@@ -95,7 +115,7 @@ def draw_configs(rounds: int, seed: int = 0) -> list[dict[str, Any]]:
     return out
 
 
-def _session(epochs: int) -> Any:
+def _session(epochs: int, steps_per_epoch: int | None) -> Any:
     """Build the reusable model, each seed's initial state, and the run function (Keras from here)."""
     import keras
 
@@ -104,7 +124,7 @@ def _session(epochs: int) -> Any:
     from workers.child.regularizers import RegularizerSet
     from workers.child.train import _inputs, _optimizer
 
-    spec = full_spec(epochs)
+    spec = full_spec(epochs, steps_per_epoch=steps_per_epoch)
     t = spec.training.model_dump()
     t.update({"mixed_precision": "off"})
 
@@ -154,7 +174,7 @@ def _session(epochs: int) -> Any:
         started = time.process_time()
         wall = time.perf_counter()
         history = model.fit(epochs=epochs, verbose=0, callbacks=[keras.callbacks.TerminateOnNaN()],
-                            **_inputs(data, int(t["batch_size"]), seed, None)).history
+                            **_inputs(data, int(t["batch_size"]), seed, t["steps_per_epoch"])).history
         accuracy = [round(float(v), 5) for v in history.get("val_accuracy", [])]
         diverged = len(accuracy) < epochs or any(not math.isfinite(float(v)) for v in history.get("loss", []))
         return {"val_accuracy": accuracy, "diverged": diverged,
@@ -163,16 +183,17 @@ def _session(epochs: int) -> Any:
     return run
 
 
-def record(proc: int, procs: int, rounds: int, seeds: int, epochs: int) -> None:
+def record(proc: int, procs: int, rounds: int, seeds: int, epochs: int, steps_per_epoch: int | None = None) -> None:
     """Train this process's share of the configs (every ``procs``-th), appending each run."""
     os.environ.setdefault("TF_NUM_INTRAOP_THREADS", "1")
     os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
-    PARTS.mkdir(parents=True, exist_ok=True)
-    path = PARTS / f"{proc}.jsonl"
+    parts = parts_dir(steps_per_epoch)
+    parts.mkdir(parents=True, exist_ok=True)
+    path = parts / f"{proc}.jsonl"
     done = set()
     if path.exists():
         done = {(r["id"], r["seed"]) for r in map(json.loads, path.read_text().splitlines())}
-    run = _session(epochs)
+    run = _session(epochs, steps_per_epoch)
     configs = draw_configs(rounds)[proc::procs]
     with path.open("a", encoding="utf-8") as out:
         for n, c in enumerate(configs):
@@ -187,11 +208,11 @@ def record(proc: int, procs: int, rounds: int, seeds: int, epochs: int) -> None:
                             load1())
 
 
-def merge(rounds: int, epochs: int) -> Path:
-    """Join the parts with the drawn configs into ``search-curves.json``."""
+def merge(rounds: int, epochs: int, steps_per_epoch: int | None = None) -> Path:
+    """Join the parts with the drawn configs into ``<table_name>-table.json``."""
     configs = {c["id"]: {**c, "curves": {}, "diverged": {}} for c in draw_configs(rounds)}
     cpu = wall = 0.0
-    for part in sorted(PARTS.glob("*.jsonl")):
+    for part in sorted(parts_dir(steps_per_epoch).glob("*.jsonl")):
         for row in map(json.loads, part.read_text().splitlines()):
             if row["epochs"] != epochs or row["id"] not in configs:
                 continue
@@ -200,10 +221,13 @@ def merge(rounds: int, epochs: int) -> Path:
             cpu += row["cpu_s"]
             wall += row["wall_s"]
     rows = [c for c in configs.values() if c["curves"]]
-    payload = {"epochs": epochs, "setup": full_spec(epochs).training.model_dump(), "preset": "sweep/presets/full.toml",
+    payload = {"epochs": epochs, "setup": full_spec(epochs, steps_per_epoch=steps_per_epoch).training.model_dump(),
+               "preset": "sweep/presets/full.toml",
                "configs": rows, "runs": sum(len(c["curves"]) for c in rows),
                "training_cpu_s": round(cpu), "training_wall_s_summed_over_procs": round(wall)}
-    return write_result("search-curves", "table", payload, "python -m bench.search_record --merge", keras_too=True)
+    command = "python -m bench.search_record --merge" + (
+        "" if steps_per_epoch is None else f" --steps-per-epoch {steps_per_epoch}")
+    return write_result(table_name(steps_per_epoch), "table", payload, command, keras_too=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -212,6 +236,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--configs", type=int, default=4, help="rounds of the 64 kind combinations")
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--epochs", type=int, default=12)
+    parser.add_argument("--steps-per-epoch", type=int, default=None,
+                        help="optimizer steps an epoch (default: one pass over the images)")
     parser.add_argument("--procs", type=int, default=2)
     parser.add_argument("--proc", type=int, help="run one recorder (what --procs starts)")
     parser.add_argument("--merge", action="store_true")
@@ -219,15 +245,17 @@ def main(argv: list[str] | None = None) -> int:
     setup()
     logging.getLogger("workers").setLevel("WARNING")
     if args.merge:
-        logger.info("wrote %s", merge(args.configs, args.epochs))
+        logger.info("wrote %s", merge(args.configs, args.epochs, args.steps_per_epoch))
         return 0
     if args.proc is not None:
-        record(args.proc, args.procs, args.configs, args.seeds, args.epochs)
+        record(args.proc, args.procs, args.configs, args.seeds, args.epochs, args.steps_per_epoch)
         return 0
     import subprocess
 
     base = [sys.executable, "-m", "bench.search_record", "--configs", str(args.configs), "--seeds", str(args.seeds),
             "--epochs", str(args.epochs), "--procs", str(args.procs)]
+    if args.steps_per_epoch is not None:
+        base += ["--steps-per-epoch", str(args.steps_per_epoch)]
     children = [subprocess.Popen([*base, "--proc", str(p)]) for p in range(args.procs)]
     return max(child.wait() for child in children)
 
