@@ -17,7 +17,8 @@ each run the weights, BN statistics and optimizer state are reset to that seed's
 at this size, more than the whole 12 epochs' training would take twice over.
 
 Each finished run is appended to ``bench/results/search-curves.parts/<proc>.jsonl`` (a rerun
-skips what is there, so a recording can be stopped and resumed, in another session too);
+skips what is there, so a recording can be stopped and resumed, in another session too, with the
+same ``--procs``: recorder ``p`` trains every ``procs``-th config and reads back only its own file);
 ``--merge`` writes ``bench/results/search-curves-table.json``.
 
 ``--steps-per-epoch N`` records a second table whose epoch is N optimizer steps (cycling through
